@@ -1,0 +1,1 @@
+"""Shared PyTorch core and the algorithms built on it."""

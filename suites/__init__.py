@@ -1,0 +1,1 @@
+"""Suite files and the runner that executes them."""

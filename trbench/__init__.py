@@ -1,0 +1,2 @@
+"""trbench: comparative benchmarking of trust-region policy optimisation."""
+__version__ = "0.1.0"
