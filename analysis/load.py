@@ -1,0 +1,341 @@
+"""Read a results folder (format: results/README.md) into tidy pandas tables.
+
+Only files are read here; nothing is computed beyond the two per-run metrics:
+
+- ``final``: the run's final deterministic evaluation return (``final_eval_return`` of
+  result.json);
+- ``auc``: the mean evaluation return over training, in the spirit of Duan et al. 2016's
+  average-over-training return. It is the area under the piecewise-linear curve of
+  ``eval_return`` against ``step`` (progress.csv rows that have an evaluation) divided by the
+  step span it covers, i.e. a mean over training *steps*, so that runs evaluated at different
+  step intervals weigh every part of training alike. With evenly spaced evaluations it is close
+  to the plain mean of the evaluations; a run with a single evaluation gets that value.
+
+Runs whose status is not ``complete``, folders without result.json (interrupted) and unreadable
+folders are excluded from the analysis and listed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trbench.errors import UsageError
+
+METRICS = ("final", "auc")
+METRIC_DESCRIPTIONS = {
+    "final": "final deterministic evaluation return of each run (final_eval_return)",
+    "auc": (
+        "mean evaluation return over training (Duan et al. 2016's average-over-training): "
+        "area under the eval-return curve against env steps, divided by the step span"
+    ),
+}
+
+RUN_COLUMNS = [
+    "run_id",
+    "algo",
+    "algorithm",
+    "env_id",
+    "seed",
+    "steps",
+    "status",
+    "final",
+    "auc",
+    "wall_time_s",
+    "steps_per_second",
+]
+CURVE_COLUMNS = ["run_id", "algo", "env_id", "seed", "step", "eval_return"]
+EXCLUDED_COLUMNS = ["run_id", "algo", "env_id", "seed", "status", "reason"]
+
+
+@dataclass
+class LoadedResults:
+    """Everything the report needs from a results folder.
+
+    ``runs``: one row per complete run (RUN_COLUMNS); ``curves``: one row per evaluation of a
+    complete run (CURVE_COLUMNS); ``excluded``: runs left out and why (EXCLUDED_COLUMNS);
+    ``versions``: for each versions key, the sorted distinct values seen in config.json files.
+    """
+
+    results_dir: Path
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    excluded: pd.DataFrame
+    manifest: dict | None = None
+    suite_toml: str | None = None
+    versions: dict[str, list[str]] = field(default_factory=dict)
+
+
+class RunFolderError(Exception):
+    """A run folder that cannot be used; the message says why, ``status`` classifies it."""
+
+    def __init__(self, reason: str, status: str = "unreadable") -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
+    """Step-weighted mean of a piecewise-linear curve (trapezoid area / step span)."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if steps.size == 0:
+        return math.nan
+    if steps.size == 1 or steps[-1] == steps[0]:
+        return float(np.mean(values))
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with path.open() as handle:
+            content = json.load(handle)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path.name} missing") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path.name} unreadable: {exc}") from None
+    if not isinstance(content, dict):
+        raise RunFolderError(f"{path.name} is not a JSON object")
+    return content
+
+
+def read_eval_curve(progress_csv: Path) -> pd.DataFrame:
+    """(step, eval_return) of the rows that have an evaluation, sorted by step."""
+    if not progress_csv.exists():
+        return pd.DataFrame({"step": pd.Series(dtype=float), "eval_return": pd.Series(dtype=float)})
+    try:
+        progress = pd.read_csv(progress_csv)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise RunFolderError(f"progress.csv unreadable: {exc}") from None
+    missing = {"step", "eval_return"} - set(progress.columns)
+    if missing:
+        raise RunFolderError(f"progress.csv lacks column(s) {', '.join(sorted(missing))}")
+    curve = pd.DataFrame(
+        {
+            "step": pd.to_numeric(progress["step"], errors="coerce").astype(float),
+            "eval_return": pd.to_numeric(progress["eval_return"], errors="coerce").astype(float),
+        }
+    )
+    curve = curve[np.isfinite(curve["step"]) & np.isfinite(curve["eval_return"])]
+    return curve.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def _float_or_nan(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _identity(config: dict, manifest_entry: dict) -> dict:
+    """run_id, algo, algorithm, env_id, seed, steps from config.json, else the manifest."""
+    identity = {}
+    for key in ("run_id", "algo", "algorithm", "env_id", "seed", "steps"):
+        identity[key] = config.get(key, manifest_entry.get(key))
+    return identity
+
+
+def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """One complete run: its row for the runs table and its evaluation curve.
+
+    Raises RunFolderError (with the reason) for a run that must be excluded.
+    """
+    manifest_entry = manifest_entry or {}
+    config = _read_json(run_dir / "config.json")
+    identity = _identity(config, manifest_entry)
+    identity["run_id"] = identity["run_id"] or run_dir.name
+    for key in ("algo", "env_id"):
+        if not identity[key]:
+            raise RunFolderError(f"config.json has no {key}")
+    if not (run_dir / "result.json").exists():
+        raise RunFolderError("interrupted: result.json missing", status="incomplete")
+    result = _read_json(run_dir / "result.json")
+    status = result.get("status", "unknown")
+    if status != "complete":
+        error = result.get("error") or "no error message"
+        raise RunFolderError(f"{status}: {error}", status=str(status))
+    curve = read_eval_curve(run_dir / "progress.csv")
+    row = {
+        **identity,
+        "status": status,
+        "final": _float_or_nan(result.get("final_eval_return")),
+        "auc": area_mean(curve["step"].to_numpy(), curve["eval_return"].to_numpy()),
+        "wall_time_s": _float_or_nan(result.get("wall_time_s")),
+        "steps_per_second": _float_or_nan(result.get("steps_per_second")),
+    }
+    if result.get("steps") is not None:
+        row["steps"] = result["steps"]
+    return row, curve
+
+
+def _manifest_entries(manifest: dict | None) -> dict[str, dict]:
+    if not manifest or not isinstance(manifest.get("runs"), list):
+        return {}
+    return {entry["run_id"]: entry for entry in manifest["runs"] if isinstance(entry, dict) and "run_id" in entry}
+
+
+def _versions(run_dirs: Iterable[Path]) -> dict[str, list[str]]:
+    seen: dict[str, set[str]] = {}
+    for run_dir in run_dirs:
+        try:
+            versions = _read_json(run_dir / "config.json").get("versions") or {}
+        except RunFolderError:
+            continue
+        for key, value in versions.items():
+            seen.setdefault(str(key), set()).add(str(value))
+    return {key: sorted(values) for key, values in sorted(seen.items())}
+
+
+def load_results(results_dir: Path | str) -> LoadedResults:
+    """Read every run folder under ``results_dir/runs/``.
+
+    Raises UsageError when the folder or its runs/ subfolder does not exist, or holds no run
+    folder at all. Complete runs go to ``runs``/``curves``; the others to ``excluded``.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UsageError(f"{results_dir}: not a directory; expected a results folder with runs/<run_id>/")
+    runs_dir = results_dir / "runs"
+    if not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir}: missing; a results folder holds one folder per run under runs/")
+    run_dirs = sorted(path for path in runs_dir.iterdir() if path.is_dir())
+    if not run_dirs:
+        raise UsageError(f"{runs_dir}: no run folders; run `trbench train` or a suite first")
+
+    manifest = None
+    if (results_dir / "manifest.json").exists():
+        try:
+            manifest = _read_json(results_dir / "manifest.json")
+        except RunFolderError:
+            manifest = None
+    entries = _manifest_entries(manifest)
+    suite_path = results_dir / "suite.toml"
+    suite_toml = suite_path.read_text() if suite_path.exists() else None
+
+    rows, curves, excluded = [], [], []
+    for run_dir in run_dirs:
+        entry = entries.get(run_dir.name, {})
+        try:
+            row, curve = load_run(run_dir, entry)
+        except RunFolderError as exc:
+            excluded.append(_excluded_row(run_dir, entry, exc))
+            continue
+        rows.append(row)
+        if len(curve):
+            curves.append(
+                curve.assign(
+                    run_id=row["run_id"], algo=row["algo"], env_id=row["env_id"], seed=row["seed"]
+                )
+            )
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    curve_table = (
+        pd.concat(curves, ignore_index=True)[CURVE_COLUMNS]
+        if curves
+        else pd.DataFrame({column: [] for column in CURVE_COLUMNS})
+    )
+    return LoadedResults(
+        results_dir=results_dir,
+        runs=runs.sort_values(["env_id", "algo", "seed"], kind="stable").reset_index(drop=True),
+        curves=curve_table,
+        excluded=pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS),
+        manifest=manifest,
+        suite_toml=suite_toml,
+        versions=_versions(run_dirs),
+    )
+
+
+def _excluded_row(run_dir: Path, manifest_entry: dict, error: RunFolderError) -> dict:
+    try:
+        config = _read_json(run_dir / "config.json")
+    except RunFolderError:
+        config = {}
+    identity = _identity(config, manifest_entry)
+    return {
+        "run_id": identity["run_id"] or run_dir.name,
+        "algo": identity["algo"],
+        "env_id": identity["env_id"],
+        "seed": identity["seed"],
+        "status": error.status,
+        "reason": str(error),
+    }
+
+
+def scored_runs(loaded: LoadedResults, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Complete runs with a finite value of ``metric`` (as column ``score``), and the excluded
+    runs extended by the complete runs that lack it."""
+    if metric not in METRICS:
+        raise UsageError(f"--metric: must be one of {', '.join(METRICS)}, got {metric!r}")
+    runs = loaded.runs
+    finite = np.isfinite(runs[metric].to_numpy(dtype=float))
+    missing = runs.loc[~finite]
+    reason = "final_eval_return missing" if metric == "final" else "no evaluation rows in progress.csv"
+    extra = pd.DataFrame(
+        {
+            "run_id": missing["run_id"],
+            "algo": missing["algo"],
+            "env_id": missing["env_id"],
+            "seed": missing["seed"],
+            "status": "complete",
+            "reason": f"{reason}, so it has no '{metric}' score",
+        },
+        columns=EXCLUDED_COLUMNS,
+    )
+    excluded = pd.concat([loaded.excluded, extra], ignore_index=True) if len(extra) else loaded.excluded
+    scored = runs.loc[finite].assign(score=runs.loc[finite, metric].astype(float))
+    return scored.reset_index(drop=True), excluded.reset_index(drop=True)
+
+
+def interpolate_runs(curves: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
+    """Each run's eval curve linearly interpolated onto ``grid`` (no extrapolation: NaN outside
+    the run's first..last evaluated step). Returns a tidy table with CURVE_COLUMNS."""
+    grid = np.asarray(grid, dtype=float)
+    pieces = []
+    for (run_id, algo, env_id, seed), run_curve in curves.groupby(
+        ["run_id", "algo", "env_id", "seed"], sort=True, dropna=False
+    ):
+        steps = run_curve["step"].to_numpy(dtype=float)
+        values = run_curve["eval_return"].to_numpy(dtype=float)
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+        inside = (grid >= steps[0]) & (grid <= steps[-1])
+        interpolated = np.where(inside, np.interp(grid, steps, values), np.nan)
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "run_id": run_id,
+                    "algo": algo,
+                    "env_id": env_id,
+                    "seed": seed,
+                    "step": grid,
+                    "eval_return": interpolated,
+                }
+            )
+        )
+    if not pieces:
+        return pd.DataFrame({column: [] for column in CURVE_COLUMNS})
+    return pd.concat(pieces, ignore_index=True)[CURVE_COLUMNS]
+
+
+def step_grid(curves: pd.DataFrame, points: int = 100, common_support: bool = False) -> np.ndarray:
+    """An evenly spaced grid of env steps for ``curves``.
+
+    By default it spans the union of the runs' evaluated ranges (each run contributes only
+    where it has data); with ``common_support`` it spans only the steps every run covers (empty
+    when the runs' ranges do not overlap).
+    """
+    if curves.empty:
+        return np.array([], dtype=float)
+    by_run = curves.groupby("run_id")["step"]
+    firsts, lasts = by_run.min(), by_run.max()
+    start, stop = (firsts.max(), lasts.min()) if common_support else (firsts.min(), lasts.max())
+    if stop < start:
+        return np.array([], dtype=float)
+    if stop == start:
+        return np.array([float(start)])
+    return np.linspace(float(start), float(stop), points)
