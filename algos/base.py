@@ -1,0 +1,114 @@
+"""What every on-policy algorithm shares: the networks, the critic update, the KL diagnostics.
+
+An algorithm subclasses :class:`OnPolicyAlgorithm`, names its config dataclass in ``Config``,
+and implements :meth:`update_policy`. Everything else (rollouts, GAE, normalisation, critic,
+evaluation) is common, so a comparison measures the policy update rule alone.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from .config import OnPolicyConfig
+from .networks import GaussianPolicy, ValueNetwork, gaussian_kl
+from .rollout import Batch
+
+
+class OnPolicyAlgorithm:
+    """Base class. Subclasses set ``name`` and ``Config`` and implement ``update_policy``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
+
+    def __init__(self, config: OnPolicyConfig, obs_dim: int, act_dim: int, device: torch.device,
+                 generator: torch.Generator):
+        self.config = config
+        self.device = device
+        # minibatch shuffling draws from its own seeded stream, on the CPU, so it is identical
+        # whichever device the update runs on
+        self.generator = generator
+        self.policy = GaussianPolicy(obs_dim, act_dim, config.policy_hidden, config.activation, config.init,
+                                     config.policy_output_gain, config.log_std_init).to(device)
+        self.value_fn = ValueNetwork(obs_dim, config.value_hidden, config.activation, config.init).to(device)
+        self.critic_optimizer = torch.optim.Adam(self.value_fn.parameters(), lr=config.critic_lr)
+        self.progress = 0.0  # fraction of the run completed, for learning-rate annealing
+
+    # --- the part each algorithm defines --------------------------------------------------------
+    def update_policy(self, batch: Batch) -> dict[str, torch.Tensor | float]:
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------------
+    def update(self, batch: Batch, progress: float) -> dict[str, float]:
+        """One policy update then one critic update on the same batch; returns diagnostics."""
+        self.progress = progress
+        with torch.no_grad():
+            mean_old, log_std_old = self.policy(batch.obs)
+        diagnostics = dict(self.update_policy(batch))
+        with torch.no_grad():
+            mean_new, log_std_new = self.policy(batch.obs)
+            diagnostics["kl"] = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new).mean()
+            diagnostics["entropy"] = self.policy.entropy()
+        diagnostics.update(self.update_critic(batch))
+        # one transfer of every diagnostic at the end, not one per value inside the update
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(())
+                              for v in diagnostics.values()]).cpu().tolist()
+        return dict(zip(diagnostics.keys(), values))
+
+    def annealed(self, lr: float) -> float:
+        return lr * (1.0 - self.progress) if self.config.anneal_lr else lr
+
+    def minibatches(self, size: int, minibatch_size: int):
+        """Random disjoint index sets covering range(size); the full batch when size is 0."""
+        if minibatch_size <= 0 or minibatch_size >= size:
+            yield torch.arange(size, device=self.device)
+            return
+        order = torch.randperm(size, generator=self.generator).to(self.device)
+        for start in range(0, size, minibatch_size):
+            yield order[start:start + minibatch_size]
+
+    def update_critic(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Regress V onto the GAE value targets for `critic_epochs` passes (optionally clipped
+        around the rollout's value predictions, as in PPO2)."""
+        cfg = self.config
+        for group in self.critic_optimizer.param_groups:
+            group["lr"] = self.annealed(cfg.critic_lr)
+        losses = []
+        for _ in range(cfg.critic_epochs):
+            for idx in self.minibatches(len(batch), cfg.critic_minibatch_size):
+                predicted = self.value_fn(batch.obs[idx])
+                loss = (predicted - batch.returns[idx]).pow(2)
+                if cfg.value_clip > 0:
+                    old = batch.values[idx]
+                    clipped = old + (predicted - old).clamp(-cfg.value_clip, cfg.value_clip)
+                    loss = torch.maximum(loss, (clipped - batch.returns[idx]).pow(2))
+                loss = loss.mean()
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.critic_max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.value_fn.parameters(), cfg.critic_max_grad_norm)
+                self.critic_optimizer.step()
+                losses.append(loss.detach())
+        with torch.no_grad():
+            residual = batch.returns - batch.values
+            explained_variance = 1.0 - residual.var() / batch.returns.var().clamp_min(1e-12)
+        return {"value_loss": torch.stack(losses).mean(), "explained_variance": explained_variance}
+
+    def normalized_advantages(self, batch: Batch) -> torch.Tensor:
+        adv = batch.advantages
+        if self.config.normalize_advantages and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return adv
+
+    def mean_kl_from(self, obs: torch.Tensor, mean_old: torch.Tensor, log_std_old: torch.Tensor) -> torch.Tensor:
+        """Mean KL(pi_old || pi_theta) over `obs`, differentiable in theta."""
+        mean, log_std = self.policy(obs)
+        return gaussian_kl(mean_old, log_std_old, mean, log_std).mean()
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "value_fn": self.value_fn.state_dict()}
+
+    def parameters_finite(self) -> bool:
+        params = list(self.policy.parameters()) + list(self.value_fn.parameters())
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())

@@ -1,0 +1,323 @@
+"""Typed, documented configuration shared by every algorithm.
+
+Each numerically important constant is a dataclass field declared with :func:`setting`, which
+records what it means, which published configuration its default follows, and which values are
+allowed. The same metadata drives validation, the `--set key=value` parser and the docs, so a
+constant can never hide in the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from trbench.errors import UsageError
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    source: str = "",
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """Declare a config field with its meaning, provenance and allowed range."""
+    meta = {"doc": doc, "source": source, "gt": gt, "ge": ge, "le": le, "lt": lt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults are not allowed; use a tuple")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _allowed_text(meta: dict) -> str:
+    parts = []
+    if meta.get("choices"):
+        parts.append("one of " + ", ".join(meta["choices"]))
+    for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if meta.get(key) is not None:
+            parts.append(f"{sym} {meta[key]:g}")
+    return " and ".join(parts)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Convert a value (a string from the command line, or a TOML value) to the field's type."""
+    base, optional = _strip_optional(tp)
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise UsageError(f"{key}: expected true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise UsageError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise UsageError(f"{key}: expected an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, bool):
+            raise UsageError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{key}: expected a number, got {value!r}")
+    if base is str:
+        if isinstance(value, str):
+            return value
+        raise UsageError(f"{key}: expected a string, got {value!r}")
+    if typing.get_origin(base) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UsageError(f"{key}: expected a comma-separated list of integers, got {value!r}")
+        if isinstance(items, list) and len(items) == 1 and items[0] == "":
+            items = []
+        return tuple(_coerce(key, int, item.strip() if isinstance(item, str) else item) for item in items)
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """Validation, coercion and introspection shared by all algorithm configs."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            tp, optional = _strip_optional(hints[f.name])
+            if value is None and optional:
+                continue
+            coerced = _coerce(f.name, hints[f.name], value)
+            if coerced != value or type(coerced) is not type(value):
+                object.__setattr__(self, f.name, coerced)
+                value = coerced
+            meta = f.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise UsageError(f"{f.name}: must be {_allowed_text(meta)}, got {value!r}")
+            numbers = value if isinstance(value, tuple) else (value,)
+            for number in numbers:
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    bad = (
+                        not math.isfinite(number)
+                        or (meta.get("gt") is not None and not number > meta["gt"])
+                        or (meta.get("ge") is not None and not number >= meta["ge"])
+                        or (meta.get("lt") is not None and not number < meta["lt"])
+                        or (meta.get("le") is not None and not number <= meta["le"])
+                    )
+                    if bad:
+                        raise UsageError(f"{f.name}: must be {_allowed_text(meta)}, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks; subclasses extend and raise UsageError."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, Any] | None = None):
+        """Build a config from defaults plus overrides; unknown keys name the allowed ones."""
+        overrides = dict(overrides or {})
+        known = set(cls.field_names())
+        for key in overrides:
+            if key not in known:
+                raise UsageError(
+                    f"{key}: unknown setting for {cls.__name__}; allowed: {', '.join(sorted(known))}"
+                )
+        return cls(**overrides)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """One row per field: name, type, default, meaning, source, allowed values."""
+        hints = typing.get_type_hints(cls)
+        return [
+            {
+                "name": f.name,
+                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                "default": f.default,
+                "doc": f.metadata.get("doc", ""),
+                "source": f.metadata.get("source", ""),
+                "allowed": _allowed_text(f.metadata),
+            }
+            for f in dataclasses.fields(cls)
+        ]
+
+
+def parse_set_arguments(pairs: list[str]) -> dict[str, str]:
+    """Split `--set key=value` arguments; values stay strings until the config coerces them."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {pair!r}: expected key=value")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig(ConfigBase):
+    """Everything the on-policy algorithms share: networks, rollouts, GAE, normalisation, critic,
+    evaluation. Sharing these is what makes a comparison measure the update rule alone."""
+
+    # --- rollouts -----------------------------------------------------------------------------
+    num_envs: int = setting(
+        8, "parallel environments in the training vector env",
+        source="trbench choice (Tianshou uses 16 vector envs); 8 keeps a 2-core machine busy", ge=1,
+    )
+    steps_per_iteration: int = setting(
+        2048, "environment steps (all envs together) collected per policy update",
+        source="sb3-contrib TRPO n_steps=2048", ge=1,
+    )
+    gamma: float = setting(0.99, "discount factor", source="all published TRPO configs (§12)", gt=0, le=1)
+    gae_lambda: float = setting(0.95, "GAE lambda", source="sb3-contrib, Tianshou (Spinning Up: 0.97)", ge=0, le=1)
+    normalize_advantages: bool = setting(
+        True, "standardise advantages to zero mean, unit std per batch", source="sb3-contrib, Tianshou"
+    )
+    # --- normalisation --------------------------------------------------------------------------
+    normalize_obs: bool = setting(
+        True, "running mean/std observation normalisation (frozen during evaluation)",
+        source="OpenAI Baselines trpo_mpi, Tianshou, RL Zoo",
+    )
+    obs_clip: float = setting(10.0, "clip normalised observations to [-obs_clip, obs_clip]", source="Baselines VecNormalize", gt=0)
+    normalize_reward: bool = setting(
+        False, "scale rewards by the running std of the discounted return (training only)",
+        source="off in Baselines trpo_mpi; on in RL Zoo (VecNormalize) and Engstrom et al. 2020 PPO",
+    )
+    reward_clip: float = setting(10.0, "clip scaled rewards to [-reward_clip, reward_clip]", source="Baselines VecNormalize", gt=0)
+    # --- networks ---------------------------------------------------------------------------------
+    policy_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the policy MLP", source="sb3-contrib, Tianshou, Baselines (64-64 tanh)", ge=1)
+    value_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the value MLP", source="sb3-contrib, Tianshou", ge=1)
+    activation: str = setting("tanh", "hidden activation", source="all §12 sources", choices=("tanh", "relu", "elu"))
+    init: str = setting(
+        "orthogonal", "weight initialisation: orthogonal with gains sqrt(2) hidden / policy_output_gain / 1 value, or PyTorch's default",
+        source="Tianshou, SB3 (orthogonal); Engstrom et al. 2020 list it as a code-level optimisation",
+        choices=("orthogonal", "default"),
+    )
+    policy_output_gain: float = setting(0.01, "orthogonal gain of the policy mean's output layer", source="Tianshou, SB3", gt=0)
+    log_std_init: float = setting(0.0, "initial state-independent log standard deviation", source="SB3 (Spinning Up, Tianshou: -0.5)")
+    # --- critic -----------------------------------------------------------------------------------
+    critic_lr: float = setting(1e-3, "Adam learning rate of the value network", source="sb3-contrib, Spinning Up, Tianshou", gt=0)
+    critic_epochs: int = setting(10, "passes over the batch per critic update", source="sb3-contrib n_critic_updates=10", ge=1)
+    critic_minibatch_size: int = setting(128, "critic minibatch size (0 = full batch)", source="sb3-contrib batch_size=128", ge=0)
+    value_clip: float = setting(
+        0.0, "clip value predictions to within this distance of the old ones in the critic loss (0 = off)",
+        source="PPO2 value clipping, a code-level optimisation in Engstrom et al. 2020", ge=0,
+    )
+    critic_max_grad_norm: float = setting(0.0, "clip the critic gradient's global norm (0 = off)", source="Engstrom et al. 2020 (gradient clipping switch)", ge=0)
+    anneal_lr: bool = setting(False, "anneal every learning rate linearly to 0 over the run", source="PPO2 / Engstrom et al. 2020 code-level optimisation")
+    # --- evaluation -------------------------------------------------------------------------------
+    eval_interval_steps: int = setting(
+        25_000, "evaluate the deterministic policy every this many environment steps (0 = only at the end)",
+        source="trbench choice; gives 40 points on a 1M-step curve for the auc metric", ge=0,
+    )
+    eval_episodes: int = setting(5, "episodes per periodic evaluation", source="trbench choice", ge=1)
+    final_eval_episodes: int = setting(10, "episodes in the final evaluation (final_eval_return)", source="Tianshou: 10 test episodes", ge=10)
+    # --- execution --------------------------------------------------------------------------------
+    device: str = setting("cpu", "device of the update: cpu, cuda, cuda:N or auto")
+    save_model: bool = setting(True, "save final networks and normalisation statistics to model.pt")
+
+    def check(self) -> None:
+        if self.steps_per_iteration % self.num_envs:
+            raise UsageError(
+                f"steps_per_iteration: must be a multiple of num_envs={self.num_envs}, got {self.steps_per_iteration}"
+            )
+        if self.critic_minibatch_size > self.steps_per_iteration:
+            raise UsageError(
+                f"critic_minibatch_size: must be <= steps_per_iteration={self.steps_per_iteration} (0 = full batch), "
+                f"got {self.critic_minibatch_size}"
+            )
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            raise UsageError(f"device: must be one of cpu, cuda, cuda:N, auto, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class NaturalGradientConfig(OnPolicyConfig):
+    """The trust-region numerics shared by TRPO and NPG."""
+
+    max_kl: float = setting(0.01, "trust-region radius delta on the mean KL(old || new)", source="Schulman et al. 2015; every §12 source", gt=0)
+    damping: float = setting(
+        0.1, "added to the Fisher matrix (F + damping*I) in conjugate gradient",
+        source="Spinning Up, sb3-contrib, Tianshou, Baselines (rllab/garage: 1e-5)", ge=0,
+    )
+    cg_iters: int = setting(10, "conjugate-gradient iterations (fixed count, masked early stop)", source="Schulman et al. 2015 App. C.1; Spinning Up, Tianshou", ge=1)
+    cg_tol: float = setting(1e-10, "stop CG once the squared residual is below this", source="Spinning Up / Baselines residual_tol", ge=0)
+    fvp_subsample: float = setting(
+        1.0, "fraction of the batch used for Fisher-vector products",
+        source="1.0 in Spinning Up / sb3-contrib; Schulman et al. 2015 App. C.1 used 0.1", gt=0, le=1,
+    )
+
+
+@dataclass(frozen=True)
+class TRPOConfig(NaturalGradientConfig):
+    backtrack_coeff: float = setting(0.8, "line-search shrink factor per backtrack", source="Spinning Up, sb3-contrib, Tianshou", gt=0, lt=1)
+    backtrack_iters: int = setting(10, "maximum line-search candidates", source="Spinning Up, sb3-contrib, Tianshou (rllab: 15)", ge=1)
+    accept_ratio: float = setting(
+        0.0, "accept a candidate only if its surrogate improvement exceeds this fraction of the linearly expected one (0 = any improvement)",
+        source="modular_rl used 0.1; Spinning Up and sb3-contrib accept any improvement", ge=0, lt=1,
+    )
+
+
+@dataclass(frozen=True)
+class NPGConfig(NaturalGradientConfig):
+    """NPG takes the natural step rescaled to the KL radius, with no line search."""
+
+
+@dataclass(frozen=True)
+class VPGConfig(OnPolicyConfig):
+    policy_lr: float = setting(3e-4, "Adam learning rate of the policy", source="Spinning Up VPG pi_lr", gt=0)
+    policy_max_grad_norm: float = setting(0.0, "clip the policy gradient's global norm (0 = off)", ge=0)
+
+
+@dataclass(frozen=True)
+class PPOConfig(OnPolicyConfig):
+    policy_lr: float = setting(3e-4, "Adam learning rate of the policy", source="SB3 / CleanRL PPO", gt=0)
+    clip_range: float = setting(0.2, "clip parameter epsilon of the ratio", source="Schulman et al. 2017", gt=0)
+    epochs: int = setting(10, "passes over the batch per update", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
+    minibatch_size: int = setting(64, "policy minibatch size", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
+    target_kl: float = setting(0.0, "stop the epochs once the approximate KL exceeds this (0 = off)", source="SB3 / CleanRL option", ge=0)
+    entropy_coef: float = setting(0.0, "entropy bonus coefficient", source="Schulman et al. 2017 (MuJoCo: 0)", ge=0)
+    policy_max_grad_norm: float = setting(0.5, "clip the policy gradient's global norm (0 = off)", source="SB3 / CleanRL PPO", ge=0)
+
+    def check(self) -> None:
+        super().check()
+        if self.minibatch_size > self.steps_per_iteration:
+            raise UsageError(
+                f"minibatch_size: must be <= steps_per_iteration={self.steps_per_iteration}, got {self.minibatch_size}"
+            )

@@ -1,0 +1,45 @@
+"""The one metric namespace: every column `progress.csv` can hold, and what it means.
+
+Columns are flat snake_case names; an algorithm reports only the diagnostics that apply to it.
+"""
+
+COMMON = {
+    "iteration": "1-based index of the rollout + update",
+    "step": "environment steps taken so far, all training envs together",
+    "wall_time_s": "seconds since the run started",
+    "train_return": "mean raw (unnormalised) return of training episodes that ended in this iteration; empty if none",
+    "train_episodes": "number of training episodes that ended in this iteration",
+    "eval_return": "mean raw return of the deterministic evaluation after this iteration; empty if not evaluated",
+    "eval_return_std": "standard deviation of those evaluation returns",
+    "steps_per_second": "environment steps of this iteration divided by its wall time (rollout + update)",
+    "rollout_time_s": "seconds spent collecting the batch (env stepping, acting, GAE)",
+    "update_time_s": "seconds spent in the policy and critic updates",
+    "kl": "mean KL(pi_old || pi_new) over the batch, measured after the policy update",
+    "entropy": "entropy of the Gaussian policy (state independent)",
+    "value_loss": "mean squared error of the critic over its update",
+    "explained_variance": "1 - Var(returns - V_old) / Var(returns), of the critic before its update",
+}
+
+TRUST_REGION = {
+    "cg_residual": "norm of the conjugate-gradient residual ||g - (F + damping I) s|| after the solve",
+    "cg_iterations": "CG iterations that changed the solution (stops early once residual^2 <= cg_tol)",
+    "sFs": "s^T (F + damping I) s for the CG solution s; <= 0 or NaN skips the update",
+    "step_size": "scale applied to s: sqrt(2 max_kl / sFs), times the accepted line-search fraction (TRPO)",
+    "expected_improvement": "linear prediction g . full_step of the surrogate improvement",
+    "update_skipped": "1 when sFs was not finite and positive, so the policy was left unchanged",
+}
+
+TRPO_ONLY = {
+    "linesearch_accepted": "1 when a line-search candidate satisfied KL <= max_kl and improved the surrogate",
+    "backtracks": "candidates rejected before the accepted one (backtrack_iters when none was accepted)",
+    "surrogate_improvement": "surrogate(theta_new) - surrogate(theta_old) of the accepted step",
+}
+
+GRADIENT = {
+    "policy_loss": "mean policy loss of the update (VPG: -log pi * A; PPO: clipped surrogate loss)",
+    "approx_kl": "PPO: mean of the estimator (r - 1) - log r over minibatches",
+    "clip_fraction": "PPO: fraction of samples whose ratio left [1 - clip_range, 1 + clip_range]",
+    "epochs": "PPO: epochs run before the optional target-KL stop",
+}
+
+ALL = COMMON | TRUST_REGION | TRPO_ONLY | GRADIENT

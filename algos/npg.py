@@ -1,0 +1,41 @@
+"""Natural Policy Gradient (Kakade, 2001), in its truncated form (TNPG, Duan et al., 2016).
+
+The step is the natural gradient F^-1 g from conjugate gradient, rescaled so that its quadratic
+KL estimate equals the radius delta: theta <- theta + sqrt(2 delta / s^T F s) * s. Unlike TRPO
+there is no line search, so the KL actually reached is delta only to second order. Here
+``max_kl`` is that radius, not a raw step multiplier.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import OnPolicyAlgorithm
+from .config import NPGConfig
+from .rollout import Batch
+from .trust_region import assign_flat_parameters, fisher_subsample, flat_parameters, natural_gradient_step
+
+
+class NPG(OnPolicyAlgorithm):
+    name = "npg"
+    Config = NPGConfig
+    config: NPGConfig
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        actor_params = list(self.policy.parameters())
+        advantages = self.normalized_advantages(batch)
+        with torch.no_grad():
+            mean_old, log_std_old = self.policy(batch.obs)
+        ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device)
+        step = natural_gradient_step(
+            (ratio * advantages).mean(),
+            self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
+            actor_params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
+        # an unusable step has beta = 0, so applying it leaves the parameters unchanged without
+        # a host round trip to decide
+        assign_flat_parameters(actor_params, flat_parameters(actor_params) + step.full_step)
+        return {"cg_residual": step.cg.residual_norm, "cg_iterations": step.cg.iterations, "sFs": step.sFs,
+                "expected_improvement": step.expected_improvement, "step_size": step.beta,
+                "update_skipped": (~step.valid).to(torch.float64)}

@@ -1,0 +1,64 @@
+"""Trust Region Policy Optimization (Schulman et al., 2015).
+
+    maximise_theta  L(theta) = E[ pi_theta(a|s) / pi_old(a|s) * A(s, a) ]
+    subject to      mean_s KL(pi_old(.|s) || pi_theta(.|s)) <= delta
+
+Each update (Section 6 and Appendix C of the paper):
+ 1. g = grad L at theta_old; solve F s = g with conjugate gradient, F the Hessian of the mean KL
+    (Fisher-vector products by double backprop, optionally on a subsample of the batch).
+ 2. Scale to the trust region: full step = sqrt(2 delta / s^T F s) * s.
+ 3. Backtracking line search: shrink the step until the KL constraint holds and L improves;
+    if no candidate qualifies, keep theta_old.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import OnPolicyAlgorithm
+from .config import TRPOConfig
+from .rollout import Batch
+from .trust_region import backtracking_line_search, fisher_subsample, natural_gradient_step
+
+
+class TRPO(OnPolicyAlgorithm):
+    name = "trpo"
+    Config = TRPOConfig
+    config: TRPOConfig
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        actor_params = list(self.policy.parameters())
+        advantages = self.normalized_advantages(batch)
+        with torch.no_grad():
+            mean_old, log_std_old = self.policy(batch.obs)
+
+        def surrogate() -> torch.Tensor:
+            ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+            return (ratio * advantages).mean()
+
+        def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
+            return surrogate(), self.mean_kl_from(batch.obs, mean_old, log_std_old)
+
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device)
+        step = natural_gradient_step(
+            surrogate(), self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
+            actor_params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
+        diagnostics = {"cg_residual": step.cg.residual_norm, "cg_iterations": step.cg.iterations,
+                       "sFs": step.sFs, "expected_improvement": step.expected_improvement}
+
+        if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
+            return diagnostics | {"update_skipped": 1.0, "linesearch_accepted": 0.0, "backtracks": 0.0,
+                                  "step_size": 0.0, "surrogate_improvement": 0.0}
+        search = backtracking_line_search(
+            actor_params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
+            float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+            cfg.accept_ratio)
+        return diagnostics | {
+            "update_skipped": 0.0,
+            "linesearch_accepted": float(search.accepted),
+            "backtracks": float(search.backtracks),
+            "step_size": float(step.beta) * search.step_fraction,
+            "surrogate_improvement": search.improvement,
+        }
+

@@ -1,0 +1,185 @@
+"""Trust-region numerics shared by TRPO and NPG.
+
+The natural-gradient step solves F s = g, where F is the Hessian of the mean KL divergence at
+the current policy (for the Gaussian policies here, equal to the Fisher information matrix) and g
+the gradient of the surrogate objective. F is never formed: conjugate gradient only needs
+products F v, obtained by differentiating (grad KL) . v a second time. The step is scaled so
+that its quadratic KL estimate equals the radius delta: beta = sqrt(2 delta / s^T F s).
+
+Nothing in the CG loop reads a value back to the host, so on a GPU the whole solve is queued
+without synchronisation; the early stop is a mask, not a branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def flat_parameters(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def assign_flat_parameters(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(flat[offset:offset + n].view_as(p))
+            offset += n
+
+
+def flat_gradient(output: torch.Tensor, params: list[torch.nn.Parameter], **kwargs) -> torch.Tensor:
+    grads = torch.autograd.grad(output, params, **kwargs)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+class FisherVectorProduct:
+    """v -> (F + damping I) v, with F the Hessian of `mean_kl` w.r.t. `params`.
+
+    `mean_kl` must be the mean KL(pi_old || pi_theta) with pi_old detached, evaluated at
+    theta = theta_old, so that its gradient is zero and its Hessian is the Fisher matrix. The
+    gradient graph is built once; each product is one more backward pass through it.
+    """
+
+    def __init__(self, mean_kl: torch.Tensor, params: list[torch.nn.Parameter], damping: float):
+        self.params = params
+        self.damping = damping
+        self.kl_gradient = flat_gradient(mean_kl, params, create_graph=True)
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        grad_dot_v = torch.dot(self.kl_gradient, vector.detach())
+        hessian_v = flat_gradient(grad_dot_v, self.params, retain_graph=True)
+        return hessian_v + self.damping * vector
+
+
+@dataclass
+class CGResult:
+    solution: torch.Tensor
+    residual_norm: torch.Tensor  # ||b - A x|| as carried by the recursion, a 0-d tensor
+    iterations: torch.Tensor  # iterations that changed x, a 0-d tensor
+
+
+def conjugate_gradient(matrix_vector: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                       max_iters: int, tol: float) -> CGResult:
+    """Solve A x = b for symmetric positive-definite A, starting from x0 = 0.
+
+    Runs exactly `max_iters` products; once the squared residual drops to `tol` or below, the
+    remaining iterations leave x unchanged. Starting at zero (not at noise) keeps the solve
+    deterministic and leaves the random-number streams untouched.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = torch.dot(r, r)
+    iterations = torch.zeros((), dtype=torch.int64, device=b.device)
+    zero = torch.zeros((), dtype=b.dtype, device=b.device)
+    for _ in range(max_iters):
+        active = rr > tol
+        Ap = matrix_vector(p)
+        pAp = torch.dot(p, Ap)
+        alpha = torch.where(active, rr / torch.where(active, pAp, torch.ones_like(pAp)), zero)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_next = torch.dot(r, r)
+        beta = torch.where(active, rr_next / torch.where(active, rr, torch.ones_like(rr)), zero)
+        p = torch.where(active, r + beta * p, p)
+        rr = torch.where(active, rr_next, rr)
+        iterations = iterations + active.to(torch.int64)
+    return CGResult(solution=x, residual_norm=rr.sqrt(), iterations=iterations)
+
+
+def trust_region_step_size(step_direction: torch.Tensor, fisher_step: torch.Tensor, max_kl: float):
+    """beta = sqrt(2 delta / s^T F s), and whether the step is usable.
+
+    s^T F s <= 0 (a curvature estimate that is not positive, e.g. from a broken graph) or a
+    non-finite value makes the step unusable; beta is then 0 rather than NaN.
+    Returns (beta, sFs, valid) as 0-d tensors.
+    """
+    sFs = torch.dot(step_direction, fisher_step)
+    valid = torch.isfinite(sFs) & (sFs > 0)
+    safe_sFs = torch.where(valid, sFs, torch.ones_like(sFs))
+    beta = torch.where(valid, torch.sqrt(2 * max_kl / safe_sFs), torch.zeros_like(sFs))
+    return beta, sFs, valid
+
+
+@dataclass
+class LineSearchResult:
+    accepted: bool
+    backtracks: int  # candidates rejected before the accepted one (all of them if none accepted)
+    step_fraction: float  # fraction of the full step applied (0 when rejected)
+    kl: float  # mean KL of the applied parameters (0 when rejected: the old ones are restored)
+    improvement: float  # surrogate improvement of the applied parameters (0 when rejected)
+
+
+def backtracking_line_search(
+    params: list[torch.nn.Parameter],
+    full_step: torch.Tensor,
+    evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    surrogate_before: float,
+    expected_improvement: float,
+    max_kl: float,
+    shrink: float,
+    max_candidates: int,
+    accept_ratio: float = 0.0,
+) -> LineSearchResult:
+    """Try theta_old + shrink^k * full_step for k = 0, 1, ...; keep the first candidate whose mean
+    KL is at most `max_kl` and whose surrogate improves (by more than `accept_ratio` times the
+    linear prediction). If none qualifies, restore theta_old exactly.
+
+    `evaluate()` returns (surrogate, mean KL) at the parameters currently assigned.
+    """
+    old = flat_parameters(params)
+    for k in range(max_candidates):
+        fraction = shrink**k
+        assign_flat_parameters(params, old + fraction * full_step)
+        with torch.no_grad():
+            surrogate, kl = evaluate()
+        surrogate, kl = float(surrogate), float(kl)
+        improvement = surrogate - surrogate_before
+        finite = torch.isfinite(torch.tensor([surrogate, kl])).all().item()
+        if finite and kl <= max_kl and improvement > 0 and improvement > accept_ratio * expected_improvement * fraction:
+            return LineSearchResult(True, k, fraction, kl, improvement)
+    assign_flat_parameters(params, old)
+    return LineSearchResult(False, max_candidates, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class NaturalStep:
+    """The pieces of one natural-gradient step, computed at theta_old."""
+
+    full_step: torch.Tensor  # beta * s, where s ~ F^-1 g
+    beta: torch.Tensor
+    sFs: torch.Tensor
+    valid: torch.Tensor  # s^T F s finite and positive
+    expected_improvement: torch.Tensor  # g . full_step, the surrogate's linear prediction
+    surrogate_before: torch.Tensor
+    cg: CGResult
+
+
+def natural_gradient_step(surrogate: torch.Tensor, fvp_mean_kl: torch.Tensor, params: list[torch.nn.Parameter],
+                          max_kl: float, damping: float, cg_iters: int, cg_tol: float) -> NaturalStep:
+    """From a differentiable surrogate and mean KL at theta_old to the KL-scaled natural step.
+
+    `params` are the actor's parameters, chosen explicitly by the caller; the critic never
+    enters the Fisher-vector product.
+    """
+    gradient = flat_gradient(surrogate, params, retain_graph=False)
+    fvp = FisherVectorProduct(fvp_mean_kl, params, damping)
+    cg = conjugate_gradient(fvp, gradient, cg_iters, cg_tol)
+    beta, sFs, valid = trust_region_step_size(cg.solution, fvp(cg.solution), max_kl)
+    # an unusable step must be exactly zero: beta = 0 times a NaN direction would still be NaN
+    full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
+    return NaturalStep(full_step=full_step, beta=beta, sFs=sFs, valid=valid,
+                       expected_improvement=torch.dot(gradient, full_step),
+                       surrogate_before=surrogate.detach(), cg=cg)
+
+
+def fisher_subsample(size: int, fraction: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Indices of the states used for Fisher-vector products (all of them at fraction 1)."""
+    if fraction >= 1.0:
+        return torch.arange(size, device=device)
+    count = max(1, int(round(fraction * size)))
+    return torch.randperm(size, generator=generator)[:count].to(device)

@@ -1,0 +1,275 @@
+"""One run, one folder: resolve a run from its description, execute it, write the results format.
+
+The format is documented in ``results/README.md``. `result.json` is written last and atomically,
+and `progress.csv` only appears (by rename) once the run has ended, so a folder either holds a
+finished run or is recognisably unfinished and can be redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+import trbench
+from trbench.algos.base import OnPolicyAlgorithm
+from trbench.algos.config import OnPolicyConfig
+from trbench.algos.registry import resolve_algorithm
+from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resolve_device
+from trbench.errors import UsageError
+
+# fields that change how a run executes but not what it computes; kept out of the run id
+EXECUTION_ONLY_FIELDS = ("device", "save_model")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run: algorithm (name or import path), env, budget, seed, config overrides.
+
+    `label` is the arm's name in reports (a variant such as ``trpo+``); it defaults to the
+    algorithm's name.
+    """
+
+    algorithm: str
+    env_id: str
+    steps: int
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def arm(self) -> str:
+        return self.label or self.algorithm
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    spec: RunSpec
+    algorithm_cls: type[OnPolicyAlgorithm]
+    config: OnPolicyConfig
+
+    @property
+    def run_id(self) -> str:
+        semantic = {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_ONLY_FIELDS}
+        payload = json.dumps({"arm": self.spec.arm, "algorithm": self.spec.algorithm, "env_id": self.spec.env_id,
+                              "steps": self.spec.steps, "seed": self.spec.seed, "config": semantic},
+                             sort_keys=True, default=str)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+        safe_arm = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.spec.arm)
+        return f"{safe_arm}__{self.spec.env_id}__s{self.spec.seed}__{digest}"
+
+
+def resolve(spec: RunSpec) -> ResolvedRun:
+    """Validate everything about a run without touching the disk or building an env."""
+    cls = resolve_algorithm(spec.algorithm)
+    if spec.env_id not in gym.registry:
+        raise UsageError(f"env: unknown gymnasium env id {spec.env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
+    if not isinstance(spec.steps, int) or isinstance(spec.steps, bool) or spec.steps < 1:
+        raise UsageError(f"steps: must be an integer >= 1, got {spec.steps!r}")
+    if not isinstance(spec.seed, int) or isinstance(spec.seed, bool) or spec.seed < 0:
+        raise UsageError(f"seed: must be an integer >= 0, got {spec.seed!r}")
+    config = cls.Config.from_overrides(spec.overrides)
+    resolve_device(config.device)
+    return ResolvedRun(spec, cls, config)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _git_commit() -> str | None:
+    source = Path(trbench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    import mujoco
+    import numpy
+    import torch
+
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "trbench": trbench.__version__,
+            "torch": torch.__version__,
+            "gymnasium": gym.__version__,
+            "mujoco": mujoco.__version__,
+            "numpy": numpy.__version__,
+        },
+        "git_commit": _git_commit(),
+        "hostname": socket.gethostname(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "algo": run.spec.arm,
+        "algorithm": run.spec.algorithm,
+        "env_id": run.spec.env_id,
+        "env_backend": "gymnasium",
+        "seed": run.spec.seed,
+        "seeds": derive_seeds(run.spec.seed),
+        "steps": run.spec.steps,
+        "device": device,
+        "config": run.config.to_dict(),
+        "overrides": dict(run.spec.overrides),
+        **provenance(),
+    }
+
+
+class ProgressWriter:
+    """Streams iteration records to `progress.csv.partial`; renamed to `progress.csv` on close."""
+
+    def __init__(self, folder: Path):
+        self.final_path = folder / "progress.csv"
+        self.partial_path = folder / "progress.csv.partial"
+        self._handle = open(self.partial_path, "w", newline="")
+        self._writer: csv.DictWriter | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._handle, fieldnames=list(record))
+            self._writer.writeheader()
+        self._writer.writerow({k: _csv_value(v) for k, v in record.items()})
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+        os.replace(self.partial_path, self.final_path)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest exact representation: the file round-trips bit for bit
+    return value
+
+
+def run_is_complete(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "result.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        return False
+
+
+def clear_unfinished(folder: Path) -> None:
+    """Remove what an interrupted attempt left, so the redo starts clean."""
+    for name in ("result.json", "progress.csv", "progress.csv.partial", "model.pt", "config.json"):
+        (folder / name).unlink(missing_ok=True)
+    for leftover in folder.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, Any]:
+    """Execute a resolved run into `folder` and return the result record.
+
+    Divergence and errors inside training are recorded (status `diverged` / `failed`), not
+    raised; an interrupt (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts
+    as unfinished.
+    """
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_unfinished(folder)
+    start = time.perf_counter()
+    result: dict[str, Any] = {"status": "failed", "error": None, "final_eval_return": None,
+                              "final_eval_return_std": None, "final_eval_episodes": 0, "steps": 0,
+                              "wall_time_s": None, "steps_per_second": None}
+    trainer = None
+    progress = ProgressWriter(folder)
+    steps_seen = 0
+
+    def record(row: dict[str, Any]) -> None:
+        nonlocal steps_seen
+        steps_seen = row["step"]
+        progress.write(row)
+        if on_iteration is not None:
+            on_iteration(row)
+
+    try:
+        trainer = Trainer(run.algorithm_cls, run.config, run.spec.env_id, run.spec.steps, run.spec.seed)
+        atomic_write_json(folder / "config.json", config_record(run, str(trainer.device)))
+        outcome = trainer.run(record)
+        returns = outcome.final_eval_returns
+        result.update(status="complete", final_eval_return=float(returns.mean()),
+                      final_eval_return_std=float(returns.std()), final_eval_episodes=int(returns.size),
+                      steps=outcome.steps)
+        if run.config.save_model:
+            tmp = folder / ".model.pt.tmp"
+            torch.save(outcome.state, tmp)
+            os.replace(tmp, folder / "model.pt")
+    except TrainingDiverged as exc:
+        result.update(status="diverged", error=str(exc), steps=steps_seen)
+    except UsageError:
+        progress.close()
+        clear_unfinished(folder)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    except Exception as exc:  # noqa: BLE001 - any training error is recorded, the grid goes on
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0], steps=steps_seen)
+    finally:
+        if trainer is not None:
+            trainer.close()
+    if not (folder / "config.json").exists():
+        atomic_write_json(folder / "config.json", config_record(run, run.config.device))
+    progress.close()
+    wall = time.perf_counter() - start
+    result["wall_time_s"] = wall
+    result["steps_per_second"] = result["steps"] / wall if wall > 0 else None
+    for key in ("final_eval_return", "final_eval_return_std"):
+        if result[key] is not None and not math.isfinite(result[key]):
+            result.update(status="diverged", error=f"non-finite {key}")
+    atomic_write_json(folder / "result.json", result)
+    return result
+

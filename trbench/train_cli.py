@@ -1,0 +1,82 @@
+"""`trbench train`: one training run into one results folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trbench.algos.config import parse_set_arguments
+from trbench.errors import UsageError
+from trbench.runs import RunSpec, execute_run, resolve
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train one algorithm on one env and write a run folder",
+        description="Train one algorithm on one env; writes config.json, progress.csv and result.json into --out.")
+    p.add_argument("--algo", required=True, help="trpo, npg, vpg, ppo, or an import path module:Class")
+    p.add_argument("--env", required=True, help="gymnasium env id with Box spaces, e.g. Hopper-v5")
+    p.add_argument("--steps", required=True, type=_int_steps, help="environment-step budget")
+    p.add_argument("--seed", type=int, default=0, help="run seed; every other seed derives from it (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field; repeatable (see `trbench config ALGO`)")
+    p.add_argument("--label", default="", help="name of this arm in reports (default: the algorithm)")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create")
+    p.add_argument("--quiet", action="store_true", help="do not print the learning curve")
+    p.set_defaults(func=run_train)
+
+    c = subparsers.add_parser("config", help="list an algorithm's config fields, defaults and sources")
+    c.add_argument("algo")
+    c.set_defaults(func=run_config)
+
+
+def _int_steps(text: str) -> int:
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def run_train(args) -> int:
+    overrides = parse_set_arguments(args.overrides)
+    if args.device is not None:
+        overrides["device"] = args.device
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be >= 0, got {args.seed}")
+    run = resolve(RunSpec(algorithm=args.algo, env_id=args.env, steps=args.steps, seed=args.seed,
+                          overrides=overrides, label=args.label))
+    if (args.out / "result.json").exists():
+        raise UsageError(f"--out: {args.out} already holds a finished run (result.json); choose another folder")
+    if not args.quiet:
+        print(f"{run.spec.arm} on {run.spec.env_id}, {run.spec.steps} steps, seed {run.spec.seed} -> {args.out}")
+        print(f"{'step':>9} {'train_return':>13} {'eval_return':>12} {'kl':>9} {'steps/s':>8}")
+    printer = None if args.quiet else _print_row
+    result = execute_run(run, args.out, on_iteration=printer)
+    if result["status"] == "complete":
+        if not args.quiet:
+            print(f"final_eval_return {result['final_eval_return']:.2f} ± {result['final_eval_return_std']:.2f} "
+                  f"over {result['final_eval_episodes']} episodes; {result['steps_per_second']:.0f} steps/s")
+        return 0
+    print(f"trbench: run {result['status']}: {result['error']}", file=sys.stderr)
+    return 1
+
+
+def _print_row(row: dict) -> None:
+    def fmt(value, width, spec):
+        return f"{'':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+    print(f"{row['step']:>9} {fmt(row['train_return'], 13, '.2f')} {fmt(row['eval_return'], 12, '.2f')} "
+          f"{fmt(row.get('kl'), 9, '.5f')} {row['steps_per_second']:>8.0f}", flush=True)
+
+
+def run_config(args) -> int:
+    from trbench.algos.registry import resolve_algorithm
+
+    cls = resolve_algorithm(args.algo)
+    for row in cls.Config.describe():
+        allowed = f" [{row['allowed']}]" if row["allowed"] else ""
+        source = f" (source: {row['source']})" if row["source"] else ""
+        print(f"{row['name']} = {row['default']!r}{allowed}: {row['doc']}{source}")
+    return 0
