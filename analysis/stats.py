@@ -102,7 +102,80 @@ def optimality_gap(values: np.ndarray | Sequence[float], threshold: float = 1.0)
 # ---------------------------------------------------------------------------------------------
 # Bootstrap confidence interval of the mean of one sample
 
-BOOTSTRAP_METHODS = ("studentized", "percentile", "basic", "BCa")
+BOOTSTRAP_METHODS = ("expanded_percentile", "percentile", "basic", "BCa", "studentized")
+
+
+def expanded_confidence_level(n: int, confidence_level: float = DEFAULT_CONFIDENCE) -> float:
+    """Nominal level at which to read percentile-bootstrap quantiles so that, for a sample of
+    n values, the interval has roughly the width of Student's t interval.
+
+    The percentile bootstrap of the mean is too narrow for small n: it uses the plug-in
+    standard deviation (divisor n) and normal rather than t quantiles. Hesterberg's "expanded
+    percentile" interval (T. Hesterberg 2015, "What teachers should know about the bootstrap",
+    The American Statistician 69(4)) corrects both by taking the α'/2 and 1-α'/2 quantiles with
+    Φ⁻¹(α'/2) = -√(n/(n-1)) · t_{n-1, α/2}, while keeping the bootstrap's asymmetry.
+    """
+    if n < 2:
+        return confidence_level
+    alpha = 1.0 - confidence_level
+    expanded_z = math.sqrt(n / (n - 1.0)) * scipy_stats.t.ppf(1.0 - alpha / 2.0, n - 1)
+    return float(1.0 - 2.0 * scipy_stats.norm.sf(expanded_z))
+
+
+def bootstrap_mean_ci_batch(
+    samples: np.ndarray,
+    rng: np.random.Generator,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence_level: float = DEFAULT_CONFIDENCE,
+    method: str = "expanded_percentile",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap confidence interval of the mean of each row of ``samples`` (shape (k, n)).
+
+    Methods:
+    - ``"expanded_percentile"`` (default): the percentile interval read at
+      :func:`expanded_confidence_level`. Chosen because RL comparisons have 5-10 seeds, where
+      the plain percentile and BCa intervals are too narrow: for a normal population they
+      covered the true mean in about 85% (n = 5) and 90% (n = 10) of simulated experiments,
+      the expanded interval in about 92% and 95%. With 2-3 values it spans roughly the range
+      of the data.
+    - ``"percentile"``, ``"basic"``, ``"BCa"``: :func:`scipy.stats.bootstrap` as is.
+    - ``"studentized"``: bootstrap-t (:func:`studentized_bootstrap_mean_ci_batch`); right
+      coverage for normal data but erratic, sometimes very wide intervals below ~10 values.
+
+    Rows with one value give (nan, nan); constant rows give (value, value). All values must be
+    finite. The resampling uses ``rng`` only, so a fixed seed gives identical intervals.
+    """
+    samples = np.asarray(samples, dtype=float)
+    if method not in BOOTSTRAP_METHODS:
+        raise ValueError(f"method must be one of {BOOTSTRAP_METHODS}, got {method!r}")
+    if samples.ndim != 2 or samples.shape[1] == 0 or not np.all(np.isfinite(samples)):
+        raise ValueError("samples must be a finite (k, n) array with n ≥ 1")
+    k, n = samples.shape
+    if n == 1:
+        return np.full(k, np.nan), np.full(k, np.nan)
+    if method == "studentized":
+        low, high = studentized_bootstrap_mean_ci_batch(samples, rng, n_resamples, confidence_level)
+    else:
+        level = expanded_confidence_level(n, confidence_level) if method == "expanded_percentile" else confidence_level
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = scipy_stats.bootstrap(
+                (samples,),
+                np.mean,
+                n_resamples=n_resamples,
+                confidence_level=level,
+                method="percentile" if method == "expanded_percentile" else method,
+                rng=rng,
+                vectorized=True,
+                axis=-1,
+            )
+        low = np.asarray(result.confidence_interval.low, dtype=float).reshape(k)
+        high = np.asarray(result.confidence_interval.high, dtype=float).reshape(k)
+    constant = np.all(samples == samples[:, :1], axis=1)
+    low = np.where(constant, samples[:, 0], low)
+    high = np.where(constant, samples[:, 0], high)
+    return low, high
 
 
 def bootstrap_mean_ci(
@@ -110,49 +183,14 @@ def bootstrap_mean_ci(
     rng: np.random.Generator,
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence_level: float = DEFAULT_CONFIDENCE,
-    method: str = "studentized",
+    method: str = "expanded_percentile",
 ) -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean of one sample.
-
-    ``method="studentized"`` (the default) is the bootstrap-t interval: resample, compute
-    t* = (mean* - mean) / se*, and return (mean - q_hi·se, mean - q_lo·se) with q the
-    quantiles of t*. It is used by default because RL comparisons have 5-10 seeds, where the
-    percentile and BCa intervals are too narrow: for a normal population they covered the true
-    mean in about 85% (n = 5) and 90% (n = 10) of simulated experiments against 95-97% for
-    bootstrap-t. With 2 or 3 values bootstrap-t is unbounded (too many resamples repeat one
-    value and have se* = 0), so those samples fall back to the percentile interval, which is
-    then only a rough indication. ``"percentile"``, ``"basic"`` and ``"BCa"`` are delegated to
-    :func:`scipy.stats.bootstrap`.
-
-    One value gives (nan, nan); a constant sample gives (value, value).
-    """
+    """Bootstrap confidence interval of the mean of one sample (see :func:`bootstrap_mean_ci_batch`)."""
     sample = _as_sample(values)
-    if method not in BOOTSTRAP_METHODS:
-        raise ValueError(f"method must be one of {BOOTSTRAP_METHODS}, got {method!r}")
-    if sample.size == 0 or not np.all(np.isfinite(sample)):
-        raise ValueError("the sample must be non-empty and finite")
-    if sample.size == 1:
-        return math.nan, math.nan
-    if np.all(sample == sample[0]):
-        return float(sample[0]), float(sample[0])
-    if method == "studentized" and sample.size >= 4:
-        low, high = studentized_bootstrap_mean_ci_batch(
-            sample[None, :], rng, n_resamples, confidence_level
-        )
-        return float(low[0]), float(high[0])
-    scipy_method = "percentile" if method == "studentized" else method
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
-        result = scipy_stats.bootstrap(
-            (sample,),
-            np.mean,
-            n_resamples=n_resamples,
-            confidence_level=confidence_level,
-            method=scipy_method,
-            rng=rng,
-            vectorized=True,
-        )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if sample.size == 0:
+        raise ValueError("the sample must be non-empty")
+    low, high = bootstrap_mean_ci_batch(sample[None, :], rng, n_resamples, confidence_level, method)
+    return float(low[0]), float(high[0])
 
 
 def studentized_bootstrap_mean_ci_batch(

@@ -1,0 +1,53 @@
+"""The `trbench report` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from trbench.analysis.load import METRICS
+from trbench.errors import UsageError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "report",
+        help="statistical comparison report and paper figures for a results folder",
+        description=(
+            "Write report.md, report.html, summary/pairwise/aggregate/power CSVs, LaTeX tables and "
+            "figures (PDF and PNG) for the runs under RESULTS_DIR/runs/."
+        ),
+    )
+    parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path, help="folder holding runs/<run_id>/")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS_DIR/report)")
+    parser.add_argument(
+        "--metric",
+        default="final",
+        help="final: final deterministic eval return; auc: mean eval return over training (default: final)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap (default: 0)")
+    parser.add_argument(
+        "--min-diff",
+        type=float,
+        default=0.1,
+        help=(
+            "minimal difference worth detecting in the power analysis, as a fraction of each env's "
+            "reference - random return (default: 0.1)"
+        ),
+    )
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from trbench.analysis.report import ReportOptions, build_report
+
+    if args.metric not in METRICS:
+        raise UsageError(f"--metric: must be one of {', '.join(METRICS)}, got {args.metric!r}")
+    if not (math.isfinite(args.min_diff) and args.min_diff > 0):
+        raise UsageError(f"--min-diff: must be a number > 0, got {args.min_diff}")
+    options = ReportOptions(metric=args.metric, seed=args.seed, min_difference=args.min_diff)
+    out_dir = build_report(args.results_dir, args.out, options)
+    print(f"report written to {out_dir}")
+    return 0

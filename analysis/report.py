@@ -1,0 +1,843 @@
+"""`trbench report`: turn a results folder into tables, tests, figures and a written report.
+
+Pipeline: load (load.py) → compute tables with the pure statistics (stats.py) → draw
+(plots.py) → render (render.py). Each part of the report is computed by its own function; when
+the data cannot support a part (one algorithm, one run in a cell, no normalisation constants
+for an env, ...), that part says why instead of failing the whole report.
+
+Everything is written into a temporary folder next to the destination and renamed into place at
+the end, so a crash never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trbench.analysis import plots, stats
+from trbench.analysis.load import (
+    METRIC_DESCRIPTIONS,
+    LoadedResults,
+    interpolate_runs,
+    load_results,
+    scored_runs,
+    step_grid,
+)
+from trbench.analysis.normalization import NormalizationConstants, load_normalization
+from trbench.analysis.render import (
+    BulletList,
+    Figure,
+    Paragraph,
+    Preformatted,
+    Section,
+    Table,
+    format_number,
+    latex_booktabs,
+    p_value,
+    render_html,
+    render_markdown,
+)
+from trbench.errors import UsageError
+
+SUMMARY_COLUMNS = ["algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high"]
+PAIRWISE_COLUMNS = [
+    "env",
+    "algo_a",
+    "algo_b",
+    "mean_diff",
+    "welch_t",
+    "welch_p",
+    "mannwhitney_p",
+    "p_holm",
+    "hedges_g",
+    "prob_improvement",
+    "pi_ci_low",
+    "pi_ci_high",
+]
+AGGREGATE_COLUMNS = ["metric", "algo_a", "algo_b", "estimate", "ci_low", "ci_high", "n_tasks", "n_runs"]
+POWER_COLUMNS = [
+    "env",
+    "algo_a",
+    "algo_b",
+    "n_a",
+    "n_b",
+    "observed_diff",
+    "sd_a",
+    "sd_b",
+    "seeds_for_observed_diff",
+    "min_diff",
+    "seeds_for_min_diff",
+]
+AGGREGATE_LABELS = {
+    "iqm": "IQM",
+    "median": "Median",
+    "mean": "Mean",
+    "optimality_gap": "Optimality gap",
+    "probability_of_improvement": "Probability of improvement",
+}
+# Independent random streams per part of the report, so adding a part never changes another's CIs.
+STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILES, STREAM_EFFICIENCY = range(6)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    metric: str = "final"
+    seed: int = 0
+    n_resamples: int = stats.DEFAULT_RESAMPLES
+    confidence_level: float = stats.DEFAULT_CONFIDENCE
+    alpha: float = 0.05
+    power: float = 0.8
+    min_difference: float = 0.1  # as a fraction of (reference - random) return of each env
+    curve_points: int = 100
+    efficiency_points: int = 50
+    profile_points: int = 101
+
+    def rng(self, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, stream])
+
+
+@dataclass
+class Unavailable:
+    """A part of the report that could not be computed, and why."""
+
+    reason: str
+
+
+@dataclass
+class Analysis:
+    options: ReportOptions
+    loaded: LoadedResults
+    scored: pd.DataFrame
+    excluded: pd.DataFrame
+    algos: list[str]
+    envs: list[str]
+    summary: pd.DataFrame
+    pairwise: pd.DataFrame | Unavailable
+    power: pd.DataFrame | Unavailable
+    normalization: dict[str, NormalizationConstants]
+    aggregate_envs: list[str]
+    aggregate_notes: list[str]
+    aggregate: pd.DataFrame | Unavailable
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (name, caption)
+    figure_notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def _cell_scores(scored: pd.DataFrame, env: str, algo: str, column: str = "score") -> np.ndarray:
+    mask = (scored["env_id"] == env) & (scored["algo"] == algo)
+    return scored.loc[mask, column].to_numpy(dtype=float)
+
+
+def _cells(scored: pd.DataFrame) -> list[tuple[str, str]]:
+    """(env, algo) pairs that have at least one scored run, sorted."""
+    pairs = scored[["env_id", "algo"]].drop_duplicates()
+    return sorted(zip(pairs["env_id"], pairs["algo"]))
+
+
+def summary_table(scored: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:
+    """One row per (algo, env): n_runs, mean, std (n-1), median, IQM, bootstrap CI of the mean."""
+    rng = options.rng(STREAM_SUMMARY)
+    rows = []
+    for env, algo in _cells(scored):
+        values = _cell_scores(scored, env, algo)
+        low, high = stats.bootstrap_mean_ci(values, rng, options.n_resamples, options.confidence_level)
+        rows.append(
+            {
+                "algo": algo,
+                "env": env,
+                "n_runs": int(values.size),
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                "median": float(np.median(values)),
+                "iqm": stats.iqm(values),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _pairs_per_env(scored: pd.DataFrame) -> list[tuple[str, str, str]]:
+    pairs = []
+    for env in sorted(scored["env_id"].unique()):
+        algos = sorted(scored.loc[scored["env_id"] == env, "algo"].unique())
+        pairs += [(env, a, b) for a, b in itertools.combinations(algos, 2)]
+    return pairs
+
+
+def pairwise_table(scored: pd.DataFrame, options: ReportOptions) -> pd.DataFrame | Unavailable:
+    """Welch, Mann-Whitney, Holm (over every row, on Welch's p), Hedges' g and P(a > b) per env."""
+    pairs = _pairs_per_env(scored)
+    if not pairs:
+        return Unavailable("no env has runs of two or more algorithms, so there is nothing to compare")
+    rng = options.rng(STREAM_PAIRWISE)
+    rows = []
+    for env, algo_a, algo_b in pairs:
+        a, b = _cell_scores(scored, env, algo_a), _cell_scores(scored, env, algo_b)
+        welch = stats.welch_test(a, b)
+        improvement = stats.probability_of_improvement_ci(
+            [a], [b], rng, options.n_resamples, options.confidence_level
+        )
+        rows.append(
+            {
+                "env": env,
+                "algo_a": algo_a,
+                "algo_b": algo_b,
+                "mean_diff": float(a.mean() - b.mean()),
+                "welch_t": welch.statistic,
+                "welch_p": welch.pvalue,
+                "mannwhitney_p": stats.mann_whitney_test(a, b).pvalue,
+                "p_holm": math.nan,
+                "hedges_g": stats.hedges_g(a, b),
+                "prob_improvement": improvement.estimate,
+                "pi_ci_low": improvement.low,
+                "pi_ci_high": improvement.high,
+            }
+        )
+    table = pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+    table["p_holm"] = stats.holm_adjust(table["welch_p"].to_numpy(dtype=float))
+    return table
+
+
+def power_table(
+    scored: pd.DataFrame,
+    normalization: dict[str, NormalizationConstants],
+    options: ReportOptions,
+) -> pd.DataFrame | Unavailable:
+    """Seeds per algorithm for ``options.power`` at ``options.alpha`` (two-sided Welch), for the
+    observed difference and for the stated minimal difference, using the observed spreads."""
+    pairs = _pairs_per_env(scored)
+    if not pairs:
+        return Unavailable("no env has runs of two or more algorithms, so there is no difference to power")
+    rows = []
+    for env, algo_a, algo_b in pairs:
+        a, b = _cell_scores(scored, env, algo_a), _cell_scores(scored, env, algo_b)
+        spreads_known = a.size >= 2 and b.size >= 2
+        sd_a = float(a.std(ddof=1)) if a.size >= 2 else math.nan
+        sd_b = float(b.std(ddof=1)) if b.size >= 2 else math.nan
+        observed = float(a.mean() - b.mean())
+        constants = normalization.get(env)
+        min_diff = (
+            options.min_difference * abs(constants.reference_return - constants.random_return)
+            if constants
+            else math.nan
+        )
+
+        def needed(difference: float) -> float:
+            if not spreads_known or not math.isfinite(difference):
+                return math.nan
+            seeds = stats.seeds_for_power(difference, sd_a, sd_b, options.power, options.alpha)
+            return math.inf if seeds is None else float(seeds)
+
+        rows.append(
+            {
+                "env": env,
+                "algo_a": algo_a,
+                "algo_b": algo_b,
+                "n_a": int(a.size),
+                "n_b": int(b.size),
+                "observed_diff": observed,
+                "sd_a": sd_a,
+                "sd_b": sd_b,
+                "seeds_for_observed_diff": needed(observed),
+                "min_diff": min_diff,
+                "seeds_for_min_diff": needed(min_diff),
+            }
+        )
+    return pd.DataFrame(rows, columns=POWER_COLUMNS)
+
+
+def normalized_tasks(
+    scored: pd.DataFrame, normalization: dict[str, NormalizationConstants], algos: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Envs usable for aggregates (constants known and every algorithm has runs), and notes
+    naming the envs left out and why."""
+    usable, notes = [], []
+    for env in sorted(scored["env_id"].unique()):
+        present = set(scored.loc[scored["env_id"] == env, "algo"])
+        if env not in normalization:
+            notes.append(f"{env}: left out, no normalisation constants for it in analysis/data/normalization.csv")
+        elif missing := sorted(set(algos) - present):
+            notes.append(f"{env}: left out, no scored runs of {', '.join(missing)}")
+        else:
+            usable.append(env)
+    return usable, notes
+
+
+def per_task_normalized(
+    scored: pd.DataFrame, normalization: dict[str, NormalizationConstants], envs: Sequence[str], algo: str
+) -> list[np.ndarray]:
+    return [normalization[env].normalize(_cell_scores(scored, env, algo)) for env in envs]
+
+
+def aggregate_table(
+    scored: pd.DataFrame,
+    normalization: dict[str, NormalizationConstants],
+    envs: Sequence[str],
+    algos: Sequence[str],
+    options: ReportOptions,
+) -> pd.DataFrame | Unavailable:
+    """IQM, median, mean, optimality gap per algorithm and P(a > b) per pair, across ``envs``,
+    on normalised scores, each with a stratified-bootstrap percentile CI."""
+    if not envs:
+        return Unavailable("no env has both normalisation constants and runs of every algorithm")
+    rng = options.rng(STREAM_AGGREGATE)
+    rows = []
+    per_algo = {algo: per_task_normalized(scored, normalization, envs, algo) for algo in algos}
+    for metric, aggregate in stats.AGGREGATE_METRICS.items():
+        for algo in algos:
+            interval = stats.stratified_bootstrap_ci(
+                per_algo[algo], aggregate, rng, options.n_resamples, options.confidence_level
+            )
+            rows.append(_aggregate_row(metric, algo, "", interval, per_algo[algo]))
+    for algo_a, algo_b in itertools.permutations(algos, 2):
+        interval = stats.probability_of_improvement_ci(
+            per_algo[algo_a], per_algo[algo_b], rng, options.n_resamples, options.confidence_level
+        )
+        rows.append(_aggregate_row("probability_of_improvement", algo_a, algo_b, interval, per_algo[algo_a]))
+    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+
+
+def _aggregate_row(
+    metric: str, algo_a: str, algo_b: str, interval: stats.IntervalEstimate, tasks: Sequence[np.ndarray]
+) -> dict:
+    return {
+        "metric": metric,
+        "algo_a": algo_a,
+        "algo_b": algo_b,
+        "estimate": interval.estimate,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "n_tasks": len(tasks),
+        "n_runs": int(sum(task.size for task in tasks)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+
+
+def _mean_band(matrix: np.ndarray, grid: np.ndarray, rng: np.random.Generator, options: ReportOptions) -> plots.Band:
+    """Mean over runs (rows, NaN = no data) at each grid point with a bootstrap CI of the mean.
+
+    Grid points covered by the same set of runs are bootstrapped together in one call.
+    """
+    center, low, high = (np.full(grid.size, np.nan) for _ in range(3))
+    present = np.isfinite(matrix)
+    patterns: dict[bytes, list[int]] = {}
+    for index in range(grid.size):
+        if present[:, index].any():
+            patterns.setdefault(present[:, index].tobytes(), []).append(index)
+    for columns in patterns.values():
+        rows = present[:, columns[0]]
+        block = matrix[np.ix_(rows, columns)].T  # (grid points, runs)
+        center[columns] = block.mean(axis=1)
+        if block.shape[1] == 1:
+            low[columns] = high[columns] = block[:, 0]
+        else:
+            low[columns], high[columns] = stats.bootstrap_mean_ci_batch(
+                block, rng, options.n_resamples, options.confidence_level
+            )
+    return plots.Band(grid, center, low, high)
+
+
+def _run_matrix(interpolated: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    """Rows = runs, columns = grid points, from a tidy interpolated table."""
+    return np.stack(
+        [group["eval_return"].to_numpy(dtype=float) for _, group in interpolated.groupby("run_id", sort=True)]
+    ).reshape(-1, grid.size)
+
+
+def learning_curve_bands(curves: pd.DataFrame, options: ReportOptions) -> dict[str, dict[str, plots.Band]]:
+    rng = options.rng(STREAM_CURVES)
+    bands: dict[str, dict[str, plots.Band]] = {}
+    for env in sorted(curves["env_id"].unique()):
+        env_curves = curves[curves["env_id"] == env]
+        grid = step_grid(env_curves, options.curve_points)
+        for algo in sorted(env_curves["algo"].unique()):
+            interpolated = interpolate_runs(env_curves[env_curves["algo"] == algo], grid)
+            bands.setdefault(env, {})[algo] = _mean_band(_run_matrix(interpolated, grid), grid, rng, options)
+    return bands
+
+
+def sample_efficiency_bands(
+    curves: pd.DataFrame,
+    normalization: dict[str, NormalizationConstants],
+    envs: Sequence[str],
+    algos: Sequence[str],
+    options: ReportOptions,
+) -> dict[str, plots.Band] | Unavailable:
+    """IQM over runs and tasks of normalised eval returns at each step of a common grid, with a
+    stratified-bootstrap percentile band (runs resampled within each task, one draw shared by
+    all grid points so that the band belongs to whole curves)."""
+    curves = curves[curves["env_id"].isin(envs)]
+    if curves.empty:
+        return Unavailable("no evaluation curves for the envs used in the aggregates")
+    grid = step_grid(curves, options.efficiency_points, common_support=True)
+    if grid.size < 2:
+        return Unavailable("the runs' evaluated step ranges do not overlap, so there is no common step grid")
+    rng = options.rng(STREAM_EFFICIENCY)
+    tail = (1.0 - options.confidence_level) / 2.0
+    bands = {}
+    for algo in algos:
+        per_task = []
+        for env in envs:
+            selected = curves[(curves["env_id"] == env) & (curves["algo"] == algo)]
+            if selected.empty:
+                return Unavailable(f"{algo} has no evaluation curve on {env}")
+            matrix = _run_matrix(interpolate_runs(selected, grid), grid)
+            per_task.append(normalization[env].normalize(matrix))
+        # (runs, grid) per task -> IQM along runs for every grid point
+        point = stats.iqm_batch(np.concatenate(per_task, axis=0).T)
+        resampled = [task[rng.integers(0, task.shape[0], size=(options.n_resamples, task.shape[0]))] for task in per_task]
+        replicates = stats.iqm_batch(np.concatenate(resampled, axis=1).transpose(0, 2, 1))
+        low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
+        bands[algo] = plots.Band(grid, point, low, high)
+    return bands
+
+
+def performance_profile_bands(
+    scored: pd.DataFrame,
+    normalization: dict[str, NormalizationConstants],
+    envs: Sequence[str],
+    algos: Sequence[str],
+    options: ReportOptions,
+) -> dict[str, plots.Band]:
+    rng = options.rng(STREAM_PROFILES)
+    per_algo = {algo: per_task_normalized(scored, normalization, envs, algo) for algo in algos}
+    everything = np.concatenate([np.concatenate(tasks) for tasks in per_algo.values()])
+    low_tau = min(0.0, float(everything.min()))
+    high_tau = max(1.0, float(everything.max())) * 1.02
+    thresholds = np.linspace(low_tau, high_tau, options.profile_points)
+    bands = {}
+    for algo, tasks in per_algo.items():
+        point, low, high = stats.performance_profile_ci(
+            tasks, thresholds, rng, options.n_resamples, options.confidence_level
+        )
+        bands[algo] = plots.Band(thresholds, point, low, high)
+    return bands
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> None:
+    options, scored = analysis.options, analysis.scored
+    colors = plots.algorithm_colors(analysis.algos)
+    metric_label = "Final eval return" if options.metric == "final" else "Mean eval return over training"
+    notes = analysis.figure_notes
+
+    def add(name: str, caption: str) -> None:
+        analysis.figures.append((name, caption))
+
+    if curves.empty:
+        notes.append("Learning curves: no run has evaluation rows in progress.csv.")
+    else:
+        plots.plot_learning_curves(learning_curve_bands(curves, options), colors, figure_dir)
+        add(
+            "learning_curves",
+            "Learning curves: mean deterministic evaluation return over runs against env steps, "
+            f"with a {options.confidence_level:.0%} bootstrap CI of the mean; runs are linearly "
+            "interpolated onto a common step grid, each only within its own evaluated range.",
+        )
+
+    score_summaries = {}
+    for row in analysis.summary.itertuples(index=False):
+        values = _cell_scores(scored, row.env, row.algo)
+        score_summaries.setdefault(row.env, {})[row.algo] = plots.ScoreSummary(
+            values, row.mean, row.ci_low, row.ci_high
+        )
+    if score_summaries:
+        plots.plot_score_distributions(score_summaries, colors, figure_dir, metric_label)
+        add(
+            "score_distributions",
+            f"{metric_label} of every run (points), with the mean (diamond) and its "
+            f"{options.confidence_level:.0%} bootstrap CI (bar).",
+        )
+
+    envs = analysis.aggregate_envs
+    if isinstance(analysis.aggregate, Unavailable):
+        notes.append(f"Aggregate figures: {analysis.aggregate.reason}.")
+        return
+    aggregate = analysis.aggregate
+    intervals = {
+        metric: {
+            row.algo_a: stats.IntervalEstimate(row.estimate, row.ci_low, row.ci_high)
+            for row in aggregate[aggregate["metric"] == metric].itertuples(index=False)
+        }
+        for metric in stats.AGGREGATE_METRICS
+    }
+    plots.plot_aggregate_intervals(intervals, colors, figure_dir, AGGREGATE_LABELS)
+    add(
+        "aggregate_intervals",
+        f"Aggregate normalised {options.metric} scores over {len(envs)} env(s): point estimate "
+        f"(black tick) and {options.confidence_level:.0%} stratified-bootstrap CI (bar). "
+        "Lower is better for the optimality gap.",
+    )
+    plots.plot_performance_profiles(
+        performance_profile_bands(scored, analysis.normalization, envs, analysis.algos, options),
+        colors,
+        figure_dir,
+    )
+    add(
+        "performance_profiles",
+        "Performance profiles: fraction of runs whose normalised score exceeds τ (averaged over "
+        f"envs), with {options.confidence_level:.0%} stratified-bootstrap bands.",
+    )
+    improvement_rows = aggregate[aggregate["metric"] == "probability_of_improvement"]
+    if improvement_rows.empty:
+        notes.append("Probability of improvement: needs at least two algorithms.")
+    else:
+        pairs = [
+            (row.algo_a, row.algo_b, stats.IntervalEstimate(row.estimate, row.ci_low, row.ci_high))
+            for row in improvement_rows.itertuples(index=False)
+            if row.algo_a < row.algo_b
+        ]
+        plots.plot_probability_of_improvement(pairs, colors, figure_dir)
+        add(
+            "probability_of_improvement",
+            "Probability that a run of X scores higher than a run of Y on the same env (ties "
+            f"count 1/2), averaged over envs, with {options.confidence_level:.0%} "
+            "stratified-bootstrap CIs; 0.5 means no difference.",
+        )
+    efficiency = sample_efficiency_bands(curves, analysis.normalization, envs, analysis.algos, options)
+    if isinstance(efficiency, Unavailable):
+        notes.append(f"Sample efficiency: {efficiency.reason}.")
+    else:
+        plots.plot_sample_efficiency(efficiency, colors, figure_dir)
+        add(
+            "sample_efficiency",
+            "Sample efficiency: IQM over all runs and envs of the normalised evaluation return "
+            f"against env steps, with {options.confidence_level:.0%} stratified-bootstrap bands.",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis and document
+
+
+def analyse(loaded: LoadedResults, options: ReportOptions) -> Analysis:
+    scored, excluded = scored_runs(loaded, options.metric)
+    algos = sorted(scored["algo"].unique())
+    envs = sorted(scored["env_id"].unique())
+    normalization = load_normalization()
+    if scored.empty:
+        reason = f"no complete run has a '{options.metric}' score"
+        aggregate_envs, aggregate_notes = [], []
+        pairwise = power = aggregate = Unavailable(reason)
+    else:
+        aggregate_envs, aggregate_notes = normalized_tasks(scored, normalization, algos)
+        pairwise = pairwise_table(scored, options)
+        power = power_table(scored, normalization, options)
+        aggregate = aggregate_table(scored, normalization, aggregate_envs, algos, options)
+    return Analysis(
+        options=options,
+        loaded=loaded,
+        scored=scored,
+        excluded=excluded,
+        algos=algos,
+        envs=envs,
+        summary=summary_table(scored, options),
+        pairwise=pairwise,
+        power=power,
+        normalization=normalization,
+        aggregate_envs=aggregate_envs,
+        aggregate_notes=aggregate_notes,
+        aggregate=aggregate,
+    )
+
+
+def _distinct(values: pd.Series) -> str:
+    return ", ".join(str(value) for value in sorted(values.dropna().unique(), key=str)) or "unknown"
+
+
+def setup_section(analysis: Analysis) -> Section:
+    loaded, options, scored = analysis.loaded, analysis.options, analysis.scored
+    manifest = loaded.manifest or {}
+    items = [
+        f"Suite: {manifest.get('suite') or 'not recorded (no manifest.json)'}",
+        f"Runs: {len(loaded.runs)} complete, {len(loaded.excluded)} failed or incomplete; "
+        f"{len(scored)} have a '{options.metric}' score and are analysed.",
+        f"Metric '{options.metric}': {METRIC_DESCRIPTIONS[options.metric]}.",
+        f"Algorithms: {', '.join(analysis.algos) or 'none'}.",
+        f"Environments (gymnasium id with version): {', '.join(analysis.envs) or 'none'}.",
+        f"Bootstrap: {options.n_resamples} resamples, {options.confidence_level:.0%} intervals, seed {options.seed}.",
+    ]
+    for key, values in loaded.versions.items():
+        items.append(f"Version of {key}: {', '.join(values)}")
+    blocks: list = [BulletList(items)]
+    if not scored.empty:
+        grid = (
+            scored.groupby(["env_id", "algo"], sort=True)
+            .agg(algorithm=("algorithm", _distinct), runs=("run_id", "size"), seeds=("seed", _distinct), steps=("steps", _distinct))
+            .reset_index()
+        )
+        blocks.append(
+            Table(grid.rename(columns={"env_id": "env"}), "Runs analysed per cell: algorithm, seeds and step budget.")
+        )
+    if loaded.suite_toml:
+        blocks += [Paragraph("The suite file that produced the grid:"), Preformatted(loaded.suite_toml)]
+    return Section("Setup", blocks)
+
+
+def per_task_section(analysis: Analysis) -> Section:
+    if analysis.summary.empty:
+        return Section("Per-task results", [Paragraph("Not computed: no run has a score for this metric.")])
+    blocks: list = [
+        Paragraph(
+            f"Raw returns of the '{analysis.options.metric}' metric per algorithm and env. std uses "
+            "n-1 (empty with one run); IQM is the mean of the middle 50% of runs; the CI is a "
+            f"{analysis.options.confidence_level:.0%} bootstrap CI of the mean, percentile interval "
+            "expanded for small samples (Hesterberg 2015) because plain percentile intervals are "
+            "too narrow with 5-10 runs; with 2-3 runs it spans about the range of the data, with "
+            "one run it is empty. Also in summary.csv and summary.tex."
+        ),
+        Table(analysis.summary, "Per-task results"),
+    ]
+    single = analysis.summary[analysis.summary["n_runs"] == 1]
+    if len(single):
+        cells = ", ".join(f"{row.algo} on {row.env}" for row in single.itertuples(index=False))
+        blocks.append(Paragraph(f"No CI or std for cells with a single run: {cells}."))
+    return Section("Per-task results", blocks)
+
+
+def aggregate_section(analysis: Analysis) -> Section:
+    blocks: list = []
+    if isinstance(analysis.aggregate, Unavailable):
+        blocks.append(Paragraph(f"Not computed: {analysis.aggregate.reason}."))
+    else:
+        blocks.append(
+            Paragraph(
+                "Scores normalised per env as (return - random) / (reference - random) with the fixed "
+                "constants below, then aggregated over "
+                f"{len(analysis.aggregate_envs)} env(s) ({', '.join(analysis.aggregate_envs)}). "
+                "IQM pools all runs of all envs; mean and median are over the per-env means; the "
+                "optimality gap is the mean shortfall below 1 (the reference). CIs: stratified "
+                "bootstrap (runs resampled within each env), percentile intervals. The probability "
+                "of improvement P(a > b) is averaged over envs. Also in aggregate.csv and aggregate.tex."
+            )
+        )
+        blocks.append(Table(analysis.aggregate, "Aggregate metrics on normalised scores"))
+        if analysis.aggregate["algo_b"].eq("").all():
+            blocks.append(Paragraph("Probability of improvement: not computed, it needs at least two algorithms."))
+        used = [analysis.normalization[env] for env in analysis.aggregate_envs]
+        blocks.append(
+            Table(
+                pd.DataFrame(
+                    {
+                        "env": [c.env_id for c in used],
+                        "random_return": [c.random_return for c in used],
+                        "reference_return": [c.reference_return for c in used],
+                        "random (measured)": [f"{c.random_episodes} episodes, seed {c.random_seed}" for c in used],
+                        "reference source": [c.reference_source for c in used],
+                    }
+                ),
+                "Normalisation constants (analysis/data/normalization.csv)",
+            )
+        )
+    if analysis.aggregate_notes:
+        blocks.append(BulletList(analysis.aggregate_notes))
+    return Section("Aggregate results", blocks)
+
+
+def pairwise_section(analysis: Analysis) -> Section:
+    if isinstance(analysis.pairwise, Unavailable):
+        return Section("Pairwise tests", [Paragraph(f"Not computed: {analysis.pairwise.reason}.")])
+    table = analysis.pairwise
+    significant = table[table["p_holm"] < analysis.options.alpha]
+    blocks: list = [
+        Paragraph(
+            "For each env and pair of algorithms: mean_diff = mean(a) - mean(b); Welch's t-test and "
+            "the Mann-Whitney U test (two-sided, scipy); p_holm = Welch p-values Holm-adjusted over "
+            f"all {table['welch_p'].notna().sum()} testable rows of this table; hedges_g = "
+            "bias-corrected standardised difference; prob_improvement = P(a > b) with ties counted "
+            "1/2, with a bootstrap CI. Empty cells could not be computed (fewer than two runs, or "
+            "no variance). Also in pairwise.csv and pairwise.tex."
+        ),
+        Table(table, "Pairwise tests", {"welch_p": p_value, "mannwhitney_p": p_value, "p_holm": p_value}),
+        Paragraph(
+            f"Significant at α = {analysis.options.alpha} after Holm correction: "
+            + (
+                "; ".join(f"{r.algo_a} vs {r.algo_b} on {r.env}" for r in significant.itertuples(index=False))
+                or "none"
+            )
+            + "."
+        ),
+    ]
+    return Section("Pairwise tests", blocks)
+
+
+def _seed_count(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "> 10000 or never"
+    return str(int(value))
+
+
+def power_section(analysis: Analysis) -> Section:
+    options = analysis.options
+    if isinstance(analysis.power, Unavailable):
+        return Section("How many seeds", [Paragraph(f"Not computed: {analysis.power.reason}.")])
+    blocks: list = [
+        Paragraph(
+            f"Runs per algorithm needed for {options.power:.0%} power of a two-sided Welch t-test at "
+            f"α = {options.alpha}, taking the observed standard deviations as the true ones: once for "
+            "the observed difference and once for the stated minimal difference, "
+            f"{options.min_difference:g} × (reference - random return) of the env, i.e. "
+            f"{options.min_difference:g} in normalised score. Computed in closed form from the "
+            "noncentral t distribution (exact for normal scores with equal variances, Welch-"
+            "Satterthwaite degrees of freedom otherwise), not by simulation. 'n/a': a cell has fewer "
+            "than two runs (no spread) or the env has no normalisation constants; '> 10000 or "
+            "never': the difference is 0 or too small to detect. Also in power.csv."
+        ),
+        Table(
+            analysis.power,
+            "Seeds per algorithm for 80% power",
+            {"seeds_for_observed_diff": _seed_count, "seeds_for_min_diff": _seed_count},
+        ),
+    ]
+    return Section("How many seeds", blocks)
+
+
+def figures_section(analysis: Analysis) -> Section:
+    blocks: list = [Figure(f"figures/{name}.png", caption) for name, caption in analysis.figures]
+    if analysis.figures:
+        blocks.insert(0, Paragraph("Every figure is in figures/ as PDF (vector, for papers) and PNG."))
+    if analysis.figure_notes:
+        blocks.append(BulletList([f"Not drawn: {note}" for note in analysis.figure_notes]))
+    return Section("Figures", blocks)
+
+
+def excluded_section(analysis: Analysis) -> Section:
+    if analysis.excluded.empty:
+        return Section("Failed and excluded runs", [Paragraph("None: every run completed and has a score.")])
+    return Section(
+        "Failed and excluded runs",
+        [
+            Paragraph("These runs are left out of every table and figure above."),
+            Table(analysis.excluded.fillna(""), "Excluded runs"),
+        ],
+    )
+
+
+def document(analysis: Analysis) -> list[Section]:
+    return [
+        setup_section(analysis),
+        per_task_section(analysis),
+        aggregate_section(analysis),
+        pairwise_section(analysis),
+        figures_section(analysis),
+        power_section(analysis),
+        excluded_section(analysis),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def summary_latex_table(summary: pd.DataFrame, metric: str) -> Table:
+    """Envs as rows, algorithms as columns, 'mean [ci_low, ci_high] (n)' in each cell."""
+    algos = sorted(summary["algo"].unique())
+    rows = []
+    for env in sorted(summary["env"].unique()):
+        row = {"Environment": env}
+        for algo in algos:
+            cell = summary[(summary["env"] == env) & (summary["algo"] == algo)]
+            if cell.empty:
+                row[algo] = "--"
+                continue
+            record = cell.iloc[0]
+            interval = (
+                f" [{format_number(record['ci_low'])}, {format_number(record['ci_high'])}]"
+                if math.isfinite(record["ci_low"])
+                else ""
+            )
+            row[algo] = f"{format_number(record['mean'])}{interval} ({int(record['n_runs'])})"
+        rows.append(row)
+    return Table(
+        pd.DataFrame(rows, columns=["Environment", *algos]),
+        f"Mean {metric} return [95% bootstrap CI] (number of runs) per environment.",
+    )
+
+
+def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> None:
+    options = analysis.options
+    analysis.summary.to_csv(target / "summary.csv", index=False)
+    pairwise = analysis.pairwise if isinstance(analysis.pairwise, pd.DataFrame) else pd.DataFrame(columns=PAIRWISE_COLUMNS)
+    pairwise.to_csv(target / "pairwise.csv", index=False)
+    aggregate = analysis.aggregate if isinstance(analysis.aggregate, pd.DataFrame) else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    aggregate.to_csv(target / "aggregate.csv", index=False)
+    power = analysis.power if isinstance(analysis.power, pd.DataFrame) else pd.DataFrame(columns=POWER_COLUMNS)
+    power.to_csv(target / "power.csv", index=False)
+    analysis.excluded.to_csv(target / "excluded_runs.csv", index=False)
+
+    (target / "summary.tex").write_text(
+        latex_booktabs(summary_latex_table(analysis.summary, options.metric), "tab:trbench-per-task")
+    )
+    (target / "aggregate.tex").write_text(
+        latex_booktabs(Table(aggregate, "Aggregate normalised scores with 95% stratified-bootstrap CIs."), "tab:trbench-aggregate", 3)
+    )
+    (target / "pairwise.tex").write_text(
+        latex_booktabs(
+            Table(pairwise, "Pairwise tests (Holm-adjusted Welch p-values).", {"welch_p": p_value, "mannwhitney_p": p_value, "p_holm": p_value}),
+            "tab:trbench-pairwise",
+            3,
+        )
+    )
+    title = f"trbench report: {(analysis.loaded.manifest or {}).get('suite') or analysis.loaded.results_dir.name}"
+    (target / "report.md").write_text(render_markdown(title, sections))
+    (target / "report.html").write_text(render_html(title, sections, target))
+
+
+def build_report(results_dir: Path | str, out_dir: Path | str | None = None, options: ReportOptions | None = None) -> Path:
+    """Write the full report for ``results_dir`` into ``out_dir`` (default results_dir/report)
+    and return ``out_dir``. The folder appears complete or not at all."""
+    options = options or ReportOptions()
+    loaded = load_results(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: --out must be a directory, and this is a file")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(loaded, options)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-partial-", dir=out_dir.parent))
+    try:
+        figure_dir = staging / "figures"
+        figure_dir.mkdir()
+        scored_ids = set(analysis.scored["run_id"])
+        draw_figures(analysis, loaded.curves[loaded.curves["run_id"].isin(scored_ids)], figure_dir)
+        write_outputs(analysis, document(analysis), staging)
+        _replace_directory(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_directory(new: Path, destination: Path) -> None:
+    """Move ``new`` to ``destination``, replacing an older report only once the new one is whole."""
+    if not destination.exists():
+        new.rename(destination)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}-old-", dir=destination.parent))
+    retired.rmdir()
+    destination.rename(retired)
+    try:
+        new.rename(destination)
+    except BaseException:
+        retired.rename(destination)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
