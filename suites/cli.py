@@ -1,0 +1,53 @@
+"""`trbench run` and `trbench status`: run a suite's grid, and see how far it got."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .grid import load_suite
+from .runner import EXECUTORS, check_executor, check_out_dir, default_out, dry_run, run_suite
+from .status import print_status
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a suite's grid of runs in parallel, resumably",
+        description="Expand a suite file (see suites/README.md) into its grid of runs and run those not yet "
+                    "complete. Exit code 0 when every run completed, 1 when some failed or diverged, "
+                    "2 for bad input.")
+    p.add_argument("suite", type=Path, help="suite file, e.g. suites/quickstart.toml")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<suite name>)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs in parallel (default: the number of cores; with --address: as many as Ray schedules)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: a process pool on this machine (default); ray: Ray tasks (needs the ray extra)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address for --executor ray, e.g. auto or ray://head:10001 "
+                        "(default: start a local Ray instance)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and the total steps; run nothing")
+    p.add_argument("--skip-failed", action="store_true",
+                   help="do not redo runs recorded as failed or diverged (by default every run not complete is redone)")
+    p.set_defaults(func=run_command)
+
+    s = subparsers.add_parser(
+        "status", help="complete, failed and missing runs of a suite's results folder",
+        description="Count a suite's runs by algorithm and env: complete, failed (or diverged), missing "
+                    "(not run yet, or interrupted). Exit code 0 when every run is complete, else 1.")
+    s.add_argument("dir", type=Path, help="a suite's results folder, e.g. results/quickstart")
+    s.set_defaults(func=status_command)
+
+
+def run_command(args) -> int:
+    suite = load_suite(args.suite)
+    out = args.out if args.out is not None else default_out(suite)
+    check_executor(args.executor, args.address, args.workers)
+    if args.dry_run:
+        check_out_dir(out, suite)
+        return dry_run(suite, out, redo_failed=not args.skip_failed, stream=sys.stdout)
+    return run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
+                     redo_failed=not args.skip_failed, stream=sys.stdout)
+
+
+def status_command(args) -> int:
+    return print_status(args.dir, sys.stdout)

@@ -1,0 +1,182 @@
+"""Run a suite's grid into its results folder, resumably.
+
+The folder (format: ``results/README.md``) holds a copy of the suite file, the manifest of the
+grid and one folder per run. Rerunning the same command skips complete runs and redoes the
+rest; a run folder is only ever finished by the atomic rename of its result.json, so a runner
+killed at any moment (SIGKILL included) leaves nothing half-written that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TextIO
+
+from trbench.errors import UsageError
+from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text
+
+from .executors import ray_available, run_local, run_ray
+from .grid import Suite, steps_taken
+from .progress import Progress, format_duration
+from .status import run_state
+
+EXECUTORS = ("local", "ray")
+LOCK_FILE = ".runner.lock"
+SUPERSEDED = "superseded"
+
+
+def default_workers() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_out(suite: Suite) -> Path:
+    return Path("results") / suite.name
+
+
+def check_out_dir(out: Path, suite: Suite) -> None:
+    """Refuse a folder that holds something other than this suite's results, before writing."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a folder")
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        try:
+            previous = json.loads(manifest_path.read_text()).get("suite")
+        except (OSError, ValueError, AttributeError):
+            raise UsageError(f"--out: {manifest_path} is unreadable; choose another folder or remove it") from None
+        if previous != suite.name:
+            raise UsageError(f"--out: {out} holds the results of suite {previous!r}, not {suite.name!r}; "
+                             "choose another folder")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out: {out} is not empty and holds no suite results (no manifest.json); "
+                         "choose a new or empty folder")
+
+
+def check_executor(executor: str, address: str | None, workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers: must be >= 1, got {workers}")
+    if address and executor != "ray":
+        raise UsageError("--address: only used with --executor ray")
+    if executor == "ray" and not ray_available():
+        raise UsageError("--executor ray: ray is not installed; install the extra: pip install 'trbench[ray]'")
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """One runner per results folder; the lock goes away with the process, even on SIGKILL."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: trust the user
+        yield
+        return
+    with open(out / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--out: {out} is in use by another trbench run; wait for it or choose another folder") from None
+        yield
+
+
+def sort_run_folders(out: Path, suite: Suite) -> tuple[int, int]:
+    """Keep runs/ to exactly the suite's grid, so reports never mix in runs of an earlier version
+    of the suite: folders not in the grid move to superseded/, and come back if the grid names
+    them again. Returns (moved out, moved back)."""
+    runs_dir, superseded = out / "runs", out / SUPERSEDED
+    wanted = {run.run_id for run in suite.runs}
+    moved_out = moved_back = 0
+    if runs_dir.is_dir():
+        for folder in runs_dir.iterdir():
+            if folder.is_dir() and folder.name not in wanted:
+                superseded.mkdir(exist_ok=True)
+                target = superseded / folder.name
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(folder, target)
+                moved_out += 1
+    if superseded.is_dir():
+        for run_id in wanted:
+            source = superseded / run_id
+            if source.is_dir() and not (runs_dir / run_id).exists():
+                runs_dir.mkdir(exist_ok=True)
+                os.replace(source, runs_dir / run_id)
+                moved_back += 1
+    return moved_out, moved_back
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    for leftover in out.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool) -> list[ResolvedRun]:
+    todo = []
+    for run in suite.runs:
+        state = run_state(runs_dir / run.run_id)
+        if state == "missing" or (state == "failed" and redo_failed):
+            todo.append(run)
+    return todo
+
+
+def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO) -> int:
+    runs_dir = out / "runs"
+    todo = {run.run_id for run in runs_to_do(suite, runs_dir, redo_failed)}
+    id_width = max(len(run.run_id) for run in suite.runs)
+    stream.write(f"{'run_id':<{id_width}}  {'state':<8}  {'steps':>10}\n")
+    states = {}
+    for run in suite.runs:
+        states[run.run_id] = run_state(runs_dir / run.run_id)
+        stream.write(f"{run.run_id:<{id_width}}  {states[run.run_id]:<8}  {run.spec.steps:>10,}\n")
+    todo_steps = sum(run.spec.steps for run in suite.runs if run.run_id in todo)
+    complete = sum(state == "complete" for state in states.values())
+    failed = sum(state == "failed" for state in states.values())
+    shape = f"{len(suite.arms)} arms x {len(suite.envs)} envs x {len(suite.seeds)} seeds"
+    if len(suite.runs) != len(suite.arms) * len(suite.envs) * len(suite.seeds):
+        shape += ", times the grid axes"
+    stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs ({shape}), {suite.total_steps:,} steps in all; "
+                 f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}\n")
+    return 0
+
+
+def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, address: str | None,
+              redo_failed: bool, stream: TextIO) -> int:
+    """Run what is not yet done; exit code 0 when every run of the grid is complete, else 1."""
+    check_out_dir(out, suite)
+    check_executor(executor, address, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        remove_stale_temp_files(out)
+        atomic_write_text(out / "suite.toml", suite.text)
+        atomic_write_json(out / "manifest.json", suite.manifest())
+        moved_out, moved_back = sort_run_folders(out, suite)
+        runs_dir = out / "runs"
+        runs_dir.mkdir(exist_ok=True)
+        todo = runs_to_do(suite, runs_dir, redo_failed)
+        if executor == "local":
+            workers = min(workers or default_workers(), max(len(todo), 1))
+        where = f"{workers} local workers" if executor == "local" else (
+            f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
+        stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs, {len(suite.runs) - len(todo)} already done, "
+                     f"{len(todo)} to run ({sum(steps_taken(r) for r in todo):,} steps) on {where} -> {out}\n")
+        if moved_out or moved_back:
+            stream.write(f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED}/, "
+                         f"{moved_back} brought back from it\n")
+        stream.flush()
+        progress = Progress(todo, stream, live=stream.isatty(), already_done=len(suite.runs) - len(todo))
+        try:
+            if todo and executor == "local":
+                run_local(todo, runs_dir, workers, progress)
+            elif todo:
+                run_ray(todo, runs_dir, workers or (None if address else default_workers()), address, progress)
+        finally:
+            progress.close()
+        states = [run_state(runs_dir / run.run_id) for run in suite.runs]
+    complete = states.count("complete")
+    elapsed = format_duration(progress.elapsed_s())
+    stream.write(f"suite {suite.name!r}: {complete}/{len(states)} runs complete, {states.count('failed')} failed, "
+                 f"{states.count('missing')} missing; this session ran {len(todo)} in {elapsed}; results in {out}\n")
+    stream.flush()
+    return 0 if complete == len(states) else 1

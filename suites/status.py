@@ -1,0 +1,81 @@
+"""The state of a suite's results folder: which runs are complete, failed or missing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from trbench.errors import UsageError
+
+STATES = ("complete", "failed", "missing")
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def run_state(folder: Path) -> str:
+    """complete; failed (failed or diverged, recorded in result.json); missing (never run, or
+    interrupted: no result.json)."""
+    result = read_result(folder)
+    if result is None:
+        return "missing"
+    return "complete" if result.get("status") == "complete" else "failed"
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    path = out / "manifest.json"
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such folder; give a suite's results folder (e.g. results/quickstart)")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{out}: no manifest.json, so not a suite's results folder; "
+                         "`trbench run SUITE --out DIR` creates one") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable manifest: {exc}".splitlines()[0]) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
+        raise UsageError(f"{path}: runs: missing or not a list; not a manifest written by `trbench run`")
+    return manifest
+
+
+def print_status(out: Path, stream: TextIO) -> int:
+    """Table of runs by algorithm and env; exit code 0 when every run is complete, else 1."""
+    manifest = read_manifest(out)
+    runs_dir = out / "runs"
+    counts: dict[tuple[str, str], Counter] = {}
+    totals: Counter = Counter()
+    problems: list[str] = []
+    listed = set()
+    for entry in manifest["runs"]:
+        run_id = entry.get("run_id", "")
+        listed.add(run_id)
+        state = run_state(runs_dir / run_id)
+        counts.setdefault((str(entry.get("algo")), str(entry.get("env_id"))), Counter())[state] += 1
+        totals[state] += 1
+        if state == "failed":
+            result = read_result(runs_dir / run_id) or {}
+            problems.append(f"  {result.get('status')}: {run_id}: {result.get('error')}")
+
+    algo_width = max([len("algo")] + [len(algo) for algo, _ in counts])
+    env_width = max([len("env")] + [len(env) for _, env in counts])
+    stream.write(f"suite {manifest.get('suite')!r} in {out}: {len(manifest['runs'])} runs\n")
+    header = f"{'algo':<{algo_width}}  {'env':<{env_width}}  " + "  ".join(f"{s:>8}" for s in STATES)
+    stream.write(header + "\n")
+    for (algo, env), counter in counts.items():
+        stream.write(f"{algo:<{algo_width}}  {env:<{env_width}}  " + "  ".join(f"{counter[s]:>8}" for s in STATES) + "\n")
+    stream.write(f"{'total':<{algo_width}}  {'':<{env_width}}  " + "  ".join(f"{totals[s]:>8}" for s in STATES) + "\n")
+    if problems:
+        stream.write("not complete:\n" + "\n".join(problems) + "\n")
+    if runs_dir.is_dir():
+        unlisted = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in listed)
+        if unlisted:
+            stream.write(f"{len(unlisted)} run folder(s) in runs/ are not in the manifest "
+                         "(left by an earlier version of the suite); reports read them too\n")
+    return 0 if totals["complete"] == len(manifest["runs"]) else 1
