@@ -186,8 +186,9 @@ def pairwise_table(scored: pd.DataFrame, options: ReportOptions) -> pd.DataFrame
     for env, algo_a, algo_b in pairs:
         a, b = _cell_scores(scored, env, algo_a), _cell_scores(scored, env, algo_b)
         welch = stats.welch_test(a, b)
-        improvement = stats.probability_of_improvement_ci(
-            [a], [b], rng, options.n_resamples, options.confidence_level
+        improvement = _without_ci_for_single_runs(
+            stats.probability_of_improvement_ci([a], [b], rng, options.n_resamples, options.confidence_level),
+            [a, b],
         )
         rows.append(
             {
@@ -297,16 +298,32 @@ def aggregate_table(
     per_algo = {algo: per_task_normalized(scored, normalization, envs, algo) for algo in algos}
     for metric, aggregate in stats.AGGREGATE_METRICS.items():
         for algo in algos:
-            interval = stats.stratified_bootstrap_ci(
-                per_algo[algo], aggregate, rng, options.n_resamples, options.confidence_level
+            interval = _without_ci_for_single_runs(
+                stats.stratified_bootstrap_ci(
+                    per_algo[algo], aggregate, rng, options.n_resamples, options.confidence_level
+                ),
+                per_algo[algo],
             )
             rows.append(_aggregate_row(metric, algo, "", interval, per_algo[algo]))
     for algo_a, algo_b in itertools.permutations(algos, 2):
-        interval = stats.probability_of_improvement_ci(
-            per_algo[algo_a], per_algo[algo_b], rng, options.n_resamples, options.confidence_level
+        interval = _without_ci_for_single_runs(
+            stats.probability_of_improvement_ci(
+                per_algo[algo_a], per_algo[algo_b], rng, options.n_resamples, options.confidence_level
+            ),
+            [*per_algo[algo_a], *per_algo[algo_b]],
         )
         rows.append(_aggregate_row("probability_of_improvement", algo_a, algo_b, interval, per_algo[algo_a]))
     return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+
+
+def _without_ci_for_single_runs(
+    interval: stats.IntervalEstimate, samples: Sequence[np.ndarray]
+) -> stats.IntervalEstimate:
+    """A bootstrap over a single run per task has zero width, which would read as certainty:
+    report no interval instead when any task has only one run."""
+    if min(sample.size for sample in samples) >= 2:
+        return interval
+    return stats.IntervalEstimate(interval.estimate, math.nan, math.nan)
 
 
 def _aggregate_row(
@@ -630,6 +647,13 @@ def aggregate_section(analysis: Analysis) -> Section:
             )
         )
         blocks.append(Table(analysis.aggregate, "Aggregate metrics on normalised scores"))
+        if analysis.aggregate["ci_low"].isna().any():
+            blocks.append(
+                Paragraph(
+                    "Rows without a CI: some env has a single run of that algorithm, and a bootstrap "
+                    "over one run per env has zero width, which would wrongly read as certainty."
+                )
+            )
         if analysis.aggregate["algo_b"].eq("").all():
             blocks.append(Paragraph("Probability of improvement: not computed, it needs at least two algorithms."))
         used = [analysis.normalization[env] for env in analysis.aggregate_envs]

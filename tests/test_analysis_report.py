@@ -1,0 +1,320 @@
+"""The report end to end: files, figures, CSV columns, edge cases, the CLI and atomic writing.
+
+Building a whole report costs a few seconds (mostly matplotlib saving twelve files), so the
+complete builds are marked slow; the fast tests check the same edge cases on the computed
+tables and the rendered document without drawing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_fixtures import RunSpec, grid_specs, make_results
+from trbench.analysis import plots, report
+from trbench.analysis.load import load_results
+from trbench.analysis.render import render_markdown
+from trbench.cli import main as trbench_main
+
+FIGURES = (
+    "learning_curves",
+    "score_distributions",
+    "aggregate_intervals",
+    "performance_profiles",
+    "probability_of_improvement",
+    "sample_efficiency",
+)
+FILES = (
+    "report.md",
+    "report.html",
+    "summary.csv",
+    "pairwise.csv",
+    "aggregate.csv",
+    "power.csv",
+    "excluded_runs.csv",
+    "summary.tex",
+    "aggregate.tex",
+    "pairwise.tex",
+)
+FAST = report.ReportOptions(n_resamples=200)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def analysed(root: Path, options: report.ReportOptions = FAST) -> tuple[report.Analysis, str]:
+    """Tables and the Markdown text of a report, without drawing figures."""
+    analysis = report.analyse(load_results(root), options)
+    return analysis, render_markdown("t", report.document(analysis))
+
+
+def assert_complete_report(out: Path, figures: tuple[str, ...] = FIGURES) -> None:
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    for name in figures:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(PNG_MAGIC) and len(png) > 5_000, name
+        assert (out / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)
+    assert html.count("<img") == len(figures) and 'src="figures/' not in html  # self-contained
+    assert not list(out.parent.glob(f".{out.name}-partial-*")), "staging folder left behind"
+
+
+# --- fast: tables and document ---------------------------------------------------------------
+
+
+def test_csv_tables_have_the_issue_columns(tmp_path):
+    analysis, _ = analysed(make_results(tmp_path / "s", grid_specs()))
+    assert list(analysis.summary.columns) == [
+        "algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high",
+    ]
+    assert list(analysis.pairwise.columns) == [
+        "env", "algo_a", "algo_b", "mean_diff", "welch_t", "welch_p", "mannwhitney_p", "p_holm",
+        "hedges_g", "prob_improvement", "pi_ci_low", "pi_ci_high",
+    ]
+    assert set(analysis.aggregate["metric"]) == {"iqm", "median", "mean", "optimality_gap", "probability_of_improvement"}
+
+
+def test_summary_values_match_the_runs(tmp_path):
+    root = make_results(tmp_path / "s", grid_specs())
+    analysis, _ = analysed(root)
+    runs = load_results(root).runs
+    hopper_trpo = runs[(runs["env_id"] == "Hopper-v5") & (runs["algo"] == "trpo")]["final"].to_numpy()
+    row = analysis.summary[(analysis.summary["env"] == "Hopper-v5") & (analysis.summary["algo"] == "trpo")].iloc[0]
+    assert row["n_runs"] == 5
+    assert row["mean"] == pytest.approx(hopper_trpo.mean())
+    assert row["std"] == pytest.approx(hopper_trpo.std(ddof=1))
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+def test_holm_runs_over_every_pairwise_row(tmp_path):
+    analysis, _ = analysed(make_results(tmp_path / "s", grid_specs(algos=("npg", "ppo", "trpo"))))
+    table = analysis.pairwise
+    assert len(table) == 6  # 3 pairs × 2 envs
+    from trbench.analysis.stats import holm_adjust
+
+    np.testing.assert_allclose(table["p_holm"], holm_adjust(table["welch_p"].to_numpy()))
+
+
+def test_aggregate_uses_fixed_constants_not_the_loaded_runs(tmp_path):
+    """Adding another algorithm's runs must not change an algorithm's normalised scores."""
+    alone, _ = analysed(make_results(tmp_path / "a", grid_specs(algos=("trpo",))))
+    together, _ = analysed(make_results(tmp_path / "b", grid_specs(algos=("trpo", "ppo"))))
+    mean_alone = alone.aggregate.query("metric == 'mean' and algo_a == 'trpo'")["estimate"].item()
+    mean_together = together.aggregate.query("metric == 'mean' and algo_a == 'trpo'")["estimate"].item()
+    assert mean_alone == pytest.approx(mean_together)
+
+
+def test_same_seed_same_tables_other_seed_other_cis(tmp_path):
+    root = make_results(tmp_path / "s", grid_specs())
+    first, _ = analysed(root)
+    again, _ = analysed(root)
+    other, _ = analysed(root, report.ReportOptions(n_resamples=200, seed=1))
+    pd.testing.assert_frame_equal(first.summary, again.summary)
+    pd.testing.assert_frame_equal(first.aggregate, again.aggregate)
+    assert not np.allclose(first.summary["ci_low"], other.summary["ci_low"])
+
+
+def test_one_run_per_cell(tmp_path):
+    analysis, text = analysed(make_results(tmp_path / "s", grid_specs(seeds=(0,))))
+    assert analysis.summary["ci_low"].isna().all() and analysis.summary["std"].isna().all()
+    assert analysis.pairwise["welch_p"].isna().all()
+    assert analysis.pairwise["mannwhitney_p"].notna().all()
+    assert "No CI or std for cells with a single run" in text
+    # a bootstrap over one run per env has zero width; no interval is reported instead
+    assert analysis.pairwise["pi_ci_low"].isna().all()
+    assert analysis.aggregate["ci_low"].isna().all() and analysis.aggregate["estimate"].notna().all()
+    assert "Rows without a CI" in text
+    assert "n/a" in text  # power needs a spread
+
+
+def test_single_algorithm(tmp_path):
+    analysis, text = analysed(make_results(tmp_path / "s", grid_specs(algos=("trpo",))))
+    assert isinstance(analysis.pairwise, report.Unavailable)
+    assert "Not computed: no env has runs of two or more algorithms" in text
+    assert "Probability of improvement: not computed, it needs at least two algorithms" in text
+    assert set(analysis.aggregate["algo_a"]) == {"trpo"}
+
+
+def test_single_env(tmp_path):
+    analysis, _ = analysed(make_results(tmp_path / "s", grid_specs(envs=("Hopper-v5",))))
+    assert analysis.aggregate_envs == ["Hopper-v5"]
+    assert (analysis.aggregate["n_tasks"] == 1).all()
+    assert len(analysis.pairwise) == 1
+
+
+def test_env_without_constants_and_algo_missing_an_env_are_left_out_of_aggregates(tmp_path):
+    specs = grid_specs(envs=("Hopper-v5", "CustomEnv-v0")) + [RunSpec("trpo", "Swimmer-v5", 0)]
+    analysis, text = analysed(make_results(tmp_path / "s", specs))
+    assert analysis.aggregate_envs == ["Hopper-v5"]
+    assert "CustomEnv-v0: left out, no normalisation constants" in text
+    assert "Swimmer-v5: left out, no scored runs of ppo" in text
+    power = analysis.power.set_index("env")
+    assert np.isnan(power.loc["CustomEnv-v0", "min_diff"])
+
+
+def test_all_runs_failed_still_documents_why(tmp_path):
+    specs = [RunSpec("trpo", "Hopper-v5", seed, status="failed") for seed in range(2)]
+    analysis, text = analysed(make_results(tmp_path / "s", specs))
+    assert analysis.summary.empty
+    assert "no complete run has a 'final' score" in text
+    assert text.count("synthetic failed run") == 2
+
+
+def test_seaborn_strip_plot_with_pandas_3_inputs(tmp_path):
+    """seaborn 0.13.2 predates pandas 3; the figure code hands it numpy arrays."""
+    summaries = {
+        "Hopper-v5": {
+            "trpo": plots.ScoreSummary(np.array([1.0, 2.0, 3.0]), 2.0, 1.0, 3.0),
+            "my variant+": plots.ScoreSummary(np.array([2.0]), 2.0, np.nan, np.nan),
+        }
+    }
+    colors = plots.algorithm_colors(["trpo", "my variant+"])
+    paths = plots.plot_score_distributions(summaries, colors, tmp_path, "Return")
+    assert [p.suffix for p in paths] == [".pdf", ".png"]
+    assert paths[1].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_algorithm_colors_are_fixed_per_name():
+    assert plots.algorithm_colors(["trpo", "ppo"])["trpo"] == plots.algorithm_colors(["trpo"])["trpo"]
+    colors = plots.algorithm_colors(["trpo", "z", "a", "npg", "vpg", "ppo"])
+    assert len(set(colors.values())) == 6
+
+
+# --- CLI errors (fast: they stop before any work) ---------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trbench.cli", "report", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert trbench_main(["report", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(missing) in error
+
+    root = make_results(tmp_path / "s", grid_specs(seeds=(0,)))
+    assert trbench_main(["report", str(root), "--metric", "best"]) == 2
+    error = capsys.readouterr().err
+    assert "--metric: must be one of final, auc, got 'best'" in error and error.count("\n") == 1
+
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    assert trbench_main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run folders" in capsys.readouterr().err
+    assert not (root / "report").exists()
+
+
+# --- slow: whole reports ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_full_report_on_synthetic_suite(tmp_path):
+    specs = grid_specs() + [RunSpec("trpo", "Hopper-v5", 9, status="diverged")]
+    root = make_results(tmp_path / "suite", specs, incomplete=[RunSpec("ppo", "Hopper-v5", 8)])
+    out = report.build_report(root)
+    assert out == root / "report"
+    assert_complete_report(out)
+    markdown = (out / "report.md").read_text()
+    for heading in ("Setup", "Per-task results", "Aggregate results", "Pairwise tests", "Figures", "How many seeds", "Failed and excluded runs"):
+        assert f"## {heading}" in markdown
+    assert "trpo-Hopper-v5-s9" in markdown and "ppo-Hopper-v5-s8" in markdown
+    assert pd.read_csv(out / "summary.csv").shape == (4, 9)
+    assert "\\toprule" in (out / "summary.tex").read_text()
+
+
+@pytest.mark.slow
+def test_report_is_reproducible_for_a_seed(tmp_path):
+    root = make_results(tmp_path / "s", grid_specs(seeds=(0, 1, 2)))
+    first = report.build_report(root, tmp_path / "one", FAST)
+    second = report.build_report(root, tmp_path / "two", FAST)
+    for name in ("summary.csv", "pairwise.csv", "aggregate.csv", "power.csv"):
+        assert (first / name).read_text() == (second / name).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    ["one_run_per_cell", "single_algo", "single_env", "ragged", "auc_metric", "all_failed"],
+)
+def test_report_survives_edge_cases(tmp_path, case):
+    specs = {
+        "one_run_per_cell": grid_specs(seeds=(0,)),
+        "single_algo": grid_specs(algos=("trpo",)),
+        "single_env": grid_specs(envs=("InvertedPendulum-v5",)),
+        "ragged": grid_specs(seeds=(0, 1))
+        + [RunSpec("trpo", "Hopper-v5", 5, steps=6_000, eval_every=1_500), RunSpec("ppo", "Hopper-v5", 6, steps=14_000, eval_every=700)],
+        "auc_metric": grid_specs(seeds=(0, 1, 2)),
+        "all_failed": [RunSpec("trpo", "Hopper-v5", 0, status="failed")],
+    }[case]
+    root = make_results(tmp_path / "s", specs)
+    options = report.ReportOptions(n_resamples=200, metric="auc" if case == "auc_metric" else "final")
+    out = report.build_report(root, tmp_path / "out", options)
+    expected_figures = {
+        "single_algo": tuple(f for f in FIGURES if f != "probability_of_improvement"),
+        "all_failed": (),
+    }.get(case, FIGURES)
+    assert_complete_report(out, expected_figures)
+    if case == "auc_metric":
+        assert "mean evaluation return over training" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_failed_build_leaves_previous_report_untouched(tmp_path, monkeypatch):
+    root = make_results(tmp_path / "s", grid_specs(seeds=(0, 1)))
+    out = report.build_report(root, options=FAST)
+    before = (out / "summary.csv").read_text()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_outputs", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.build_report(root, options=report.ReportOptions(n_resamples=200, seed=5))
+    assert (out / "summary.csv").read_text() == before
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "report", "runs", "suite.toml"]
+
+
+@pytest.mark.slow
+def test_cli_report_subcommand(tmp_path):
+    root = make_results(tmp_path / "s", grid_specs(seeds=(0, 1, 2)))
+    completed = run_cli(str(root), "--out", str(tmp_path / "r"), "--metric", "auc", "--seed", "3")
+    assert completed.returncode == 0, completed.stderr
+    assert_complete_report(tmp_path / "r")
+
+
+TRAIN_OVERRIDES = (
+    "num_envs=2",
+    "steps_per_iteration=500",
+    "eval_interval_steps=500",
+    "eval_episodes=2",
+    "critic_epochs=2",
+    "save_model=false",
+)
+
+
+@pytest.mark.slow
+def test_report_on_a_real_tiny_suite(tmp_path):
+    """Two real `trbench train` runs (TRPO and PPO, InvertedPendulum-v5, 1000 steps)."""
+    for algo in ("trpo", "ppo"):
+        command = [
+            sys.executable, "-m", "trbench.cli", "train", "--algo", algo, "--env", "InvertedPendulum-v5",
+            "--steps", "1000", "--seed", "0", "--quiet", "--out", str(tmp_path / "runs" / f"{algo}-s0"),
+        ]
+        for override in TRAIN_OVERRIDES:
+            command += ["--set", override]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stderr
+    out = report.build_report(tmp_path, options=report.ReportOptions(n_resamples=500))
+    assert_complete_report(out)
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["algo"]) == ["ppo", "trpo"] and (summary["n_runs"] == 1).all()
+    config = json.loads((tmp_path / "runs" / "trpo-s0" / "config.json").read_text())
+    assert config["versions"]["gymnasium"] in (out / "report.md").read_text()
