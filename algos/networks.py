@@ -39,7 +39,10 @@ class GaussianPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean_net(obs), self.log_std.expand(obs.shape[0], -1)
+        mean = self.mean_net(obs)
+        # a fresh tensor, not an expand() view of the parameter: callers keep (mean, log_std) as
+        # the "old" policy while the parameter is updated in place, and a view would follow it
+        return mean, self.log_std + torch.zeros_like(mean)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         mean, log_std = self(obs)
