@@ -90,7 +90,9 @@ def test_npg_step_reaches_the_kl_radius_to_second_order():
 
 
 def test_npg_algorithm_applies_the_radius_scaled_step():
-    config = NPGConfig(max_kl=1e-8, damping=0.0, cg_iters=60, cg_tol=0.0, policy_hidden=(6,), value_hidden=(6,))
+    # 10 CG iterations, as in practice: run to convergence without damping, CG chases the
+    # Fisher's near-null directions and the step leaves the region where the quadratic holds
+    config = NPGConfig(max_kl=1e-6, damping=0.0, cg_iters=10, cg_tol=0.0, policy_hidden=(6,), value_hidden=(6,))
     torch.manual_seed(0)
     algo = NPG(config, 3, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
     algo.policy.double()
@@ -98,7 +100,7 @@ def test_npg_algorithm_applies_the_radius_scaled_step():
     batch = random_batch(algo.policy, 256, 2)
     diagnostics = algo.update(batch, progress=0.0)
     assert diagnostics["update_skipped"] == 0.0
-    assert diagnostics["kl"] == pytest.approx(1e-8, rel=0.02)
+    assert diagnostics["kl"] == pytest.approx(1e-6, rel=1e-3)
 
 
 def comparable(rows):
