@@ -318,3 +318,13 @@ def test_report_on_a_real_tiny_suite(tmp_path):
     assert sorted(summary["algo"]) == ["ppo", "trpo"] and (summary["n_runs"] == 1).all()
     config = json.loads((tmp_path / "runs" / "trpo-s0" / "config.json").read_text())
     assert config["versions"]["gymnasium"] in (out / "report.md").read_text()
+
+
+def test_analysis_reads_results_only_and_never_imports_training_code():
+    code = (
+        "import sys, trbench.analysis.report, trbench.analysis.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('trbench.algos', 'trbench.suites', 'torch', 'gymnasium'))))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
