@@ -306,12 +306,16 @@ def store_run_files(folder: Path, files: dict[str, bytes]) -> None:
 def start_ray(address: str | None, workers: int) -> None:
     import ray
 
-    runtime_env = {"env_vars": dict(SINGLE_THREAD_ENV)}
+    env_vars = dict(SINGLE_THREAD_ENV)
     try:
         if address:
-            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level="WARNING")
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env=runtime_env, logging_level="WARNING")
+            # workers of a local instance import what this process can: algorithms given as an
+            # import path from the current project, for instance
+            env_vars["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env_vars},
+                     logging_level="WARNING")
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"--address: cannot connect to Ray at {address or 'a new local instance'}: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

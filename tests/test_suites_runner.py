@@ -1,0 +1,308 @@
+"""`trbench run` and `trbench status` on real (tiny) grids: failures recorded while the grid goes
+on, resume after the runner is SIGKILLed, dry runs, status tables, and the Ray executor."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from trbench.cli import main
+from trbench.runs import atomic_write_json
+from trbench.suites.executors import record_failure
+from trbench.suites.grid import load_suite, steps_taken
+from trbench.suites.runner import run_suite, sort_run_folders
+
+TINY_HPARAMS = """
+[hparams.all]
+steps_per_iteration = 256
+eval_interval_steps = 0
+final_eval_episodes = 10
+critic_minibatch_size = 64
+save_model = false
+"""
+FAILING = "plugins_for_tests.failing"
+
+
+def write_suite(folder: Path, body: str, name: str = "grid.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body) + TINY_HPARAMS)
+    return path
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+def check_intact(run_folder: Path, expected_steps: int) -> dict:
+    """A finished run folder: config, result and a progress.csv whose rows parse and add up."""
+    result = json.loads((run_folder / "result.json").read_text())
+    config = json.loads((run_folder / "config.json").read_text())
+    assert config["run_id"] == run_folder.name
+    with open(run_folder / "progress.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if result["status"] == "complete":
+        assert result["steps"] == expected_steps
+        assert [int(row["iteration"]) for row in rows] == list(range(1, len(rows) + 1))
+        assert int(rows[-1]["step"]) == expected_steps
+        assert float(rows[-1]["eval_return"]) == pytest.approx(result["final_eval_return"])
+    return result
+
+
+# --- fast: dry run, status, bookkeeping ---------------------------------------------------------------
+
+def fabricate_results(tmp_path: Path, states: list[str | None]) -> tuple[Path, list]:
+    """A results folder for a 2-arm x 2-seed grid whose run i ended in states[i] (None: no result)."""
+    suite = load_suite(write_suite(tmp_path, """
+        name = "fab"
+        steps = 512
+        seeds = 2
+        envs = ["InvertedPendulum-v5"]
+        algos = ["trpo", "vpg"]
+    """))
+    out = tmp_path / "results" / "fab"
+    atomic_write_json(out / "manifest.json", suite.manifest())
+    for run, state in zip(suite.runs, states):
+        folder = out / "runs" / run.run_id
+        folder.mkdir(parents=True)
+        if state is not None:
+            atomic_write_json(folder / "result.json", {"status": state, "error": None if state == "complete" else "boom"})
+    return out, list(suite.runs)
+
+
+def test_status_counts_complete_failed_missing_by_algorithm_and_env(tmp_path, capsys):
+    out, runs = fabricate_results(tmp_path, ["complete", "diverged", "complete", None])
+    assert main(["status", str(out)]) == 1
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:] if line.split()}
+    states = {run.spec.arm: [] for run in runs}
+    for run, state in zip(runs, ["complete", "diverged", "complete", None]):
+        states[run.spec.arm].append(state)
+    for arm, seen in states.items():
+        expected = [str(seen.count("complete")), str(sum(s in ("failed", "diverged") for s in seen)),
+                    str(seen.count(None))]
+        assert rows[arm] == ["InvertedPendulum-v5", *expected]
+    assert rows["total"] == ["2", "1", "1"]
+    assert "diverged: " + runs[1].run_id + ": boom" in text
+
+
+def test_status_exit_code_is_0_when_everything_is_complete(tmp_path, capsys):
+    out, _ = fabricate_results(tmp_path, ["complete"] * 4)
+    assert main(["status", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "4", "0", "0"]
+
+
+def test_status_of_a_folder_without_manifest_is_a_usage_error(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no manifest.json" in err
+
+
+def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    write_suite(tmp_path, """
+        name = "dry"
+        steps = 1000
+        seeds = 3
+        envs = ["InvertedPendulum-v5"]
+        algos = ["trpo", "ppo"]
+        [env.InvertedPendulum-v5.hparams.trpo]
+        max_kl = [0.01, 0.02]
+    """)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "grid.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    suite = load_suite(tmp_path / "grid.toml")
+    listed = dict(line.split()[:2] for line in out.splitlines()[1:-1])
+    assert listed == {run.run_id: "missing" for run in suite.runs}
+    assert "9 runs" in out and "9,000 steps in all" in out and "9 to run (9,000 steps)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
+
+
+def test_dry_run_shows_what_a_resume_would_skip(tmp_path, monkeypatch, capsys):
+    out, runs = fabricate_results(tmp_path, ["complete", "failed", None, None])
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "grid.toml", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    listed = dict(line.split()[:2] for line in text.splitlines()[1:-1])
+    assert listed == dict(zip([run.run_id for run in runs], ["complete", "failed", "missing", "missing"]))
+    assert "1 complete, 1 failed, 3 to run (1,536 steps)" in text
+    assert main(["run", "grid.toml", "--dry-run", "--out", str(out), "--skip-failed"]) == 0
+    assert "2 to run (1,024 steps)" in capsys.readouterr().out
+
+
+def test_record_failure_keeps_whole_progress_rows_and_removes_temporaries(tmp_path):
+    suite = load_suite(write_suite(tmp_path, """
+        steps = 512
+        seeds = [0]
+        envs = ["InvertedPendulum-v5"]
+        algos = ["vpg"]
+    """))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "progress.csv.partial").write_text("iteration,step\n1,256\n2,5")  # torn last row
+    (folder / ".result.json.abc.tmp").write_text("{")
+    result = record_failure(suite.runs[0], folder, "worker process killed by SIGKILL", 2.0)
+    assert result["status"] == "failed" and result["steps"] == 256
+    assert json.loads((folder / "result.json").read_text()) == result
+    assert (folder / "progress.csv").read_text() == "iteration,step\n1,256\n"
+    assert json.loads((folder / "config.json").read_text())["run_id"] == suite.runs[0].run_id
+    assert leftovers(folder) == []
+
+
+def test_runs_dropped_from_the_suite_move_aside_and_come_back(tmp_path):
+    body = """
+        name = "moving"
+        steps = 512
+        seeds = {seeds}
+        envs = ["InvertedPendulum-v5"]
+        algos = ["vpg"]
+    """
+    three = load_suite(write_suite(tmp_path, body.format(seeds=3), "three.toml"))
+    two = load_suite(write_suite(tmp_path, body.format(seeds=2), "two.toml"))
+    out = tmp_path / "out"
+    for run in three.runs:
+        (out / "runs" / run.run_id).mkdir(parents=True)
+    assert sort_run_folders(out, two) == (1, 0)
+    assert {p.name for p in (out / "runs").iterdir()} == {run.run_id for run in two.runs}
+    assert sort_run_folders(out, three) == (0, 1)
+    assert {p.name for p in (out / "runs").iterdir()} == {run.run_id for run in three.runs}
+    assert list((out / "superseded").iterdir()) == []
+
+
+# --- slow: real runs ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path):
+    path = write_suite(tmp_path, f"""
+        name = "failing"
+        steps = 768
+        seeds = [0]
+        envs = ["InvertedPendulum-v5"]
+        algos = ["vpg", "{FAILING}:RaisingVPG", "{FAILING}:DivergingVPG", "{FAILING}:SelfKillingVPG", "npg"]
+    """)
+    suite = load_suite(path)
+    out = tmp_path / "out"
+    log = io.StringIO()
+    assert run_suite(suite, out, workers=2, executor="local", address=None, redo_failed=True, stream=log) == 1
+    results = {run.spec.arm.rsplit(":", 1)[-1]: check_intact(out / "runs" / run.run_id, steps_taken(run))
+               for run in suite.runs}
+    assert results["vpg"]["status"] == "complete" and results["npg"]["status"] == "complete"
+    assert results["RaisingVPG"]["status"] == "failed"
+    assert results["RaisingVPG"]["error"] == "RuntimeError: deliberate failure in update_policy"
+    assert results["DivergingVPG"]["status"] == "diverged"
+    assert results["SelfKillingVPG"]["status"] == "failed"
+    assert results["SelfKillingVPG"]["error"] == "worker process killed by SIGKILL"
+    assert results["SelfKillingVPG"]["steps"] == 256  # the row logged before the worker died
+    assert leftovers(out) == []
+    assert "2/5 runs complete, 3 failed, 0 missing" in log.getvalue()
+
+    complete_ids = [run.run_id for run in suite.runs if run.spec.arm in ("vpg", "npg")]
+    stamps = {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns for run_id in complete_ids}
+    log = io.StringIO()
+    assert run_suite(suite, out, workers=2, executor="local", address=None, redo_failed=False, stream=log) == 1
+    assert "0 to run" in log.getvalue()
+    log = io.StringIO()
+    assert run_suite(suite, out, workers=2, executor="local", address=None, redo_failed=True, stream=log) == 1
+    assert "3 to run" in log.getvalue()
+    assert {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns for run_id in complete_ids} == stamps
+
+
+def runner_command(suite: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "trbench.cli", "run", str(suite), "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_path):
+    path = write_suite(tmp_path, """
+        name = "killed"
+        steps = 6144
+        seeds = 2
+        envs = ["InvertedPendulum-v5"]
+        algos = ["trpo", "vpg", "npg"]
+    """)
+    suite = load_suite(path)
+    out = tmp_path / "out"
+    runner = subprocess.Popen(runner_command(path, out, "--workers", "2"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and runner.poll() is None:
+            finished = list(out.glob("runs/*/result.json"))
+            in_progress = list(out.glob("runs/*/progress.csv.partial"))
+            if finished and in_progress:
+                break
+            time.sleep(0.05)
+        assert runner.poll() is None, "the grid ended before it could be interrupted; make the runs longer"
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    interrupted = {p.parent.name for p in out.glob("runs/*/progress.csv.partial")}
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert interrupted and done_before and len(done_before) < len(suite.runs)
+
+    # the workers die with the runner: nothing moves in the run folders any more
+    sizes = {p: p.stat().st_size for p in out.glob("runs/*/progress.csv.partial")}
+    time.sleep(2.0)
+    assert {p: p.stat().st_size for p in out.glob("runs/*/progress.csv.partial")} == sizes
+    assert {p.parent.name for p in out.glob("runs/*/result.json")} == set(done_before)
+
+    resumed = subprocess.run(runner_command(path, out, "--workers", "2"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(done_before)} already done" in resumed.stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [entry["run_id"] for entry in manifest["runs"]] == [run.run_id for run in suite.runs]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(run.run_id for run in suite.runs)
+    for run in suite.runs:
+        assert check_intact(out / "runs" / run.run_id, steps_taken(run))["status"] == "complete"
+    assert leftovers(out) == []
+    assert not (out / "superseded").exists()
+    # runs finished before the kill were kept, not redone
+    assert {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns for run_id in done_before} == done_before
+    assert (out / "suite.toml").read_text() == path.read_text()
+
+    status = subprocess.run([sys.executable, "-m", "trbench.cli", "status", str(out)], capture_output=True, text=True)
+    assert status.returncode == 0
+    assert status.stdout.splitlines()[-1].split() == ["total", str(len(suite.runs)), "0", "0"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_executor_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    path = write_suite(tmp_path, f"""
+        name = "on-ray"
+        steps = 512
+        seeds = 2
+        envs = ["InvertedPendulum-v5"]
+        algos = ["vpg", "{FAILING}:RaisingVPG", "{FAILING}:SelfKillingVPG"]
+        [hparams.vpg]
+        save_model = true
+    """)
+    suite = load_suite(path)
+    out = tmp_path / "out"
+    log = io.StringIO()
+    assert run_suite(suite, out, workers=2, executor="ray", address=None, redo_failed=True, stream=log) == 1
+    for run in suite.runs:
+        folder = out / "runs" / run.run_id
+        result = check_intact(folder, steps_taken(run))
+        if run.spec.arm == "vpg":
+            assert result["status"] == "complete"
+            assert (folder / "model.pt").stat().st_size > 0
+        elif run.spec.arm.endswith("RaisingVPG"):
+            assert result == {**result, "status": "failed", "error": "RuntimeError: deliberate failure in update_policy"}
+        else:
+            assert result["status"] == "failed" and result["error"]
+    assert leftovers(out) == []
+    assert "2/6 runs complete, 4 failed" in log.getvalue()
