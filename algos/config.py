@@ -288,6 +288,10 @@ class NaturalGradientConfig(OnPolicyConfig):
 class TRPOConfig(NaturalGradientConfig):
     backtrack_coeff: float = setting(0.8, "line-search shrink factor per backtrack", source="Spinning Up, sb3-contrib, Tianshou", gt=0, lt=1)
     backtrack_iters: int = setting(10, "maximum line-search candidates", source="Spinning Up, sb3-contrib, Tianshou (rllab: 15)", ge=1)
+    kl_accept_factor: float = setting(
+        1.0, "accept a line-search candidate only if its mean KL <= kl_accept_factor * max_kl",
+        source="Spinning Up, sb3-contrib, Tianshou: 1.0; OpenAI Baselines trpo_mpi: 1.5", ge=1.0,
+    )
     accept_ratio: float = setting(
         0.0, "accept a candidate only if its surrogate improvement exceeds this fraction of the linearly expected one (0 = any improvement)",
         source="modular_rl used 0.1; Spinning Up and sb3-contrib accept any improvement", ge=0, lt=1,

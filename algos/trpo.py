@@ -52,7 +52,7 @@ class TRPO(OnPolicyAlgorithm):
                                   "step_size": 0.0, "surrogate_improvement": 0.0}
         search = backtracking_line_search(
             actor_params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
-            float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+            float(step.expected_improvement), cfg.kl_accept_factor * cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
             cfg.accept_ratio)
         return diagnostics | {
             "update_skipped": 0.0,

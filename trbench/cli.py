@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "trbench.suites.cli",
     "trbench.analysis.cli",
     "trbench.tune",
+    "trbench.reproduce",
     "trbench.bench",
 )
 
