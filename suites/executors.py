@@ -113,8 +113,6 @@ class _Orphaned(SystemExit):
 
 def _worker_main(conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group; the runner decides what happens to the workers
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     from trbench.runs import execute_run, resolve
@@ -149,7 +147,9 @@ class _Worker:
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process = context.Process(target=_worker_main, args=(child_conn, os.getpid()),
                                        name=f"trbench-worker-{index}", daemon=True)
-        with _environment(SINGLE_THREAD_ENV):
+        # Ctrl-C reaches the whole process group; the runner alone decides what happens to the
+        # workers. A child that starts with SIGINT ignored keeps it ignored, even while importing.
+        with _environment(SINGLE_THREAD_ENV), _sigint_ignored():
             self.process.start()
         child_conn.close()
         self.run: ResolvedRun | None = None
@@ -177,6 +177,19 @@ class _Worker:
             self.process.kill()
         self.process.join()
         self.conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from trbench.errors import UsageError
 from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text
 
 from .executors import ray_available, run_local, run_ray
-from .grid import Suite, steps_taken
+from .grid import Suite
 from .progress import Progress, format_duration
 from .status import run_state
 
@@ -160,7 +160,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         where = f"{workers} local workers" if executor == "local" else (
             f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
         stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs, {len(suite.runs) - len(todo)} already done, "
-                     f"{len(todo)} to run ({sum(steps_taken(r) for r in todo):,} steps) on {where} -> {out}\n")
+                     f"{len(todo)} to run ({sum(r.spec.steps for r in todo):,} steps) on {where} -> {out}\n")
         if moved_out or moved_back:
             stream.write(f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED}/, "
                          f"{moved_back} brought back from it\n")
