@@ -701,7 +701,7 @@ def best_record(settings: TuneSettings, study) -> dict[str, Any] | None:
         return None
     best = ranked[0]
     scores = best.user_attrs.get("seed_scores", [])
-    mean, low, high = mean_ci(scores)
+    _, low, high = mean_ci(scores) if scores else (None, None, None)
     counted, _, _ = study_progress(study)
     return {"study_name": settings.study_name, "storage": settings.storage, "algorithm": settings.algorithm,
             "envs": list(settings.envs), "steps": settings.steps, "objective": settings.objective_name(),
@@ -1087,6 +1087,9 @@ def build_settings(args) -> TuneSettings:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
     storage = args.storage or default_storage(out)
+    if not (storage.startswith("journal:") or "://" in storage):
+        raise UsageError(f"--storage: {storage!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
+                         f"mysql://... or journal:PATH")
     return TuneSettings(
         algorithm=algorithm, envs=tuple(envs), steps=steps, seeds=seeds, space=tuple(space), fixed=fixed,
         env_fixed=env_fixed, trials=trials, out=out, storage=storage, study_name=study_name, workers=args.workers,
@@ -1100,8 +1103,12 @@ def run_tune(args) -> int:
     settings = build_settings(args)
     if settings.normalised:
         load_normalization_for(settings.envs)
-    settings.out.mkdir(parents=True, exist_ok=True)
-    study = load_study(settings, create=True)
+    if settings.storage != default_storage(settings.out):
+        study = load_study(settings, create=True)  # a storage that cannot be opened leaves no folder behind
+        settings.out.mkdir(parents=True, exist_ok=True)
+    else:
+        settings.out.mkdir(parents=True, exist_ok=True)
+        study = load_study(settings, create=True)
     recover_dead_local_trials(study)
     counted, running, waiting = study_progress(study)
     space = ", ".join(p.text for p in settings.space)
