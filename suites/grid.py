@@ -16,6 +16,7 @@ grid points apart, and a run's id stays the same when values are added to an axi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import difflib
 import functools
@@ -165,7 +166,8 @@ def _is_list_field(hint: Any) -> bool:
 
 @functools.cache
 def _config_fields(config_cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
 class _SuiteReader:
