@@ -20,6 +20,7 @@ from trbench.cli import main
 from trbench.runs import atomic_write_json
 from trbench.suites.executors import record_failure
 from trbench.suites.grid import load_suite, steps_taken
+from trbench.suites.progress import Progress
 from trbench.suites.runner import run_suite, sort_run_folders
 
 TINY_HPARAMS = """
@@ -178,6 +179,48 @@ def test_runs_dropped_from_the_suite_move_aside_and_come_back(tmp_path):
     assert list((out / "superseded").iterdir()) == []
 
 
+def two_runs(tmp_path: Path) -> list:
+    return list(load_suite(write_suite(tmp_path, """
+        steps = 1000
+        seeds = 2
+        envs = ["InvertedPendulum-v5"]
+        algos = ["vpg"]
+    """)).runs)
+
+
+def test_progress_in_a_log_is_plain_lines_with_counts_rate_and_eta(tmp_path):
+    first, second = two_runs(tmp_path)
+    stream = io.StringIO()
+    progress = Progress([first, second], stream, live=False, already_done=1, log_interval_s=0.0)
+    progress.started(first)
+    progress.started(second)
+    progress.stepped(first, 512)
+    progress.finished(first, {"status": "complete", "final_eval_return": 12.5, "steps": 1024, "wall_time_s": 3.0})
+    progress.finished(second, {"status": "diverged", "error": "non-finite kl", "steps": 256, "wall_time_s": 1.0})
+    progress.close()
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    lines = text.splitlines()
+    assert f"[2/3] vpg on InvertedPendulum-v5 seed {first.spec.seed}: final return 12.5 in 3s ({first.run_id})" in lines
+    assert f"[3/3] vpg on InvertedPendulum-v5 seed {second.spec.seed}: DIVERGED: non-finite kl in 1s ({second.run_id})" in lines
+    summaries = [line for line in lines if line.startswith("progress: ")]
+    assert summaries and "2 running" in summaries[1] and "steps/s" in summaries[1] and "ETA " in summaries[1]
+    assert progress.summary().startswith("3/3 done, 0 running, 1 failed, ")
+
+
+def test_progress_on_a_terminal_redraws_one_status_line(tmp_path):
+    first, second = two_runs(tmp_path)
+    stream = io.StringIO()
+    progress = Progress([first, second], stream, live=True)
+    progress.started(first)
+    progress.finished(first, {"status": "complete", "final_eval_return": 1.0, "steps": 1024, "wall_time_s": 2.0})
+    progress.close()
+    text = stream.getvalue()
+    assert text.count("\r\x1b[K") >= 3  # status drawn, cleared for the finished run's line, redrawn, cleared
+    assert "[1/2] vpg on InvertedPendulum-v5" in text and "1/2 done, 0 running, 0 failed" in text
+    assert text.endswith("\r\x1b[K")
+
+
 # --- slow: real runs ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -204,6 +247,7 @@ def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path):
     assert results["SelfKillingVPG"]["steps"] == 256  # the row logged before the worker died
     assert leftovers(out) == []
     assert "2/5 runs complete, 3 failed, 0 missing" in log.getvalue()
+    assert "\x1b" not in log.getvalue()  # not a terminal: plain lines only
 
     complete_ids = [run.run_id for run in suite.runs if run.spec.arm in ("vpg", "npg")]
     stamps = {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns for run_id in complete_ids}
