@@ -296,6 +296,15 @@ class TRPOConfig(NaturalGradientConfig):
         0.0, "accept a candidate only if its surrogate improvement exceeds this fraction of the linearly expected one (0 = any improvement)",
         source="modular_rl used 0.1; Spinning Up and sb3-contrib accept any improvement", ge=0, lt=1,
     )
+    linesearch_mode: str = setting(
+        "sequential",
+        "how the line search runs (same accepted step either way): sequential reads each candidate's KL and "
+        "surrogate back and stops at the first acceptable one; batched evaluates all backtrack_iters candidates "
+        "on the device and picks with tensor ops, with no host synchronisation inside the search",
+        source="trbench choice by measurement: on the CPU sequential is faster, since most updates accept the "
+               "first candidate (docs/performance.md)",
+        choices=("sequential", "batched"),
+    )
 
 
 @dataclass(frozen=True)

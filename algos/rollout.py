@@ -9,12 +9,14 @@ step is then a real transition, and a truncated episode can bootstrap from V(fin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from torch import nn
 
 from trbench.errors import UsageError
 
@@ -64,6 +66,55 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values
 
 
+class RolloutActor:
+    """Acting for one rollout, equal bit for bit to calling ``actor.act(obs, generator)`` every step,
+    with a fraction of its cost; the parameters must not change during the rollout.
+
+    Acting runs once per env step at a batch of a few envs, where fixed costs dominate:
+    ``nn.Module.__call__`` (hook checks, dispatch) costs more than a 64-unit layer's arithmetic,
+    and so does each small tensor operation. For a plain GaussianPolicy whose mean network is an
+    ``nn.Sequential`` without hooks, :meth:`sample` calls each layer's ``forward`` directly and
+    only draws the action; the log-probabilities of the whole block come afterwards from
+    :meth:`log_probs` in one pass. The state-independent terms (log_std broadcast to the batch,
+    exp(log_std), exp(-log_std)) are computed once, on the per-step shape, and every remaining
+    operation is the one ``GaussianPolicy.act`` and ``gaussian_log_prob`` perform, in the same
+    order. Those are exactly rounded elementwise operations plus a sum over the action dimension,
+    so the results do not depend on how many steps are processed at once (tests compare them with
+    ``actor.act`` bit for bit). Anything else (a subclass, hooks) calls ``actor.act`` every step.
+    """
+
+    def __init__(self, actor: GaussianPolicy, num_envs: int):
+        self.actor = actor
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in actor.modules()) or bool(
+            nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        self.fast = type(actor) is GaussianPolicy and type(actor.mean_net) is nn.Sequential and not hooked
+        if self.fast:
+            self.layers = [module.forward for module in actor.mean_net]
+            with torch.no_grad():
+                param = actor.log_std
+                self.log_std = param + torch.zeros((num_envs, param.shape[0]), dtype=param.dtype, device=param.device)
+                self.std = self.log_std.exp()
+                self.inv_std = torch.exp(-self.log_std)
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actions, aux): aux is the mean action on the fast path, else the log-probabilities."""
+        if not self.fast:
+            return self.actor.act(obs, generator)
+        mean = obs
+        for layer in self.layers:
+            mean = layer(mean)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + noise * self.std, mean
+
+    def log_probs(self, actions: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of (steps, envs, act_dim) actions from the (steps, ...) aux values."""
+        if not self.fast:
+            return aux
+        steps = actions.shape[0]
+        z = (actions - aux) * self.inv_std.repeat(steps, 1, 1)
+        return (-0.5 * z.pow(2) - self.log_std.repeat(steps, 1, 1) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
 @dataclass
 class Batch:
     """One iteration's on-policy data, flattened over (time, env), on the update device."""
@@ -109,37 +160,43 @@ class RolloutCollector:
         obs_dim = self.obs.shape[1]
         obs_buf = np.zeros((T, n, obs_dim), dtype=np.float32)
         act_buf = np.zeros((T, n, self.action_low.shape[0]), dtype=np.float32)
-        logp_buf = np.zeros((T, n), dtype=np.float32)
         rew_buf = np.zeros((T, n), dtype=np.float32)
         term_buf = np.zeros((T, n), dtype=bool)
         done_buf = np.zeros((T, n), dtype=bool)
         final_obs: list[tuple[int, int, np.ndarray]] = []  # (t, env, normalised last obs) at episode ends
         stats = RolloutStats()
-        for t in range(T):
-            obs_buf[t] = self.obs
-            actions, log_probs = actor.act(torch.from_numpy(self.obs), self.generator)
-            actions_np = actions.numpy()
-            act_buf[t] = actions_np
-            logp_buf[t] = log_probs.numpy()
-            # the Gaussian is unbounded; the env sees the clipped action, the policy its sample
-            raw_obs, rewards, terminated, truncated, info = self.env.step(
-                np.clip(actions_np, self.action_low, self.action_high))
-            done = terminated | truncated
-            self.episode_return += rewards
-            self.episode_length += 1
-            if done.any():
-                ended = np.flatnonzero(done)
-                last = self.obs_normalizer(np.stack([info["final_obs"][i] for i in ended]), update=False)
-                for j, i in enumerate(ended):
-                    final_obs.append((t, i, last[j]))
-                    stats.episode_returns.append(float(self.episode_return[i]))
-                    stats.episode_lengths.append(int(self.episode_length[i]))
-                self.episode_return[ended] = 0.0
-                self.episode_length[ended] = 0
-            rew_buf[t] = self.reward_scaler(rewards, done)
-            term_buf[t] = terminated
-            done_buf[t] = done
-            self.obs = self.obs_normalizer(raw_obs)
+        acting = RolloutActor(actor, n)
+        aux_buf = np.zeros((T, n, self.action_low.shape[0]) if acting.fast else (T, n), dtype=np.float32)
+        # inference mode: nothing computed while acting is ever differentiated, and it skips the
+        # autograd bookkeeping of every small tensor operation in the loop
+        with torch.inference_mode():
+            for t in range(T):
+                obs_buf[t] = self.obs
+                actions, aux = acting.sample(torch.from_numpy(self.obs), self.generator)
+                actions_np = actions.numpy()
+                act_buf[t] = actions_np
+                aux_buf[t] = aux.numpy()
+                # the Gaussian is unbounded; the env sees the clipped action, the policy its sample
+                # (maximum then minimum is np.clip's definition, NaN included, without its wrapper)
+                raw_obs, rewards, terminated, truncated, info = self.env.step(
+                    np.minimum(np.maximum(actions_np, self.action_low), self.action_high))
+                done = terminated | truncated
+                self.episode_return += rewards
+                self.episode_length += 1
+                if done.any():
+                    ended = np.flatnonzero(done)
+                    last = self.obs_normalizer(np.stack([info["final_obs"][i] for i in ended]), update=False)
+                    for j, i in enumerate(ended):
+                        final_obs.append((t, i, last[j]))
+                        stats.episode_returns.append(float(self.episode_return[i]))
+                        stats.episode_lengths.append(int(self.episode_length[i]))
+                    self.episode_return[ended] = 0.0
+                    self.episode_length[ended] = 0
+                rew_buf[t] = self.reward_scaler(rewards, done)
+                term_buf[t] = terminated
+                done_buf[t] = done
+                self.obs = self.obs_normalizer(raw_obs)
+            logp_buf = acting.log_probs(torch.from_numpy(act_buf), torch.from_numpy(aux_buf)).numpy()
 
         # values of every visited state, of the state after the last step, and of the true final
         # states of episodes that ended inside the block, in one forward pass

@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -77,6 +77,9 @@ class Trainer:
         self.env = make_vector_env(env_id, config.num_envs)
         self._eval_envs: dict[int, Any] = {}
         self._eval_episodes_used = 0
+        self.algorithm: OnPolicyAlgorithm | None = None  # set once iterate() has started
+        self.collector: RolloutCollector | None = None  # likewise
+        self.outcome: TrainingOutcome | None = None  # set once iterate() is exhausted
 
     def close(self) -> None:
         self.env.close()
@@ -91,6 +94,15 @@ class Trainer:
         return evaluate_policy(actor, self._eval_envs[episodes], normalizer.frozen_copy(), episodes, first_seed)
 
     def run(self, on_iteration: Callable[[dict[str, Any]], None] | None = None) -> TrainingOutcome:
+        for record in self.iterate():
+            if on_iteration is not None:
+                on_iteration(record)
+        return self.outcome
+
+    def iterate(self) -> Iterator[dict[str, Any]]:
+        """The training loop as a generator: one record per iteration, the outcome in
+        ``self.outcome`` once it is exhausted. Benchmarks drive several of these in turn, so they
+        can interleave iterations of different algorithms in one process."""
         cfg = self.config
         np.random.seed(self.seeds["numpy"])
         torch.manual_seed(self.seeds["torch"])
@@ -98,11 +110,13 @@ class Trainer:
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
         algorithm = self.algorithm_cls(cfg, obs_dim, act_dim, self.device, generator)
+        self.algorithm = algorithm
         # acting is one tiny forward per env step: a CPU copy beats a device round trip
         actor = algorithm.policy if self.device.type == "cpu" else copy.deepcopy(algorithm.policy).cpu()
         obs_normalizer = ObservationNormalizer((obs_dim,), cfg.normalize_obs, cfg.obs_clip)
         reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.normalize_reward, cfg.reward_clip)
         collector = RolloutCollector(self.env, self.seeds["env"], obs_normalizer, reward_scaler, generator)
+        self.collector = collector
 
         iterations = math.ceil(self.total_steps / cfg.steps_per_iteration)
         steps_per_env = cfg.steps_per_iteration // cfg.num_envs
@@ -148,13 +162,12 @@ class Trainer:
             record["rollout_time_s"] = t1 - t0
             record["update_time_s"] = t2 - t1
             record.update(diagnostics)
-            if on_iteration is not None:
-                on_iteration(record)
+            yield record
 
         state = {
             "algorithm": algorithm.state_dict(),
             "obs_normalizer": obs_normalizer.state_dict(),
             "reward_scaler": reward_scaler.state_dict(),
         }
-        return TrainingOutcome(steps=steps, wall_time_s=time.perf_counter() - start,
-                               final_eval_returns=final_returns, state=state)
+        self.outcome = TrainingOutcome(steps=steps, wall_time_s=time.perf_counter() - start,
+                                       final_eval_returns=final_returns, state=state)

@@ -18,7 +18,7 @@ import torch
 from .base import OnPolicyAlgorithm
 from .config import TRPOConfig
 from .rollout import Batch
-from .trust_region import backtracking_line_search, fisher_subsample, natural_gradient_step
+from .trust_region import backtracking_line_search, batched_line_search, fisher_subsample, natural_gradient_step
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -47,6 +47,19 @@ class TRPO(OnPolicyAlgorithm):
         diagnostics = {"cg_residual": step.cg.residual_norm, "cg_iterations": step.cg.iterations,
                        "sFs": step.sFs, "expected_improvement": step.expected_improvement}
 
+        if cfg.linesearch_mode == "batched":
+            # no host read anywhere: an unusable step is exactly zero, which the search rejects
+            # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
+            search = batched_line_search(
+                actor_params, step.full_step, surrogate_and_kl, step.surrogate_before, step.expected_improvement,
+                cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+            return diagnostics | {
+                "update_skipped": (~step.valid).double(),
+                "linesearch_accepted": search.accepted.double(),
+                "backtracks": torch.where(step.valid, search.backtracks, 0).double(),
+                "step_size": step.beta * search.step_fraction,
+                "surrogate_improvement": search.improvement,
+            }
         if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
             return diagnostics | {"update_skipped": 1.0, "linesearch_accepted": 0.0, "backtracks": 0.0,
                                   "step_size": 0.0, "surrogate_improvement": 0.0}

@@ -7,7 +7,10 @@ products F v, obtained by differentiating (grad KL) . v a second time. The step 
 that its quadratic KL estimate equals the radius delta: beta = sqrt(2 delta / s^T F s).
 
 Nothing in the CG loop reads a value back to the host, so on a GPU the whole solve is queued
-without synchronisation; the early stop is a mask, not a branch.
+without synchronisation; the early stop is a mask, not a branch. The line search comes in two
+forms: the sequential one reads each candidate's KL and surrogate back and stops at the first
+acceptable one; the batched one evaluates every candidate on the device and picks with tensor
+operations, trading extra evaluations for no host round trip.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ def trust_region_step_size(step_direction: torch.Tensor, fisher_step: torch.Tens
 
 @dataclass
 class LineSearchResult:
+    """Floats from :func:`backtracking_line_search`; 0-d tensors from :func:`batched_line_search`."""
+
     accepted: bool
     backtracks: int  # candidates rejected before the accepted one (all of them if none accepted)
     step_fraction: float  # fraction of the full step applied (0 when rejected)
@@ -144,6 +149,59 @@ def backtracking_line_search(
             return LineSearchResult(True, k, fraction, kl, improvement)
     assign_flat_parameters(params, old)
     return LineSearchResult(False, max_candidates, 0.0, 0.0, 0.0)
+
+
+def batched_line_search(
+    params: list[torch.nn.Parameter],
+    full_step: torch.Tensor,
+    evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    surrogate_before: torch.Tensor | float,
+    expected_improvement: torch.Tensor | float,
+    max_kl: float,
+    shrink: float,
+    max_candidates: int,
+    accept_ratio: float = 0.0,
+) -> LineSearchResult:
+    """The same search as :func:`backtracking_line_search`, without reading anything back.
+
+    Every candidate is evaluated (queued on the device, no ``.item()``), the first acceptable
+    one is picked with tensor operations and its parameters assigned by ``torch.where``, so on a
+    GPU the whole search runs without host synchronisation. Candidates are formed and tested
+    exactly as the sequential search forms them (the same float32 product with a Python float;
+    the acceptance test in float64, as Python floats are), so both accept the same candidate and
+    leave bit-identical parameters. The fields of the result are 0-d tensors on
+    the parameters' device; reading them is the caller's (single) synchronisation.
+    """
+    old = flat_parameters(params)
+    device = old.device
+    before = torch.as_tensor(surrogate_before, device=device).double()
+    threshold = accept_ratio * torch.as_tensor(expected_improvement, device=device).double()
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    found = torch.zeros((), dtype=torch.bool, device=device)
+    chosen = old
+    backtracks = torch.full((), max_candidates, dtype=torch.int64, device=device)
+    step_fraction, chosen_kl, chosen_improvement = zero, zero, zero
+    for k in range(max_candidates):
+        # Python scalars only: a host-to-device copy would synchronise as surely as a read
+        fraction = shrink**k
+        candidate = old + fraction * full_step
+        assign_flat_parameters(params, candidate)
+        with torch.no_grad():
+            surrogate, kl = evaluate()
+        surrogate, kl = surrogate.detach().double(), kl.detach().double()
+        improvement = surrogate - before
+        acceptable = (torch.isfinite(surrogate) & torch.isfinite(kl) & (kl <= max_kl) & (improvement > 0)
+                      & (improvement > threshold * fraction))
+        take = acceptable & ~found  # the first acceptable candidate, and only the first
+        chosen = torch.where(take, candidate, chosen)
+        backtracks = torch.where(take, k, backtracks)
+        step_fraction = torch.where(take, fraction, step_fraction)
+        chosen_kl = torch.where(take, kl, chosen_kl)
+        chosen_improvement = torch.where(take, improvement, chosen_improvement)
+        found = found | acceptable
+    assign_flat_parameters(params, chosen)
+    return LineSearchResult(accepted=found, backtracks=backtracks, step_fraction=step_fraction, kl=chosen_kl,
+                            improvement=chosen_improvement)
 
 
 @dataclass
