@@ -1,0 +1,14 @@
+"""Micro-benchmarks of the numerical kernels (pytest-benchmark).
+
+They are collected only when asked for: ``pytest benchmarks`` runs each once as a test (the
+project's pytest options include ``--benchmark-disable``); ``pytest benchmarks --benchmark-enable``
+times them. One torch thread, as in a suite worker.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -1,0 +1,148 @@
+"""`trbench bench`: bad input, the tables it writes, and the CUDA update path (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from trbench.cli import main
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+TINY = ["--env", "InvertedPendulum-v5", "--num-envs", "2", "--steps-per-iteration", "64", "--repeats", "2",
+        "--warmup", "0", "--hidden", "8,8"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--num-envs", "0"], "--num-envs"),
+    (["--num-envs", "3", "--steps-per-iteration", "64"], "--steps-per-iteration"),
+    (["--repeats", "0"], "--repeats"),
+    (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["--env", "CartPole-v1"], "Discrete"),
+    (["--hidden", "0"], "--hidden"),
+    (["--grid", "--grid-workers", "1"], "--grid-workers"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
+    out = tmp_path / "bench"
+    assert main(["bench", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_refused(tmp_path, capsys):
+    assert main(["bench", "--device", "cuda", "--update-only", "--out", str(tmp_path / "b")]) == 2
+    assert "CUDA" in capsys.readouterr().err
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--algo", "trpo", "--algo", "vpg", "--out", str(out)]) == 0
+    rows = _rows(out / "bench.csv")
+    measures = {(r["section"], r["measure"]) for r in rows}
+    assert ("throughput", "raw stepping (random actions)") in measures
+    for algo in ("trpo", "vpg"):
+        assert ("throughput", f"end-to-end {algo}") in measures
+        assert ("throughput", f"rollout phase ({algo} policy)") in measures
+    assert not any("npg" in m for _, m in measures)
+    for phase in ("gradient_and_kl_graph", "fvp", "cg_algebra", "linesearch (sequential)",
+                  "linesearch (batched)", "critic", "update_total"):
+        assert ("trpo_update", phase) in measures
+    for r in rows:
+        if r["section"] == "throughput":
+            assert float(r["value"]) > 0 and float(r["ratio"]) > 0 and r["repeats"] == ("3" if "raw" in r["measure"] else "2")
+        if r["section"] == "trpo_update" and r["measure"] == "update_total":
+            assert float(r["ratio"]) == 1.0
+    text = (out / "bench.md").read_text()
+    assert "| InvertedPendulum-v5 | end-to-end trpo |" in text
+    assert "end-to-end vpg" in capsys.readouterr().out
+    assert (out / "bench.json").exists()
+
+
+def test_update_only_times_the_cpu_update(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--update-only", "--update-batch", "300", "--hidden", "8,8", "--repeats", "1",
+                 "--out", str(out)]) == 0
+    rows = _rows(out / "bench.csv")
+    assert {r["env"] for r in rows} == {"cpu"}
+    assert {"fvp", "critic", "update_total", "linesearch (batched)"} <= {r["measure"] for r in rows}
+
+
+def _cuda_step():
+    from trbench.algos import trust_region as tr
+    from trbench.bench import BenchSettings, synthetic_trpo
+
+    device = torch.device("cuda")
+    algorithm, batch = synthetic_trpo(4096, BenchSettings(hidden=(64, 64)), device)
+    cfg = algorithm.config
+    params = list(algorithm.policy.parameters())
+    advantages = algorithm.normalized_advantages(batch)
+    with torch.no_grad():
+        mean_old, log_std_old = algorithm.policy(batch.obs)
+
+    def surrogate():
+        ratio = torch.exp(algorithm.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+        return (ratio * advantages).mean()
+
+    def surrogate_and_kl():
+        return surrogate(), algorithm.mean_kl_from(batch.obs, mean_old, log_std_old)
+
+    gradient = tr.flat_gradient(surrogate(), params, retain_graph=False)
+    fvp = tr.FisherVectorProduct(algorithm.mean_kl_from(batch.obs, mean_old, log_std_old), params, cfg.damping)
+    return tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl
+
+
+@cuda
+@pytest.mark.cuda
+def test_cg_and_batched_line_search_never_synchronise_with_the_host():
+    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _cuda_step()
+    before = surrogate().detach()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        cg = tr.conjugate_gradient(fvp, gradient, cfg.cg_iters, cfg.cg_tol)
+        beta, _, valid = tr.trust_region_step_size(cg.solution, fvp(cg.solution), cfg.max_kl)
+        full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
+        result = tr.batched_line_search(params, full_step, surrogate_and_kl, before, torch.dot(gradient, full_step),
+                                        cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert result.accepted.device.type == "cuda"
+
+
+@cuda
+@pytest.mark.cuda
+def test_batched_line_search_on_cuda_matches_the_sequential_one():
+    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _cuda_step()
+    step = tr.natural_gradient_step(surrogate(), surrogate_and_kl()[1], params, cfg.max_kl, cfg.damping,
+                                    cfg.cg_iters, cfg.cg_tol)
+    old = tr.flat_parameters(params).clone()
+    sequential = tr.backtracking_line_search(params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
+                                             float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff,
+                                             cfg.backtrack_iters, cfg.accept_ratio)
+    after_sequential = tr.flat_parameters(params).clone()
+    tr.assign_flat_parameters(params, old)
+    batched = tr.batched_line_search(params, step.full_step, surrogate_and_kl, step.surrogate_before,
+                                     step.expected_improvement, cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+                                     cfg.accept_ratio)
+    assert bool(batched.accepted) == sequential.accepted and int(batched.backtracks) == sequential.backtracks
+    assert torch.equal(tr.flat_parameters(params), after_sequential)
+
+
+@cuda
+@pytest.mark.cuda
+def test_update_only_benchmark_runs_on_cuda(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--update-only", "--device", "cuda", "--update-batch", "2000", "--hidden", "32,32",
+                 "--repeats", "1", "--out", str(out)]) == 0
+    rows = _rows(out / "bench.csv")
+    assert {"cpu", "cuda:0"} <= {r["env"] for r in rows} or {"cpu", "cuda"} <= {r["env"] for r in rows}
+    assert any(r["measure"] == "speed-up of the update over the CPU" for r in rows)

@@ -1,0 +1,616 @@
+"""`trbench bench`: training throughput against raw environment stepping, measured in one process.
+
+What matters for a researcher is how close training runs to the speed at which the simulator
+alone can be stepped, so every throughput is reported as a ratio to raw stepping (gymnasium's
+SyncVectorEnv with the same number of envs and random actions) measured in the same process, at
+nearly the same time. A shared or 2-core machine is noisy: each measurement is repeated in rounds,
+and within a round raw stepping and one training iteration of every algorithm are measured back
+to back; a round's ratios use the raw speed measured just before and just after it, and the table
+reports the median over rounds (with the smallest and largest ratio, to show the noise).
+
+Sections (each can be asked for alone):
+- throughput: raw stepping, the rollout phase, end-to-end iterations of TRPO, NPG, PPO and VPG;
+- trpo_update: the TRPO update split into gradient and KL graph, Fisher-vector products,
+  conjugate-gradient algebra, line search and critic, on a batch collected from the env;
+- update (``--update-only``): the TRPO update on a synthetic batch of ``--update-batch`` states
+  with ``--hidden`` networks, on the CPU and on ``--device`` (the GPU comparison);
+- grid (``--grid``): a small suite run by ``trbench run`` on 1 and on ``--grid-workers`` workers;
+- memory (``--memory-steps``): the resident memory of one worker over one training run.
+
+Results are printed and written to ``--out`` as ``bench.csv``, ``bench.md`` and ``bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from trbench.errors import UsageError
+
+BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
+SECTIONS = ("throughput", "trpo_update", "update", "grid", "memory")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything a benchmark run depends on; written into bench.json with the results."""
+
+    envs: tuple[str, ...] = ("Hopper-v5",)
+    algos: tuple[str, ...] = BENCH_ALGOS
+    num_envs: int = 8
+    steps_per_iteration: int = 2048
+    hidden: tuple[int, ...] = (64, 64)
+    device: str = "cpu"
+    repeats: int = 5
+    warmup: int = 1
+    torch_threads: int = 1
+    seed: int = 0
+    linesearch_mode: str = "sequential"
+    update_only: bool = False
+    update_batch: int = 50_000
+    grid: bool = False
+    grid_workers: int = 2
+    grid_runs: int = 4
+    grid_steps: int = 20_480
+    grid_repeats: int = 2
+    memory_steps: int = 0
+
+    def check(self) -> None:
+        if self.num_envs < 1:
+            raise UsageError(f"--num-envs: must be >= 1, got {self.num_envs}")
+        if self.steps_per_iteration < self.num_envs or self.steps_per_iteration % self.num_envs:
+            raise UsageError(f"--steps-per-iteration: must be a positive multiple of --num-envs={self.num_envs}, "
+                             f"got {self.steps_per_iteration}")
+        if self.repeats < 1:
+            raise UsageError(f"--repeats: must be >= 1, got {self.repeats}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup: must be >= 0, got {self.warmup}")
+        if self.torch_threads < 1:
+            raise UsageError(f"--torch-threads: must be >= 1, got {self.torch_threads}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise UsageError(f"--hidden: expected layer sizes >= 1 such as 64,64, got {self.hidden}")
+        unknown = [a for a in self.algos if a not in BENCH_ALGOS]
+        if unknown:
+            raise UsageError(f"--algo: unknown {', '.join(unknown)}; allowed: {', '.join(BENCH_ALGOS)}")
+        if self.update_batch < 2:
+            raise UsageError(f"--update-batch: must be >= 2, got {self.update_batch}")
+        if self.grid_workers < 2:
+            raise UsageError(f"--grid-workers: must be >= 2, got {self.grid_workers}")
+        if self.grid_runs < self.grid_workers:
+            raise UsageError(f"--grid-runs: must be >= --grid-workers={self.grid_workers}, got {self.grid_runs}")
+        if self.grid_steps < self.steps_per_iteration:
+            raise UsageError(f"--grid-steps: must be >= --steps-per-iteration={self.steps_per_iteration}, "
+                             f"got {self.grid_steps}")
+        if self.grid_repeats < 1:
+            raise UsageError(f"--grid-repeats: must be >= 1, got {self.grid_repeats}")
+        if self.memory_steps < 0:
+            raise UsageError(f"--memory-steps: must be >= 0, got {self.memory_steps}")
+
+
+@dataclass
+class Row:
+    """One line of the table: a median over repeats, and its ratio to raw stepping if it has one."""
+
+    section: str
+    env: str
+    measure: str
+    value: float
+    unit: str
+    ratio: float | None = None  # median over rounds of value / raw stepping of the same round
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    repeats: int = 0
+    note: str = ""
+
+
+@dataclass
+class BenchReport:
+    settings: BenchSettings
+    rows: list[Row] = field(default_factory=list)
+    samples: dict[str, Any] = field(default_factory=dict)  # every raw measurement, for bench.json
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _ratio_row(section: str, env: str, measure: str, values: list[float], ratios: list[float], unit: str,
+               note: str = "") -> Row:
+    return Row(section, env, measure, _median(values), unit, _median(ratios), min(ratios), max(ratios),
+               len(values), note)
+
+
+# --- throughput ------------------------------------------------------------------------------------
+
+def _bench_config(algo: str, settings: BenchSettings, device: str):
+    from trbench.algos.registry import resolve_algorithm
+
+    cls = resolve_algorithm(algo)
+    overrides: dict[str, Any] = {
+        "num_envs": settings.num_envs,
+        "steps_per_iteration": settings.steps_per_iteration,
+        "policy_hidden": settings.hidden,
+        "value_hidden": settings.hidden,
+        "device": device,
+        "eval_interval_steps": 0,  # periodic evaluation is not training throughput
+    }
+    fields = cls.Config.field_names()
+    defaults = cls.Config()
+    # the published minibatch sizes, unless a tiny --steps-per-iteration cannot hold them
+    if defaults.critic_minibatch_size > settings.steps_per_iteration:
+        overrides["critic_minibatch_size"] = settings.steps_per_iteration
+    if "minibatch_size" in fields and defaults.minibatch_size > settings.steps_per_iteration:
+        overrides["minibatch_size"] = settings.steps_per_iteration
+    if "linesearch_mode" in fields:
+        overrides["linesearch_mode"] = settings.linesearch_mode
+    return cls, cls.Config.from_overrides(overrides)
+
+
+def raw_stepping(env, steps_per_env: int, rng: np.random.Generator) -> float:
+    """Steps per second of the bare vector env with uniformly random actions in its bounds."""
+    low, high = env.action_space.low, env.action_space.high
+    actions = rng.uniform(low, high, size=(steps_per_env, *low.shape)).astype(env.action_space.dtype)
+    start = time.perf_counter()
+    for t in range(steps_per_env):
+        env.step(actions[t])
+    return steps_per_env * env.num_envs / (time.perf_counter() - start)
+
+
+def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport, device: str) -> None:
+    from trbench.algos.rollout import make_vector_env
+    from trbench.algos.trainer import Trainer
+
+    spi = settings.steps_per_iteration
+    steps_per_env = spi // settings.num_envs
+    rng = np.random.default_rng(settings.seed)
+    raw_env = make_vector_env(env_id, settings.num_envs)
+    raw_env.reset(seed=settings.seed)
+    trainers, iterators = {}, {}
+    # one iteration more than will be consumed, so the final evaluation never runs
+    budget = spi * (settings.warmup + settings.repeats + 2)
+    try:
+        for algo in settings.algos:
+            cls, config = _bench_config(algo, settings, device)
+            trainers[algo] = Trainer(cls, config, env_id, budget, settings.seed)
+            iterators[algo] = trainers[algo].iterate()
+        for _ in range(settings.warmup):
+            raw_stepping(raw_env, steps_per_env, rng)
+            for algo in settings.algos:
+                next(iterators[algo])
+        raw = [raw_stepping(raw_env, steps_per_env, rng)]
+        e2e = {a: [] for a in settings.algos}
+        rollout = {a: [] for a in settings.algos}
+        update_s = {a: [] for a in settings.algos}
+        for _ in range(settings.repeats):
+            for algo in settings.algos:
+                start = time.perf_counter()
+                record = next(iterators[algo])
+                e2e[algo].append(spi / (time.perf_counter() - start))
+                rollout[algo].append(spi / record["rollout_time_s"])
+                update_s[algo].append(record["update_time_s"])
+            raw.append(raw_stepping(raw_env, steps_per_env, rng))
+        # a round's reference: the time per step of raw stepping just before and just after it
+        reference = [2.0 / (1.0 / raw[i] + 1.0 / raw[i + 1]) for i in range(settings.repeats)]
+        report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(raw), "steps/s", 1.0,
+                       repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs"))
+        for algo in settings.algos:
+            ratios = [r / ref for r, ref in zip(rollout[algo], reference)]
+            report.add(_ratio_row("throughput", env_id, f"rollout phase ({algo} policy)", rollout[algo], ratios,
+                                  "steps/s", "acting, normalisation, env stepping, values, GAE"))
+        for algo in settings.algos:
+            ratios = [r / ref for r, ref in zip(e2e[algo], reference)]
+            report.add(_ratio_row("throughput", env_id, f"end-to-end {algo}", e2e[algo], ratios, "steps/s",
+                                  f"update {_median(update_s[algo]):.3f} s per iteration"))
+        report.samples[f"throughput/{env_id}"] = {"raw": raw, "rollout": rollout, "end_to_end": e2e,
+                                                  "update_s": update_s}
+        if "trpo" in settings.algos:
+            trainer = trainers["trpo"]
+            measure_trpo_split(env_id, trainer, settings, report, device)
+    finally:
+        for iterator in iterators.values():
+            iterator.close()
+        for trainer in trainers.values():
+            trainer.close()
+        raw_env.close()
+
+
+# --- the TRPO update, phase by phase ---------------------------------------------------------------
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall time of fn with the device drained before and after (never inside)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    _synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def trpo_update_phases(algorithm, batch, device: torch.device, linesearch_modes: tuple[str, ...]) -> dict[str, float]:
+    """Seconds per phase of one TRPO update on `batch`, each phase timed on its own.
+
+    The phases replay what :meth:`TRPO.update_policy` does, with the trust-region functions it
+    calls: gradient and KL graph, `cg_iters` + 1 Fisher-vector products, the conjugate-gradient
+    algebra (the CG solve minus its products), the line search per mode, and the critic update.
+    The policy is restored after every phase that moves it.
+    """
+    from trbench.algos import trust_region as tr
+
+    cfg = algorithm.config
+    params = list(algorithm.policy.parameters())
+    saved = tr.flat_parameters(params).clone()
+    advantages = algorithm.normalized_advantages(batch)
+    with torch.no_grad():
+        mean_old, log_std_old = algorithm.policy(batch.obs)
+
+    def surrogate():
+        ratio = torch.exp(algorithm.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+        return (ratio * advantages).mean()
+
+    def surrogate_and_kl():
+        return surrogate(), algorithm.mean_kl_from(batch.obs, mean_old, log_std_old)
+
+    def graph():
+        gradient = tr.flat_gradient(surrogate(), params)
+        fvp = tr.FisherVectorProduct(algorithm.mean_kl_from(batch.obs, mean_old, log_std_old), params, cfg.damping)
+        return gradient, fvp
+
+    phases: dict[str, float] = {}
+    phases["gradient_and_kl_graph"], (gradient, fvp) = _timed(graph, device)
+    vector = gradient.clone()
+
+    def products():
+        for _ in range(cfg.cg_iters + 1):
+            fvp(vector)
+
+    phases["fvp"], _ = _timed(products, device)
+    cg_total, cg = _timed(lambda: tr.conjugate_gradient(fvp, gradient, cfg.cg_iters, cfg.cg_tol), device)
+    phases["cg_algebra"] = max(cg_total - phases["fvp"] * cfg.cg_iters / (cfg.cg_iters + 1), 0.0)
+    step = tr.natural_gradient_step(surrogate(), algorithm.mean_kl_from(batch.obs, mean_old, log_std_old), params,
+                                    cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
+    searches = {"sequential": lambda: tr.backtracking_line_search(
+                    params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
+                    float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+                    cfg.accept_ratio),
+                "batched": lambda: tr.batched_line_search(
+                    params, step.full_step, surrogate_and_kl, step.surrogate_before, step.expected_improvement,
+                    cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)}
+    for mode in linesearch_modes:
+        phases[f"linesearch_{mode}"], result = _timed(searches[mode], device)
+        phases[f"linesearch_{mode}_backtracks"] = float(result.backtracks)
+        tr.assign_flat_parameters(params, saved)
+    critic_state = (copy.deepcopy(algorithm.value_fn.state_dict()), copy.deepcopy(algorithm.critic_optimizer.state_dict()))
+    phases["critic"], _ = _timed(lambda: algorithm.update_critic(batch), device)
+    phases["update_total"], _ = _timed(lambda: algorithm.update(batch, progress=0.0), device)
+    tr.assign_flat_parameters(params, saved)
+    algorithm.value_fn.load_state_dict(critic_state[0])
+    algorithm.critic_optimizer.load_state_dict(critic_state[1])
+    return phases
+
+
+SPLIT_PHASES = ("gradient_and_kl_graph", "fvp", "cg_algebra", "linesearch", "critic", "update_total")
+
+
+def _split_rows(section: str, env: str, per_repeat: list[dict[str, float]], mode: str, note: str) -> list[Row]:
+    rows = []
+    totals = [p["update_total"] for p in per_repeat]
+    for phase in SPLIT_PHASES:
+        key = f"linesearch_{mode}" if phase == "linesearch" else phase
+        values = [p[key] for p in per_repeat]
+        shares = [v / t for v, t in zip(values, totals)]
+        label = f"linesearch ({mode})" if phase == "linesearch" else phase
+        extra = ""
+        if phase == "linesearch":
+            extra = f"median backtracks {_median([p[f'linesearch_{mode}_backtracks'] for p in per_repeat]):g}"
+        rows.append(Row(section, env, label, _median(values), "s", _median(shares), min(shares), max(shares),
+                        len(values), "; ".join(x for x in (note if phase == "update_total" else "", extra) if x)))
+    return rows
+
+
+def measure_trpo_split(env_id: str, trainer, settings: BenchSettings, report: BenchReport, device: str) -> None:
+    """The TRPO update split, on batches the trainer's own collector gathers from the env."""
+    from trbench.algos.rollout import to_batch
+
+    algorithm = trainer.algorithm
+    cfg = algorithm.config
+    actor = algorithm.policy if algorithm.device.type == "cpu" else copy.deepcopy(algorithm.policy).cpu()
+    per_repeat = []
+    for _ in range(settings.repeats):
+        arrays, _ = trainer.collector.collect(actor, algorithm.value_fn, cfg.steps_per_iteration // cfg.num_envs,
+                                              cfg.gamma, cfg.gae_lambda, algorithm.device)
+        batch = to_batch(arrays, algorithm.device, torch.float32)
+        per_repeat.append(trpo_update_phases(algorithm, batch, algorithm.device, ("sequential", "batched")))
+    report.samples[f"trpo_update/{env_id}"] = per_repeat
+    for mode in ("sequential", "batched"):
+        for row in _split_rows("trpo_update", env_id, per_repeat, mode,
+                               f"batch {cfg.steps_per_iteration}, {device}, ratio = share of the update"):
+            if mode == "batched" and not row.measure.startswith("linesearch"):
+                continue
+            report.add(row)
+
+
+def synthetic_trpo(batch_size: int, settings: BenchSettings, device: torch.device, obs_dim: int = 11,
+                   act_dim: int = 3):
+    """A TRPO instance and a batch shaped like a Hopper rollout, for timing the update alone."""
+    from trbench.algos.rollout import Batch
+    from trbench.algos.trpo import TRPO
+
+    config = TRPO.Config.from_overrides({"policy_hidden": settings.hidden, "value_hidden": settings.hidden,
+                                         "steps_per_iteration": batch_size, "num_envs": 1,
+                                         "device": "cuda" if device.type == "cuda" else "cpu"})
+    generator = torch.Generator().manual_seed(settings.seed)
+    algorithm = TRPO(config, obs_dim, act_dim, device, generator)
+    obs = torch.randn(batch_size, obs_dim, generator=generator).to(device)
+    with torch.no_grad():
+        mean, log_std = algorithm.policy(obs)
+        actions = mean + torch.randn(mean.shape, generator=generator).to(device) * log_std.exp()
+        log_probs = algorithm.policy.log_prob(obs, actions)
+    values = torch.randn(batch_size, generator=generator).to(device)
+    advantages = torch.randn(batch_size, generator=generator).to(device)
+    batch = Batch(obs=obs, actions=actions, log_probs=log_probs, advantages=advantages,
+                  returns=values + advantages, values=values)
+    return algorithm, batch
+
+
+def measure_update_devices(settings: BenchSettings, report: BenchReport) -> None:
+    """The TRPO update at `update_batch` states on the CPU and on the requested device."""
+    from trbench.algos.trainer import resolve_device
+
+    devices = [torch.device("cpu")]
+    target = resolve_device(settings.device)
+    if target.type != "cpu":
+        devices.append(target)
+    hidden = "x".join(str(h) for h in settings.hidden)
+    results: dict[str, list[dict[str, float]]] = {}
+    for device in devices:
+        algorithm, batch = synthetic_trpo(settings.update_batch, settings, device)
+        trpo_update_phases(algorithm, batch, device, ("sequential", "batched"))  # warm-up (allocator, kernels)
+        results[str(device)] = [trpo_update_phases(algorithm, batch, device, ("sequential", "batched"))
+                                for _ in range(settings.repeats)]
+    report.samples["update"] = results
+    cpu_total = _median([p["update_total"] for p in results["cpu"]])
+    for name, per_repeat in results.items():
+        note = f"batch {settings.update_batch}, {hidden}, synthetic data"
+        for mode in ("sequential", "batched"):
+            for row in _split_rows("update", name, per_repeat, mode, note):
+                if mode == "batched" and not row.measure.startswith("linesearch"):
+                    continue
+                report.add(row)
+        if name != "cpu":
+            total = _median([p["update_total"] for p in per_repeat])
+            report.add(Row("update", name, "speed-up of the update over the CPU", cpu_total / total, "x",
+                           repeats=len(per_repeat), note=note))
+
+
+# --- grid ------------------------------------------------------------------------------------------
+
+def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> None:
+    """Throughput of `trbench run` on one worker and on `grid_workers`, alternated."""
+    from trbench.suites.grid import load_suite
+    from trbench.suites.runner import run_suite
+
+    text = (f'name = "bench-grid"\ndescription = "throughput of the suite runner"\nsteps = {settings.grid_steps}\n'
+            f'seeds = {settings.grid_runs}\nenvs = ["{env_id}"]\nalgos = ["trpo"]\n\n[hparams.all]\n'
+            f'eval_interval_steps = 0\nsave_model = false\nnum_envs = {settings.num_envs}\n'
+            f'steps_per_iteration = {settings.steps_per_iteration}\n')
+    samples: dict[int, list[float]] = {1: [], settings.grid_workers: []}
+    with tempfile.TemporaryDirectory(prefix="trbench-bench-grid-") as tmp:
+        suite_path = Path(tmp) / "bench-grid.toml"
+        suite_path.write_text(text)
+        suite = load_suite(suite_path)
+        total_steps = settings.grid_runs * settings.grid_steps
+        for repeat in range(settings.grid_repeats):
+            for workers in (1, settings.grid_workers):
+                out = Path(tmp) / f"r{repeat}-w{workers}"
+                start = time.perf_counter()
+                code = run_suite(suite, out, workers=workers, executor="local", address=None, redo_failed=True,
+                                 stream=io.StringIO())
+                elapsed = time.perf_counter() - start
+                if code != 0:
+                    raise RuntimeError(f"the benchmark grid did not complete on {workers} worker(s)")
+                samples[workers].append(total_steps / elapsed)
+    report.samples[f"grid/{env_id}"] = samples
+    ratios = [m / o for m, o in zip(samples[settings.grid_workers], samples[1])]
+    note = f"{settings.grid_runs} TRPO runs x {settings.grid_steps} steps, trbench run (local pool)"
+    report.add(Row("grid", env_id, "1 worker", _median(samples[1]), "steps/s", 1.0, repeats=len(samples[1]), note=note))
+    report.add(_ratio_row("grid", env_id, f"{settings.grid_workers} workers", samples[settings.grid_workers], ratios,
+                          "steps/s", "ratio to 1 worker"))
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    """Current resident set size; the peak so far where /proc is not available."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _memory_worker(env_id: str, steps: int, settings: BenchSettings, queue) -> None:
+    torch.set_num_threads(1)  # as a suite worker runs
+    from trbench.runs import RunSpec, execute_run, resolve
+
+    trace: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory(prefix="trbench-bench-memory-") as tmp:
+        run = resolve(RunSpec("trpo", env_id, steps, settings.seed, {"num_envs": settings.num_envs}))
+        result = execute_run(run, Path(tmp) / "run", on_iteration=lambda row: trace.append((row["step"], _rss_mb())))
+    queue.put({"status": result["status"], "trace": trace, "peak_mb": _peak_rss_mb()})
+
+
+def measure_memory(env_id: str, settings: BenchSettings, report: BenchReport) -> None:
+    """Peak RSS of one worker (a fresh process, as in the runner's pool) over a TRPO run."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_memory_worker, args=(env_id, settings.memory_steps, settings, queue))
+    process.start()
+    outcome = queue.get()
+    process.join()
+    trace = outcome["trace"]
+    report.samples[f"memory/{env_id}"] = outcome
+    tenth = max(len(trace) // 10, 1)
+    early = _median([rss for _, rss in trace[tenth - 1: 2 * tenth]])
+    late = _median([rss for _, rss in trace[-tenth:]])
+    note = f"TRPO, {settings.memory_steps} steps, run {outcome['status']}"
+    report.add(Row("memory", env_id, "peak RSS of one worker", outcome["peak_mb"], "MiB", repeats=1, note=note))
+    report.add(Row("memory", env_id, "RSS at 10-20% of the run", early, "MiB", repeats=1))
+    report.add(Row("memory", env_id, "RSS over the last 10% of the run", late, "MiB", repeats=1,
+                   note=f"growth {late - early:+.1f} MiB from the 10-20% mark"))
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return ""
+    if unit == "steps/s" or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if unit != "s" else f"{value:.4f}"
+
+
+def markdown(report: BenchReport) -> str:
+    s = report.settings
+    lines = [f"# trbench bench", "",
+             f"{s.num_envs} envs, {s.steps_per_iteration} steps per iteration, networks "
+             f"{'x'.join(map(str, s.hidden))}, device {s.device}, {s.torch_threads} torch thread(s), "
+             f"median of {s.repeats} rounds (ratio range in brackets).", ""]
+    titles = {"throughput": "Throughput (ratio to raw stepping in the same round)",
+              "trpo_update": "TRPO update split (ratio = share of the whole update)",
+              "update": "TRPO update by device (ratio = share of the whole update)",
+              "grid": "Suite runner (ratio to one worker)", "memory": "Memory of one worker"}
+    for section in SECTIONS:
+        rows = [r for r in report.rows if r.section == section]
+        if not rows:
+            continue
+        lines += [f"## {titles[section]}", "", "| env / device | measure | value | unit | ratio | range | note |",
+                  "|---|---|---:|---|---:|---|---|"]
+        for r in rows:
+            spread = f"{r.ratio_min:.2f}-{r.ratio_max:.2f}" if r.ratio_min is not None else ""
+            ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+            lines.append(f"| {r.env} | {r.measure} | {_fmt(r.value, r.unit)} | {r.unit} | {ratio} | {spread} | {r.note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(report: BenchReport, out: Path) -> None:
+    from trbench.runs import atomic_write_json, atomic_write_text, provenance
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(report.rows[0]).keys()) if report.rows else ["section"])
+    writer.writeheader()
+    for row in report.rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    atomic_write_text(out / "bench.csv", buffer.getvalue())
+    atomic_write_text(out / "bench.md", markdown(report) + "\n")
+    atomic_write_json(out / "bench.json", {"settings": asdict(report.settings), "rows": [asdict(r) for r in report.rows],
+                                           "samples": report.samples, **provenance()})
+
+
+def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
+    from trbench.algos.rollout import make_vector_env
+    from trbench.algos.trainer import resolve_device
+
+    settings.check()
+    device = resolve_device(settings.device)
+    for env_id in settings.envs:  # fail on a bad env id before minutes of measuring
+        make_vector_env(env_id, 1).close()
+    torch.set_num_threads(settings.torch_threads)
+    report = BenchReport(settings)
+    if settings.update_only:
+        measure_update_devices(settings, report)
+        return report
+    for env_id in settings.envs:
+        stream.write(f"measuring {env_id} ...\n")
+        stream.flush()
+        measure_throughput(env_id, settings, report, str(device))
+        if settings.grid:
+            measure_grid(env_id, settings, report)
+        if settings.memory_steps:
+            measure_memory(env_id, settings, report)
+    return report
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64,64, got {text!r}") from None
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="training throughput as a ratio to raw env stepping; TRPO update split; grid and GPU modes",
+        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("--env", dest="envs", action="append", default=None, metavar="ENV",
+                   help="gymnasium env id; repeatable (default Hopper-v5)")
+    p.add_argument("--algo", dest="algos", action="append", default=None, choices=BENCH_ALGOS,
+                   help="algorithm to time end to end; repeatable (default all four)")
+    p.add_argument("--num-envs", type=int, default=8, help="vector envs, for raw stepping and training (default 8)")
+    p.add_argument("--steps-per-iteration", type=int, default=2048, help="steps per training iteration (default 2048)")
+    p.add_argument("--hidden", type=_int_list, default=(64, 64), help="hidden sizes of both networks (default 64,64)")
+    p.add_argument("--device", default="cpu", help="update device: cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--repeats", type=int, default=5, help="measurement rounds; medians are reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="unreported rounds first (default 1)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads, 1 as in a suite worker (default 1)")
+    p.add_argument("--linesearch-mode", choices=("sequential", "batched"), default="sequential",
+                   help="TRPO line search used in the end-to-end iterations (both are timed in the split)")
+    p.add_argument("--update-only", action="store_true",
+                   help="only time the TRPO update on a synthetic batch, on the CPU and on --device")
+    p.add_argument("--update-batch", type=int, default=50_000, help="batch size for --update-only (default 50000)")
+    p.add_argument("--grid", action="store_true", help="also time `trbench run` on 1 and --grid-workers workers")
+    p.add_argument("--grid-workers", type=int, default=2, help="parallel workers for --grid (default 2)")
+    p.add_argument("--grid-runs", type=int, default=4, help="TRPO runs in the --grid suite (default 4)")
+    p.add_argument("--grid-steps", type=int, default=20_480, help="steps per --grid run (default 20480)")
+    p.add_argument("--grid-repeats", type=int, default=2, help="alternating 1-worker / N-worker rounds (default 2)")
+    p.add_argument("--memory-steps", type=int, default=0,
+                   help="also run one TRPO training of this many steps in a fresh worker process and report its RSS")
+    p.add_argument("--seed", type=int, default=0, help="seed of the timed runs (default 0)")
+    p.add_argument("--out", type=Path, default=Path("results/bench"),
+                   help="folder for bench.csv, bench.md, bench.json (default results/bench)")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args) -> int:
+    settings = BenchSettings(
+        envs=tuple(args.envs or ("Hopper-v5",)), algos=tuple(dict.fromkeys(args.algos or BENCH_ALGOS)),
+        num_envs=args.num_envs, steps_per_iteration=args.steps_per_iteration, hidden=tuple(args.hidden),
+        device=args.device, repeats=args.repeats, warmup=args.warmup, torch_threads=args.torch_threads,
+        seed=args.seed, linesearch_mode=args.linesearch_mode, update_only=args.update_only,
+        update_batch=args.update_batch, grid=args.grid, grid_workers=args.grid_workers, grid_runs=args.grid_runs,
+        grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps)
+    report = run_bench(settings, stream=sys.stdout)
+    write_report(report, args.out)
+    print(markdown(report))
+    print(f"written to {args.out}/bench.csv, bench.md, bench.json")
+    return 0
