@@ -213,21 +213,28 @@ def run_local(runs: list[ResolvedRun], runs_dir: Path, workers: int, tracker: Tr
     next_index = 0
     try:
         while pending or any(w.run is not None for w in pool):
+            for worker in [w for w in pool if w.run is None and not w.process.is_alive()]:
+                worker.kill()  # died while idle: nothing to record, just replace it
+                pool.remove(worker)
             while pending and len(pool) < workers:
                 pool.append(_Worker(context, next_index))
                 next_index += 1
-            for worker in pool:
+            for worker in list(pool):
                 if worker.run is None and pending:
                     run = pending.popleft()
-                    worker.assign(run, runs_dir / run.run_id)
+                    try:
+                        worker.assign(run, runs_dir / run.run_id)
+                    except OSError:  # it died since the check above; the next round replaces it
+                        pending.appendleft(run)
+                        worker.kill()
+                        pool.remove(worker)
+                        continue
                     tracker.started(run)
             busy = [w for w in pool if w.run is not None]
             ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=TICK_S))
             for worker in busy:
-                if worker.conn in ready:
-                    _drain(worker, tracker)
-                if worker.run is not None and (worker.process.sentinel in ready or not worker.process.is_alive()):
-                    _drain(worker, tracker)  # a final message may have arrived with the exit
+                if worker.conn in ready or not worker.process.is_alive():
+                    _drain(worker, tracker)  # including what a dead worker sent before it died
                 if worker.run is not None and not worker.process.is_alive():
                     worker.process.join()
                     run, folder = worker.run, worker.folder
