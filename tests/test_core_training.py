@@ -208,3 +208,26 @@ def test_cuda_training_run_completes(tmp_path):
     folder, result = train(tmp_path, "trpo", "InvertedPendulum-v5", 1024, 0, device="cuda")
     assert result["status"] == "complete"
     assert json.loads((folder / "config.json").read_text())["device"].startswith("cuda")
+
+
+def test_run_id_ignores_defaults_and_execution_settings_but_not_real_changes():
+    def rid(**overrides):
+        return resolve(RunSpec("trpo", "Hopper-v5", 1000, 0, overrides)).run_id
+
+    base = rid()
+    assert rid(max_kl=0.01) == base  # explicitly the default
+    assert rid(device="cpu", save_model=False) == base
+    assert rid(max_kl=0.02) != base
+    assert resolve(RunSpec("trpo", "Hopper-v5", 1000, 1, {})).run_id != base
+    assert resolve(RunSpec("trpo", "Hopper-v5", 1000, 0, {}, label="trpo+")).run_id != base
+
+
+def test_a_run_that_fails_before_its_first_iteration_leaves_a_parseable_progress_file(tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "early"
+    spec = RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 512, 0,
+                   {**SMALL, "steps_per_iteration": 512})
+    execute_run(resolve(spec), folder)
+    table = pd.read_csv(folder / "progress.csv")
+    assert list(table.columns)[:2] == ["iteration", "step"] and len(table) == 0

@@ -35,6 +35,11 @@ from trbench.errors import UsageError
 # fields that change how a run executes but not what it computes; kept out of the run id
 EXECUTION_ONLY_FIELDS = ("device", "save_model")
 
+# Bump when a change alters what an existing configuration computes (a changed default, a fix
+# in an update rule), so that resumed grids redo their runs instead of mixing old and new.
+# Adding a config field whose default reproduces the old behaviour needs no bump.
+COMPUTATION_VERSION = 1
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -64,9 +69,16 @@ class ResolvedRun:
 
     @property
     def run_id(self) -> str:
-        semantic = {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_ONLY_FIELDS}
+        """`<arm>__<env>__s<seed>__<hash>`: the hash covers the arm, algorithm, env, budget, seed,
+        :data:`COMPUTATION_VERSION` and every setting whose resolved value differs from its
+        default. Leaving defaults out keeps ids stable when a new setting is added, and makes an
+        explicit `max_kl=0.01` the same run as the default."""
+        defaults = type(self.config)().to_dict()
+        changed = {k: v for k, v in self.config.to_dict().items()
+                   if k not in EXECUTION_ONLY_FIELDS and v != defaults[k]}
         payload = json.dumps({"arm": self.spec.arm, "algorithm": self.spec.algorithm, "env_id": self.spec.env_id,
-                              "steps": self.spec.steps, "seed": self.spec.seed, "config": semantic},
+                              "steps": self.spec.steps, "seed": self.spec.seed, "config": changed,
+                              "computation_version": COMPUTATION_VERSION},
                              sort_keys=True, default=str)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
         safe_arm = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.spec.arm)
@@ -165,6 +177,10 @@ def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
     }
 
 
+PROGRESS_FIXED_COLUMNS = ["iteration", "step", "wall_time_s", "train_return", "train_episodes", "eval_return",
+                          "eval_return_std"]
+
+
 class ProgressWriter:
     """Streams iteration records to `progress.csv.partial`; renamed to `progress.csv` on close."""
 
@@ -182,6 +198,8 @@ class ProgressWriter:
         self._handle.flush()
 
     def close(self) -> None:
+        if self._writer is None:  # no iteration ran: still a parseable table, with the fixed columns
+            csv.DictWriter(self._handle, fieldnames=PROGRESS_FIXED_COLUMNS).writeheader()
         self._handle.close()
         os.replace(self.partial_path, self.final_path)
 
