@@ -40,7 +40,8 @@ from trbench.runs import ResolvedRun, RunSpec, resolve
 BUILTIN_VARIANTS_FILE = Path(__file__).parent / "presets" / "variants.toml"
 ALL_ARMS = "all"
 
-SUITE_KEYS = ("name", "description", "steps", "seeds", "envs", "algos", "hparams", "env", "variants")
+# `tune` holds settings for `trbench tune --suite`; the runner itself ignores it
+SUITE_KEYS = ("name", "description", "steps", "seeds", "envs", "algos", "hparams", "env", "variants", "tune")
 ENV_KEYS = ("steps", "hparams")
 VARIANT_KEYS = ("algo", "description", "hparams")
 
@@ -120,6 +121,11 @@ def load_suite(path: Path | str) -> Suite:
         raise UsageError(f"{path}: malformed TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: malformed TOML: {str(exc).splitlines()[0]}") from None
+    return parse_suite(path, text, data)
+
+
+def parse_suite(path: Path, text: str, data: dict[str, Any]) -> Suite:
+    """Validate and expand already-parsed suite TOML (`text` is kept for error context)."""
     return _SuiteReader(path, text, data, builtin_variants()).read()
 
 

@@ -973,7 +973,7 @@ TUNE_KEYS = ("algo", "trials", "seeds", "params")
 
 def read_suite_input(path: Path, algo: str | None) -> _SuiteInput:
     """A suite file's envs, steps and the settings it gives one arm, plus its [tune] table."""
-    from trbench.suites.grid import _SuiteReader, builtin_variants
+    from trbench.suites.grid import parse_suite
 
     try:
         text = path.read_text()
@@ -999,7 +999,7 @@ def read_suite_input(path: Path, algo: str | None) -> _SuiteInput:
     if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
         raise UsageError(f"{path}: tune.params: must be a list of strings name=low:high[:log]")
     result.params = params
-    suite = _SuiteReader(path, text, data, builtin_variants()).read()
+    suite = parse_suite(path, text, data)
     arm_names = [arm.name for arm in suite.arms]
     wanted = algo or tune.get("algo")
     if wanted is None:
