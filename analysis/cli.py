@@ -26,6 +26,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="final",
         help="final: final deterministic eval return; auc: mean eval return over training (default: final)",
     )
+    parser.add_argument(
+        "--reference",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PRESET",
+        help=(
+            "add a reproduction table and figure against the published results of PRESET (a preset's "
+            "suite name or suite file; without a value: the suite named in RESULTS_DIR's manifest)"
+        ),
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every bootstrap (default: 0)")
     parser.add_argument(
         "--min-diff",
@@ -47,7 +58,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--metric: must be one of {', '.join(METRICS)}, got {args.metric!r}")
     if not (math.isfinite(args.min_diff) and args.min_diff > 0):
         raise UsageError(f"--min-diff: must be a number > 0, got {args.min_diff}")
-    options = ReportOptions(metric=args.metric, seed=args.seed, min_difference=args.min_diff)
+    options = ReportOptions(metric=args.metric, seed=args.seed, min_difference=args.min_diff, reference=args.reference)
     out_dir = build_report(args.results_dir, args.out, options)
     print(f"report written to {out_dir}")
     return 0

@@ -71,6 +71,7 @@ SPREAD_KINDS: dict[str, str] = {
     "ci95_bootstrap": "95% bootstrap confidence interval (ci_low, ci_high)",
 }
 VERDICTS = ("consistent", "above", "below")
+NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing value
 LAST_EPISODES = 100
 
 REPRODUCTION_COLUMNS = [
@@ -397,7 +398,7 @@ def run_value(run: RunRecord, metric: str, steps: float) -> float:
         total = counts.sum()
         return float(np.nansum(table["train_return"].to_numpy() * counts) / total) if total > 0 else math.nan
     if metric in ("final_eval_return", "eval_return_at_step"):
-        if metric == "final_eval_return" and abs(run.final_step - steps) < run.iteration_steps:
+        if metric == "final_eval_return" and abs(run.final_step - steps) <= run.iteration_steps:
             return run.final_eval_return
         evaluated = table.dropna(subset=["eval_return"])
         if evaluated.empty:
@@ -455,7 +456,7 @@ def cell_estimate(runs: Sequence[RunRecord], metric: str, steps: float, rng: np.
 def verdict(published: float, interval: tuple[float, float] | None, ours: float, low: float, high: float) -> str:
     """consistent when the published value lies in our CI or ours lies in the published spread."""
     if math.isnan(ours):
-        return "n/a"
+        return NOT_COMPARED
     if math.isfinite(low) and math.isfinite(high) and low <= published <= high:
         return "consistent"
     if interval is not None and interval[0] <= ours <= interval[1]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trbench.analysis import plots, stats
+from trbench.analysis import plots, reference, stats
 from trbench.analysis.load import (
     METRIC_DESCRIPTIONS,
     LoadedResults,
@@ -85,6 +85,8 @@ AGGREGATE_LABELS = {
 }
 # Independent random streams per part of the report, so adding a part never changes another's CIs.
 STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILES, STREAM_EFFICIENCY = range(6)
+STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
+EVAL_METRICS = ("final_eval_return", "eval_return_at_step", "max_mean_eval_curve")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class ReportOptions:
     curve_points: int = 100
     efficiency_points: int = 50
     profile_points: int = 101
+    reference: str | None = None  # a preset's suite name: add the reproduction table against its published numbers
 
     def rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])
@@ -128,6 +131,7 @@ class Analysis:
     aggregate: pd.DataFrame | Unavailable
     figures: list[tuple[str, str]] = field(default_factory=list)  # (name, caption)
     figure_notes: list[str] = field(default_factory=list)
+    reproduction: reference.Reproduction | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,6 +546,144 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
 
 
 # --------------------------------------------------------------------------------------------
+# Reproduction of published results
+
+
+def _uses_eval_curve(table: pd.DataFrame) -> bool:
+    """Whether most compared rows use an evaluation metric (else the training-return curve is drawn)."""
+    compared = table[table["verdict"] != reference.NOT_COMPARED] if not table.empty else table
+    compared = compared if not compared.empty else table
+    return bool(len(compared)) and compared["metric"].isin(EVAL_METRICS).mean() > 0.5
+
+
+def reproduction_bands(reproduction: reference.Reproduction, use_eval: bool,
+                       options: ReportOptions) -> dict[str, dict[str, plots.Band]]:
+    """Per env and arm: the mean over seeds of each run's evaluation curve, or of its
+    last-100-training-episode return, on a common step grid, with a bootstrap CI."""
+    rng = options.rng(STREAM_REPRODUCTION_CURVES)
+    arms = {comparison.arm for comparison in reproduction.reference.comparisons}
+    runs = [run for run in reproduction.runs if run.arm in arms]
+    bands: dict[str, dict[str, plots.Band]] = {}
+    for env_id in sorted({run.env_id for run in runs}):
+        env_runs = [run for run in runs if run.env_id == env_id]
+        grid = np.linspace(0.0, max(run.final_step for run in env_runs), options.curve_points + 1)[1:]
+        for arm in sorted({run.arm for run in env_runs}):
+            matrix = []
+            for run in (r for r in env_runs if r.arm == arm):
+                if use_eval:
+                    curve = run.progress.dropna(subset=["eval_return"])
+                    steps, values = curve["step"].to_numpy(), curve["eval_return"].to_numpy()
+                    row = np.interp(grid, steps, values, left=np.nan, right=np.nan) if len(steps) else np.full(grid.size, np.nan)
+                else:
+                    row = reference.training_curve(run, grid)
+                matrix.append(row)
+            bands.setdefault(env_id, {})[arm] = _mean_band(np.vstack(matrix), grid, rng, options)
+    return bands
+
+
+def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
+    reproduction = analysis.reproduction
+    table = reproduction.table
+    compared = table[table["verdict"] != reference.NOT_COMPARED]
+    if compared.empty:
+        analysis.figure_notes.append("Reproduction figure: no published value could be compared yet.")
+        return
+    use_eval = _uses_eval_curve(table)
+    bands = reproduction_bands(reproduction, use_eval, analysis.options)
+    points: dict[str, list[plots.PublishedPoint]] = {}
+    for row in compared.itertuples(index=False):
+        points.setdefault(row.env_id, []).append(plots.PublishedPoint(
+            row.arm, row.source, float(row.steps), float(row.published),
+            float(row.published_low), float(row.published_high)))
+    arms = sorted({arm for per_arm in bands.values() for arm in per_arm} | set(compared["arm"]))
+    what = "deterministic evaluation return" if use_eval else "mean return of the last 100 training episodes"
+    plots.plot_reproduction(bands, points, plots.algorithm_colors(arms), figure_dir,
+                            y_label="Evaluation return" if use_eval else "Training return (last 100 ep.)")
+    analysis.figures.insert(0, (
+        "reproduction",
+        f"Our runs against the published values of {reproduction.reference.name}: lines are the mean over "
+        f"seeds of the {what} with a {analysis.options.confidence_level:.0%} bootstrap CI; markers are "
+        "published values at their step budget (shape per source, colour of the arm compared), with "
+        "their published spread where one exists. Published values use their own metric and env "
+        "version; the table gives the like-for-like comparison.",
+    ))
+
+
+def _format_published(row) -> str:
+    text = format_number(row.published)
+    if row.spread_kind == "ci95_bootstrap":
+        text += f" [{format_number(row.published_low)}, {format_number(row.published_high)}]"
+    elif math.isfinite(row.published_low):
+        text += f" ± {format_number(row.published - row.published_low)}"
+    return ("~" if row.approximate else "") + text
+
+
+def _format_ours(row) -> str:
+    if not math.isfinite(row.ours):
+        return "n/a"
+    text = format_number(row.ours)
+    if math.isfinite(row.ours_ci_low):
+        text += f" [{format_number(row.ours_ci_low)}, {format_number(row.ours_ci_high)}]"
+    return f"{text} ({int(row.n_seeds)})"
+
+
+def _format_steps_budget(steps: float) -> str:
+    if not math.isfinite(steps):
+        return ""
+    if steps % 1_000_000 == 0:
+        return f"{int(steps // 1_000_000)}M"
+    return f"{int(steps):,}"
+
+
+def reproduction_display_table(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for row in table.itertuples(index=False):
+        rows.append({
+            "env": row.env_id,
+            "arm": row.arm,
+            "source": row.source + (f" ({row.setting})" if row.setting else ""),
+            "version": row.env_version,
+            "steps": _format_steps_budget(row.steps),
+            "metric": row.metric,
+            "published": _format_published(row),
+            "spread": row.spread_kind or "none",
+            "ours [95% CI] (seeds)": _format_ours(row),
+            "verdict": row.verdict,
+        })
+    return pd.DataFrame(rows, columns=["env", "arm", "source", "version", "steps", "metric", "published",
+                                       "spread", "ours [95% CI] (seeds)", "verdict"])
+
+
+def reproduction_section(analysis: Analysis) -> Section:
+    reproduction = analysis.reproduction
+    table = reproduction.table
+    blocks: list = [Paragraph(
+        f"Published values for preset {reproduction.reference.name} ({reproduction.reference.description}) "
+        "next to ours, each computed with the source's own metric at the source's step budget. "
+        "Verdict: consistent when the published value lies in our "
+        f"{analysis.options.confidence_level:.0%} CI over seeds or our mean lies within the published "
+        "spread (value ± spread, or the published CI); otherwise above or below. 'no data': our runs do "
+        "not reach that step budget or cannot compute that metric. '~' marks values read off or "
+        "digitized from a figure. Published and our env versions differ (see the version column "
+        "and the env ids); read each verdict with that in mind. Also in reproduction.csv."
+    )]
+    metrics = sorted(set(table["metric"])) if not table.empty else []
+    if metrics:
+        blocks.append(BulletList([f"{metric}: {reference.METRICS[metric]}" for metric in metrics]))
+    if table.empty:
+        blocks.append(Paragraph("No comparison yet: no complete run of an arm this preset compares."))
+    else:
+        blocks.append(Table(reproduction_display_table(table), "Reproduction of published results"))
+        counts = table["verdict"].value_counts()
+        blocks.append(Paragraph("Verdicts: " + ", ".join(
+            f"{counts.get(v, 0)} {v}" for v in (*reference.VERDICTS, reference.NOT_COMPARED))
+            + "."))
+    if reproduction.notes:
+        blocks.append(BulletList(reproduction.notes))
+    return Section("Reproduction of published results", blocks)
+
+
+# --------------------------------------------------------------------------------------------
 # Analysis and document
 
 
@@ -758,8 +900,10 @@ def excluded_section(analysis: Analysis) -> Section:
 
 
 def document(analysis: Analysis) -> list[Section]:
+    reproduction = [reproduction_section(analysis)] if analysis.reproduction is not None else []
     return [
         setup_section(analysis),
+        *reproduction,
         per_task_section(analysis),
         aggregate_section(analysis),
         pairwise_section(analysis),
@@ -808,6 +952,10 @@ def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> 
     power = analysis.power if isinstance(analysis.power, pd.DataFrame) else pd.DataFrame(columns=POWER_COLUMNS)
     power.to_csv(target / "power.csv", index=False)
     analysis.excluded.to_csv(target / "excluded_runs.csv", index=False)
+    if analysis.reproduction is not None:
+        analysis.reproduction.table.to_csv(target / "reproduction.csv", index=False)
+        (target / "reproduction.md").write_text(render_markdown(
+            f"Reproduction of {analysis.reproduction.reference.name}", [reproduction_section(analysis)]))
 
     (target / "summary.tex").write_text(
         latex_booktabs(summary_latex_table(analysis.summary, options.metric), "tab:trbench-per-task")
@@ -837,12 +985,21 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None, opt
         raise UsageError(f"{out_dir}: --out must be a directory, and this is a file")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     analysis = analyse(loaded, options)
+    if options.reference is not None:
+        name = reference.resolve_reference(options.reference, (loaded.manifest or {}).get("suite"))
+        try:
+            analysis.reproduction = reference.reproduction_table(
+                results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples)
+        except reference.PublishedDataError as exc:
+            raise UsageError(str(exc)) from None
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-partial-", dir=out_dir.parent))
     try:
         figure_dir = staging / "figures"
         figure_dir.mkdir()
         scored_ids = set(analysis.scored["run_id"])
         draw_figures(analysis, loaded.curves[loaded.curves["run_id"].isin(scored_ids)], figure_dir)
+        if analysis.reproduction is not None:
+            draw_reproduction_figure(analysis, figure_dir)
         write_outputs(analysis, document(analysis), staging)
         _replace_directory(staging, out_dir)
     except BaseException:

@@ -1,0 +1,93 @@
+"""`trbench reproduce PRESET`: run a reproduction preset's grid, then report it against the
+published numbers it replicates.
+
+A preset is a suite file under ``suites/presets/`` (or ``suites/reproduction/``) named by its
+suite name (``baselines-mujoco1m``), its file name without ``.toml``, or a path. The grid runs
+through the suite runner, so an interrupted reproduction resumes where it stopped; the report
+(``trbench report DIR --reference PRESET``) is written even when some runs are still missing,
+and then compares what is complete.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+from trbench.errors import UsageError
+
+DEFAULT_ROOT = Path("results") / "reproduction"
+NOT_PRESETS = ("variants.toml",)  # built-in variants, not a grid
+
+
+def preset_folders() -> list[Path]:
+    from trbench import suites
+
+    root = Path(suites.__file__).parent
+    return [root / "presets", root / "reproduction"]
+
+
+def available_presets() -> dict[str, Path]:
+    """Suite name -> file of every shipped reproduction preset."""
+    presets = {}
+    for folder in preset_folders():
+        for path in sorted(folder.glob("*.toml")):
+            if path.name in NOT_PRESETS:
+                continue
+            try:
+                name = tomllib.loads(path.read_text()).get("name", path.stem)
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            presets[str(name)] = path
+    return presets
+
+
+def find_preset(preset: str) -> Path:
+    path = Path(preset)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise UsageError(f"PRESET: no such suite file: {path}")
+        return path
+    presets = available_presets()
+    if preset in presets:
+        return presets[preset]
+    by_stem = {path.stem: path for path in presets.values()}
+    if preset in by_stem:
+        return by_stem[preset]
+    raise UsageError(f"PRESET: unknown preset {preset!r}; shipped: {', '.join(sorted(presets))}")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reproduce", help="run a published-results preset, then report it against the published numbers",
+        description="Run a reproduction preset's grid (resumably, through the suite runner) into --out, then "
+                    "write the report with its reproduction table and figure (trbench report --reference). "
+                    "Exit code 0 when every run is complete, 1 when some failed or are missing (the report "
+                    "then covers the complete ones), 2 for bad input.")
+    p.add_argument("preset", help="preset suite name (e.g. baselines-mujoco1m), file name, or path to a suite file")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: results/reproduction/<suite name>)")
+    p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the number of cores)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="as for trbench run")
+    p.add_argument("--address", default=None, help="Ray cluster address, as for trbench run")
+    p.add_argument("--report-only", action="store_true", help="do not run anything; report what is in --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap in the report (default: 0)")
+    p.set_defaults(func=reproduce_command)
+
+
+def reproduce_command(args) -> int:
+    from trbench.analysis.report import ReportOptions, build_report
+    from trbench.suites.grid import load_suite
+    from trbench.suites.runner import check_executor, run_suite
+
+    suite = load_suite(find_preset(args.preset))
+    out = args.out if args.out is not None else DEFAULT_ROOT / suite.name
+    code = 0
+    if not args.report_only:
+        check_executor(args.executor, args.address, args.workers)
+        code = run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
+                         redo_failed=True, stream=sys.stdout)
+    elif not (out / "runs").is_dir():
+        raise UsageError(f"--report-only: {out} holds no runs yet; run the preset first")
+    report_dir = build_report(out, None, ReportOptions(seed=args.seed, reference=suite.name))
+    print(f"reproduction report written to {report_dir} (table: {report_dir / 'reproduction.md'})")
+    return code
