@@ -58,11 +58,12 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
         assert ("trpo_update", phase) in measures
     for r in rows:
         if r["section"] == "throughput":
-            assert float(r["value"]) > 0 and float(r["ratio"]) > 0 and r["repeats"] == ("3" if "raw" in r["measure"] else "2")
+            assert float(r["value"]) > 0 and float(r["ratio"]) > 0 and float(r["ratio_cpu"]) > 0
+            assert r["repeats"] == ("3" if "raw" in r["measure"] else "2")
         if r["section"] == "trpo_update" and r["measure"] == "update_total":
             assert float(r["ratio"]) == 1.0
     text = (out / "bench.md").read_text()
-    assert "| InvertedPendulum-v5 | end-to-end trpo |" in text
+    assert "| InvertedPendulum-v5 | end-to-end trpo |" in text and "ratio (CPU time)" in text
     assert "end-to-end vpg" in capsys.readouterr().out
     assert (out / "bench.json").exists()
 
@@ -146,3 +147,14 @@ def test_update_only_benchmark_runs_on_cuda(tmp_path):
     rows = _rows(out / "bench.csv")
     assert {"cpu", "cuda:0"} <= {r["env"] for r in rows} or {"cpu", "cuda"} <= {r["env"] for r in rows}
     assert any(r["measure"] == "speed-up of the update over the CPU" for r in rows)
+
+
+@pytest.mark.slow
+def test_grid_mode_runs_the_suite_runner_on_one_and_two_workers(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--algo", "trpo", "--repeats", "1", "--grid", "--grid-runs", "2", "--grid-steps", "64",
+                 "--grid-repeats", "1", "--out", str(out)]) == 0
+    rows = {r["measure"]: r for r in _rows(out / "bench.csv") if r["section"] == "grid"}
+    assert set(rows) == {"1 worker", "2 workers", "1 worker, per CPU-second", "2 workers, per CPU-second"}
+    assert all(float(r["value"]) > 0 for r in rows.values())
+    assert float(rows["2 workers"]["ratio"]) > 0

@@ -116,6 +116,9 @@ class Row:
     ratio_max: float | None = None
     repeats: int = 0
     note: str = ""
+    # the same ratio in process CPU time: on a shared machine it leaves out the time spent waiting
+    # for a core, so it is the steadier of the two (with one torch thread, CPU time = busy time)
+    ratio_cpu: float | None = None
 
 
 @dataclass
@@ -133,9 +136,9 @@ def _median(values: list[float]) -> float:
 
 
 def _ratio_row(section: str, env: str, measure: str, values: list[float], ratios: list[float], unit: str,
-               note: str = "") -> Row:
+               note: str = "", cpu_ratios: list[float] | None = None) -> Row:
     return Row(section, env, measure, _median(values), unit, _median(ratios), min(ratios), max(ratios),
-               len(values), note)
+               len(values), note, _median(cpu_ratios) if cpu_ratios else None)
 
 
 # --- throughput ------------------------------------------------------------------------------------
@@ -164,14 +167,37 @@ def _bench_config(algo: str, settings: BenchSettings, device: str):
     return cls, cls.Config.from_overrides(overrides)
 
 
-def raw_stepping(env, steps_per_env: int, rng: np.random.Generator) -> float:
-    """Steps per second of the bare vector env with uniformly random actions in its bounds."""
+def raw_stepping(env, steps_per_env: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Steps per second of the bare vector env with uniformly random actions in its bounds, in
+    wall-clock and in process CPU time."""
     low, high = env.action_space.low, env.action_space.high
     actions = rng.uniform(low, high, size=(steps_per_env, *low.shape)).astype(env.action_space.dtype)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for t in range(steps_per_env):
         env.step(actions[t])
-    return steps_per_env * env.num_envs / (time.perf_counter() - start)
+    steps = steps_per_env * env.num_envs
+    return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu_start)
+
+
+def _harmonic_pairs(values: list[float]) -> list[float]:
+    """A round's reference speed: from the time per step just before and just after it."""
+    return [2.0 / (1.0 / a + 1.0 / b) for a, b in zip(values[:-1], values[1:])]
+
+
+class _CollectTimer:
+    """Wraps a collector's collect() to record its process CPU time (the trainer records wall time)."""
+
+    def __init__(self, collector):
+        self.collect = collector.collect
+        self.cpu_s = 0.0
+        collector.collect = self
+
+    def __call__(self, *args, **kwargs):
+        start = time.process_time()
+        try:
+            return self.collect(*args, **kwargs)
+        finally:
+            self.cpu_s = time.process_time() - start
 
 
 def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport, device: str) -> None:
@@ -183,7 +209,7 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
     rng = np.random.default_rng(settings.seed)
     raw_env = make_vector_env(env_id, settings.num_envs)
     raw_env.reset(seed=settings.seed)
-    trainers, iterators = {}, {}
+    trainers, iterators, timers = {}, {}, {}
     # one iteration more than will be consumed, so the final evaluation never runs
     budget = spi * (settings.warmup + settings.repeats + 2)
     try:
@@ -191,39 +217,47 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
             cls, config = _bench_config(algo, settings, device)
             trainers[algo] = Trainer(cls, config, env_id, budget, settings.seed)
             iterators[algo] = trainers[algo].iterate()
-        for _ in range(settings.warmup):
+        for _ in range(max(settings.warmup, 1)):  # at least one: it builds the collectors
             raw_stepping(raw_env, steps_per_env, rng)
             for algo in settings.algos:
                 next(iterators[algo])
-        raw = [raw_stepping(raw_env, steps_per_env, rng)]
-        e2e = {a: [] for a in settings.algos}
-        rollout = {a: [] for a in settings.algos}
-        update_s = {a: [] for a in settings.algos}
+        for algo in settings.algos:
+            timers[algo] = _CollectTimer(trainers[algo].collector)
+        raw, raw_cpu = map(list, zip(raw_stepping(raw_env, steps_per_env, rng)))
+        keys = ("e2e", "e2e_cpu", "rollout", "rollout_cpu", "update_s")
+        m = {key: {a: [] for a in settings.algos} for key in keys}
         for _ in range(settings.repeats):
             for algo in settings.algos:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 record = next(iterators[algo])
-                e2e[algo].append(spi / (time.perf_counter() - start))
-                rollout[algo].append(spi / record["rollout_time_s"])
-                update_s[algo].append(record["update_time_s"])
-            raw.append(raw_stepping(raw_env, steps_per_env, rng))
-        # a round's reference: the time per step of raw stepping just before and just after it
-        reference = [2.0 / (1.0 / raw[i] + 1.0 / raw[i + 1]) for i in range(settings.repeats)]
+                m["e2e"][algo].append(spi / (time.perf_counter() - start))
+                m["e2e_cpu"][algo].append(spi / (time.process_time() - cpu_start))
+                m["rollout"][algo].append(spi / record["rollout_time_s"])
+                m["rollout_cpu"][algo].append(spi / timers[algo].cpu_s)
+                m["update_s"][algo].append(record["update_time_s"])
+            wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
+            raw.append(wall)
+            raw_cpu.append(cpu)
+        reference, reference_cpu = _harmonic_pairs(raw), _harmonic_pairs(raw_cpu)
         report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(raw), "steps/s", 1.0,
-                       repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs"))
+                       repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
+
+        def ratios(key: str, algo: str, ref: list[float]) -> list[float]:
+            return [value / r for value, r in zip(m[key][algo], ref)]
+
         for algo in settings.algos:
-            ratios = [r / ref for r, ref in zip(rollout[algo], reference)]
-            report.add(_ratio_row("throughput", env_id, f"rollout phase ({algo} policy)", rollout[algo], ratios,
-                                  "steps/s", "acting, normalisation, env stepping, values, GAE"))
+            report.add(_ratio_row("throughput", env_id, f"rollout phase ({algo} policy)", m["rollout"][algo],
+                                  ratios("rollout", algo, reference), "steps/s",
+                                  "acting, normalisation, env stepping, values, GAE",
+                                  ratios("rollout_cpu", algo, reference_cpu)))
         for algo in settings.algos:
-            ratios = [r / ref for r, ref in zip(e2e[algo], reference)]
-            report.add(_ratio_row("throughput", env_id, f"end-to-end {algo}", e2e[algo], ratios, "steps/s",
-                                  f"update {_median(update_s[algo]):.3f} s per iteration"))
-        report.samples[f"throughput/{env_id}"] = {"raw": raw, "rollout": rollout, "end_to_end": e2e,
-                                                  "update_s": update_s}
+            report.add(_ratio_row("throughput", env_id, f"end-to-end {algo}", m["e2e"][algo],
+                                  ratios("e2e", algo, reference), "steps/s",
+                                  f"update {_median(m['update_s'][algo]):.3f} s per iteration",
+                                  ratios("e2e_cpu", algo, reference_cpu)))
+        report.samples[f"throughput/{env_id}"] = {"raw": raw, "raw_cpu": raw_cpu, **m}
         if "trpo" in settings.algos:
-            trainer = trainers["trpo"]
-            measure_trpo_split(env_id, trainer, settings, report, device)
+            measure_trpo_split(env_id, trainers["trpo"], settings, report, device)
     finally:
         for iterator in iterators.values():
             iterator.close()
@@ -411,11 +445,18 @@ def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> N
     from trbench.suites.grid import load_suite
     from trbench.suites.runner import run_suite
 
-    text = (f'name = "bench-grid"\ndescription = "throughput of the suite runner"\nsteps = {settings.grid_steps}\n'
-            f'seeds = {settings.grid_runs}\nenvs = ["{env_id}"]\nalgos = ["trpo"]\n\n[hparams.all]\n'
-            f'eval_interval_steps = 0\nsave_model = false\nnum_envs = {settings.num_envs}\n'
-            f'steps_per_iteration = {settings.steps_per_iteration}\n')
+    import tomli_w
+
+    # the settings the throughput section trains with (on the CPU: one core per worker)
+    _, config = _bench_config("trpo", settings, "cpu")
+    hparams = {key: list(value) if isinstance(value, tuple) else value
+               for key, value in config.to_dict().items() if value != getattr(type(config)(), key)}
+    hparams["save_model"] = False
+    text = tomli_w.dumps({"name": "bench-grid", "description": "throughput of the suite runner",
+                          "steps": settings.grid_steps, "seeds": settings.grid_runs, "envs": [env_id],
+                          "algos": ["trpo"], "hparams": {"all": hparams}})
     samples: dict[int, list[float]] = {1: [], settings.grid_workers: []}
+    cpu_samples: dict[int, list[float]] = {1: [], settings.grid_workers: []}
     with tempfile.TemporaryDirectory(prefix="trbench-bench-grid-") as tmp:
         suite_path = Path(tmp) / "bench-grid.toml"
         suite_path.write_text(text)
@@ -424,19 +465,31 @@ def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> N
         for repeat in range(settings.grid_repeats):
             for workers in (1, settings.grid_workers):
                 out = Path(tmp) / f"r{repeat}-w{workers}"
+                cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 code = run_suite(suite, out, workers=workers, executor="local", address=None, redo_failed=True,
                                  stream=io.StringIO())
                 elapsed = time.perf_counter() - start
+                cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if code != 0:
                     raise RuntimeError(f"the benchmark grid did not complete on {workers} worker(s)")
                 samples[workers].append(total_steps / elapsed)
-    report.samples[f"grid/{env_id}"] = samples
-    ratios = [m / o for m, o in zip(samples[settings.grid_workers], samples[1])]
+                # the workers' own CPU time (reaped children): steps per CPU-second does not depend
+                # on how many cores other processes leave free, so it shows whether workers slow
+                # each other down even when the wall-clock ratio is swamped by foreign load
+                cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+                cpu_samples[workers].append(total_steps / cpu)
+    report.samples[f"grid/{env_id}"] = {"steps_per_s": samples, "steps_per_cpu_s": cpu_samples}
+    n = settings.grid_workers
+    ratios = [m / o for m, o in zip(samples[n], samples[1])]
     note = f"{settings.grid_runs} TRPO runs x {settings.grid_steps} steps, trbench run (local pool)"
     report.add(Row("grid", env_id, "1 worker", _median(samples[1]), "steps/s", 1.0, repeats=len(samples[1]), note=note))
-    report.add(_ratio_row("grid", env_id, f"{settings.grid_workers} workers", samples[settings.grid_workers], ratios,
-                          "steps/s", "ratio to 1 worker"))
+    report.add(_ratio_row("grid", env_id, f"{n} workers", samples[n], ratios, "steps/s", "wall clock, ratio to 1 worker"))
+    cpu_ratios = [m / o for m, o in zip(cpu_samples[n], cpu_samples[1])]
+    report.add(Row("grid", env_id, "1 worker, per CPU-second", _median(cpu_samples[1]), "steps/cpu-s", 1.0,
+                   repeats=len(cpu_samples[1]), note="workers' CPU time"))
+    report.add(_ratio_row("grid", env_id, f"{n} workers, per CPU-second", cpu_samples[n], cpu_ratios, "steps/cpu-s",
+                          f"ratio to 1 worker; times {n} = the wall-clock speed-up on {n} otherwise idle cores"))
 
 
 # --- memory ----------------------------------------------------------------------------------------
@@ -501,7 +554,9 @@ def markdown(report: BenchReport) -> str:
     lines = [f"# trbench bench", "",
              f"{s.num_envs} envs, {s.steps_per_iteration} steps per iteration, networks "
              f"{'x'.join(map(str, s.hidden))}, device {s.device}, {s.torch_threads} torch thread(s), "
-             f"median of {s.repeats} rounds (ratio range in brackets).", ""]
+             f"median of {s.repeats} rounds (ratio range in the range column); load average "
+             f"{report.samples.get('load_average_before')} before, {report.samples.get('load_average_after')} after "
+             f"on {os.cpu_count()} cores.", ""]
     titles = {"throughput": "Throughput (ratio to raw stepping in the same round)",
               "trpo_update": "TRPO update split (ratio = share of the whole update)",
               "update": "TRPO update by device (ratio = share of the whole update)",
@@ -510,12 +565,15 @@ def markdown(report: BenchReport) -> str:
         rows = [r for r in report.rows if r.section == section]
         if not rows:
             continue
-        lines += [f"## {titles[section]}", "", "| env / device | measure | value | unit | ratio | range | note |",
-                  "|---|---|---:|---|---:|---|---|"]
+        lines += [f"## {titles[section]}", "",
+                  "| env / device | measure | value | unit | ratio | range | ratio (CPU time) | note |",
+                  "|---|---|---:|---|---:|---|---:|---|"]
         for r in rows:
             spread = f"{r.ratio_min:.2f}-{r.ratio_max:.2f}" if r.ratio_min is not None else ""
             ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
-            lines.append(f"| {r.env} | {r.measure} | {_fmt(r.value, r.unit)} | {r.unit} | {ratio} | {spread} | {r.note} |")
+            ratio_cpu = f"{r.ratio_cpu:.2f}" if r.ratio_cpu is not None else ""
+            lines.append(f"| {r.env} | {r.measure} | {_fmt(r.value, r.unit)} | {r.unit} | {ratio} | {spread} "
+                         f"| {ratio_cpu} | {r.note} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -544,8 +602,10 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
         make_vector_env(env_id, 1).close()
     torch.set_num_threads(settings.torch_threads)
     report = BenchReport(settings)
+    report.samples["load_average_before"] = _load_average()
     if settings.update_only:
         measure_update_devices(settings, report)
+        report.samples["load_average_after"] = _load_average()
         return report
     for env_id in settings.envs:
         stream.write(f"measuring {env_id} ...\n")
@@ -555,7 +615,16 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
             measure_grid(env_id, settings, report)
         if settings.memory_steps:
             measure_memory(env_id, settings, report)
+    report.samples["load_average_after"] = _load_average()
     return report
+
+
+def _load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages: how busy the machine was while measuring."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -580,7 +649,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--hidden", type=_int_list, default=(64, 64), help="hidden sizes of both networks (default 64,64)")
     p.add_argument("--device", default="cpu", help="update device: cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--repeats", type=int, default=5, help="measurement rounds; medians are reported (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="unreported rounds first (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="unreported rounds first (default 1; at least one always runs)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads, 1 as in a suite worker (default 1)")
     p.add_argument("--linesearch-mode", choices=("sequential", "batched"), default="sequential",
