@@ -457,6 +457,7 @@ def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> N
                           "algos": ["trpo"], "hparams": {"all": hparams}})
     samples: dict[int, list[float]] = {1: [], settings.grid_workers: []}
     cpu_samples: dict[int, list[float]] = {1: [], settings.grid_workers: []}
+    parent_cpu: dict[int, list[float]] = {1: [], settings.grid_workers: []}  # the runner's own share of a core
     with tempfile.TemporaryDirectory(prefix="trbench-bench-grid-") as tmp:
         suite_path = Path(tmp) / "bench-grid.toml"
         suite_path.write_text(text)
@@ -466,10 +467,12 @@ def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> N
             for workers in (1, settings.grid_workers):
                 out = Path(tmp) / f"r{repeat}-w{workers}"
                 cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                parent_before = time.process_time()
                 start = time.perf_counter()
                 code = run_suite(suite, out, workers=workers, executor="local", address=None, redo_failed=True,
                                  stream=io.StringIO())
                 elapsed = time.perf_counter() - start
+                parent_cpu[workers].append((time.process_time() - parent_before) / elapsed)
                 cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if code != 0:
                     raise RuntimeError(f"the benchmark grid did not complete on {workers} worker(s)")
@@ -479,7 +482,8 @@ def measure_grid(env_id: str, settings: BenchSettings, report: BenchReport) -> N
                 # each other down even when the wall-clock ratio is swamped by foreign load
                 cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
                 cpu_samples[workers].append(total_steps / cpu)
-    report.samples[f"grid/{env_id}"] = {"steps_per_s": samples, "steps_per_cpu_s": cpu_samples}
+    report.samples[f"grid/{env_id}"] = {"steps_per_s": samples, "steps_per_cpu_s": cpu_samples,
+                                        "runner_cpu_share": parent_cpu}
     n = settings.grid_workers
     ratios = [m / o for m, o in zip(samples[n], samples[1])]
     note = f"{settings.grid_runs} TRPO runs x {settings.grid_steps} steps, trbench run (local pool)"
