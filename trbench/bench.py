@@ -116,8 +116,8 @@ class Row:
     ratio_max: float | None = None
     repeats: int = 0
     note: str = ""
-    # the same ratio in process CPU time: on a shared machine it leaves out the time spent waiting
-    # for a core, so it is the steadier of the two (with one torch thread, CPU time = busy time)
+    # the same ratio in process CPU time, which leaves out the time spent waiting for a core on a
+    # shared machine (with one torch thread, CPU time is the time the process ran)
     ratio_cpu: float | None = None
 
 
