@@ -33,7 +33,7 @@ from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resol
 from trbench.errors import UsageError
 
 # fields that change how a run executes but not what it computes; kept out of the run id
-EXECUTION_ONLY_FIELDS = ("device", "save_model")
+EXECUTION_ONLY_FIELDS = ("device", "save_model", "linesearch_mode")
 
 # Bump when a change alters what an existing configuration computes (a changed default, a fix
 # in an update rule), so that resumed grids redo their runs instead of mixing old and new.
