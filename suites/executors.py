@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trbench.errors import UsageError
-from trbench.runs import ResolvedRun, RunSpec, atomic_write_json, atomic_write_text, clear_unfinished, config_record
+from trbench.runs import (ResolvedRun, RunSpec, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                          clear_unfinished, config_record)
 
 # every BLAS/OpenMP pool in a worker gets one thread: N workers on N cores, no oversubscription
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -149,7 +150,7 @@ class _Worker:
                                        name=f"trbench-worker-{index}", daemon=True)
         # Ctrl-C reaches the whole process group; the runner alone decides what happens to the
         # workers. A child that starts with SIGINT ignored keeps it ignored, even while importing.
-        with _environment(SINGLE_THREAD_ENV), _sigint_ignored():
+        with environment_set_to(SINGLE_THREAD_ENV), _sigint_ignored():
             self.process.start()
         child_conn.close()
         self.run: ResolvedRun | None = None
@@ -193,7 +194,8 @@ def _sigint_ignored():
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]):
+def environment_set_to(values: dict[str, str]):
+    """Set environment variables for the block (e.g. for spawned children), then restore them."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -301,26 +303,13 @@ def _ray_task(spec: RunSpec, progress_queue) -> tuple[dict[str, Any], dict[str, 
     return result, files
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def store_run_files(folder: Path, files: dict[str, bytes]) -> None:
     """Write a run's files with result.json last, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     clear_unfinished(folder)
     names = sorted(files, key=lambda n: RUN_FILES_ORDER.index(n) if n in RUN_FILES_ORDER else -1)
     for name in names:
-        _atomic_write_bytes(folder / name, files[name])
+        atomic_write_bytes(folder / name, files[name])
 
 
 def start_ray(address: str | None, workers: int) -> None:

@@ -98,7 +98,6 @@ PRUNED_ATTR = "pruned_reason"
 SURPLUS_ATTR = "surplus"
 RETRY_ATTR = "retry_of"
 WORKER_ATTR = "worker"
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 NAME_PATTERN = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -612,20 +611,14 @@ def run_workers(settings: TuneSettings) -> None:
     if settings.workers == 1:
         work(settings)
         return
+    from trbench.suites.executors import SINGLE_THREAD_ENV, environment_set_to
+
     context = multiprocessing.get_context("spawn")
-    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
-    os.environ.update(SINGLE_THREAD_ENV)
-    try:
+    with environment_set_to(SINGLE_THREAD_ENV):
         processes = [context.Process(target=_worker_process, args=(settings.to_worker(), index, os.getpid()),
                                      name=f"trbench-tune-{index}") for index in range(settings.workers)]
         for process in processes:
             process.start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     try:
         for process in processes:
             process.join()
