@@ -250,3 +250,20 @@ def test_seeds_for_power_edge_cases():
     assert stats.seeds_for_power(1e-6, 1.0, 1.0) is None  # would need more than 10000
     assert stats.seeds_for_power(5.0, 0.0, 0.0) == 2
     assert stats.seeds_for_power(-1.0, 1.0, 1.0) == 17  # the sign does not matter
+
+
+def test_welch_with_one_constant_group_is_defined_and_silent():
+    import warnings as _warnings
+
+    from trbench.analysis.stats import welch_test
+    from scipy import stats as scipy_stats
+
+    solved, other = [1000.0, 1000.0, 1000.0], [31.0, 34.2, 40.8]
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        result = welch_test(solved, other)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        expected = scipy_stats.ttest_ind(solved, other, equal_var=False)
+    assert result.statistic == pytest.approx(expected.statistic)
+    assert result.pvalue == pytest.approx(expected.pvalue)
