@@ -13,6 +13,9 @@ Each update (Section 6 and Appendix C of the paper):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from .base import OnPolicyAlgorithm
@@ -21,14 +24,21 @@ from .rollout import Batch
 from .trust_region import backtracking_line_search, batched_line_search, fisher_subsample, natural_gradient_step
 
 
+@dataclass
+class SurrogateObjectives:
+    surrogate: Callable[[], torch.Tensor]
+    surrogate_and_kl: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    mean_old: torch.Tensor
+    log_std_old: torch.Tensor
+
+
 class TRPO(OnPolicyAlgorithm):
     name = "trpo"
     Config = TRPOConfig
     config: TRPOConfig
 
-    def update_policy(self, batch: Batch) -> dict:
-        cfg = self.config
-        actor_params = list(self.policy.parameters())
+    def objectives(self, batch: Batch) -> SurrogateObjectives:
+        """The surrogate L(theta) and the mean KL from the current policy, as closures of theta."""
         advantages = self.normalized_advantages(batch)
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
@@ -39,6 +49,17 @@ class TRPO(OnPolicyAlgorithm):
 
         def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
             return surrogate(), self.mean_kl_from(batch.obs, mean_old, log_std_old)
+
+        return SurrogateObjectives(surrogate, surrogate_and_kl, mean_old, log_std_old)
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        actor_params = list(self.policy.parameters())
+        objectives = self.objectives(batch)
+        surrogate, surrogate_and_kl = objectives.surrogate, objectives.surrogate_and_kl
+        mean_old, log_std_old = objectives.mean_old, objectives.log_std_old
+        # the line search's KL bound; Baselines accepts up to 1.5 delta (kl_accept_factor)
+        accept_kl = cfg.kl_accept_factor * cfg.max_kl
 
         fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device)
         step = natural_gradient_step(
@@ -52,7 +73,7 @@ class TRPO(OnPolicyAlgorithm):
             # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
             search = batched_line_search(
                 actor_params, step.full_step, surrogate_and_kl, step.surrogate_before, step.expected_improvement,
-                cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+                accept_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
             return diagnostics | {
                 "update_skipped": (~step.valid).double(),
                 "linesearch_accepted": search.accepted.double(),
@@ -65,7 +86,7 @@ class TRPO(OnPolicyAlgorithm):
                                   "step_size": 0.0, "surrogate_improvement": 0.0}
         search = backtracking_line_search(
             actor_params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
-            float(step.expected_improvement), cfg.kl_accept_factor * cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+            float(step.expected_improvement), accept_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
             cfg.accept_ratio)
         return diagnostics | {
             "update_skipped": 0.0,

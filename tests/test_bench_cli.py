@@ -85,17 +85,9 @@ def _cuda_step():
     algorithm, batch = synthetic_trpo(4096, BenchSettings(hidden=(64, 64)), device)
     cfg = algorithm.config
     params = list(algorithm.policy.parameters())
-    advantages = algorithm.normalized_advantages(batch)
-    with torch.no_grad():
-        mean_old, log_std_old = algorithm.policy(batch.obs)
-
-    def surrogate():
-        ratio = torch.exp(algorithm.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        return (ratio * advantages).mean()
-
-    def surrogate_and_kl():
-        return surrogate(), algorithm.mean_kl_from(batch.obs, mean_old, log_std_old)
-
+    objectives = algorithm.objectives(batch)
+    surrogate, surrogate_and_kl = objectives.surrogate, objectives.surrogate_and_kl
+    mean_old, log_std_old = objectives.mean_old, objectives.log_std_old
     gradient = tr.flat_gradient(surrogate(), params, retain_graph=False)
     fvp = tr.FisherVectorProduct(algorithm.mean_kl_from(batch.obs, mean_old, log_std_old), params, cfg.damping)
     return tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl

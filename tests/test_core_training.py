@@ -231,3 +231,26 @@ def test_a_run_that_fails_before_its_first_iteration_leaves_a_parseable_progress
     execute_run(resolve(spec), folder)
     table = pd.read_csv(folder / "progress.csv")
     assert list(table.columns)[:2] == ["iteration", "step"] and len(table) == 0
+
+
+@pytest.mark.parametrize("mode", ["sequential", "batched"])
+def test_both_line_search_modes_accept_up_to_kl_accept_factor_times_max_kl(monkeypatch, mode):
+    import trbench.algos.trpo as trpo_module
+    from trbench.algos.trpo import TRPO
+
+    seen = {}
+    real = {"sequential": trpo_module.backtracking_line_search, "batched": trpo_module.batched_line_search}
+
+    def spy(real_search):
+        def search(params, full_step, evaluate, before, expected, max_kl, *rest):
+            seen["max_kl"] = float(max_kl)
+            return real_search(params, full_step, evaluate, before, expected, max_kl, *rest)
+        return search
+
+    monkeypatch.setattr(trpo_module, "backtracking_line_search", spy(real["sequential"]))
+    monkeypatch.setattr(trpo_module, "batched_line_search", spy(real["batched"]))
+    config = TRPOConfig(max_kl=0.02, kl_accept_factor=1.5, linesearch_mode=mode, policy_hidden=(8,), value_hidden=(8,))
+    torch.manual_seed(0)
+    algo = TRPO(config, 3, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    algo.update(random_batch(algo.policy, 256, 3), progress=0.0)
+    assert seen["max_kl"] == pytest.approx(0.03)

@@ -295,16 +295,9 @@ def trpo_update_phases(algorithm, batch, device: torch.device, linesearch_modes:
     cfg = algorithm.config
     params = list(algorithm.policy.parameters())
     saved = tr.flat_parameters(params).clone()
-    advantages = algorithm.normalized_advantages(batch)
-    with torch.no_grad():
-        mean_old, log_std_old = algorithm.policy(batch.obs)
-
-    def surrogate():
-        ratio = torch.exp(algorithm.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        return (ratio * advantages).mean()
-
-    def surrogate_and_kl():
-        return surrogate(), algorithm.mean_kl_from(batch.obs, mean_old, log_std_old)
+    objectives = algorithm.objectives(batch)
+    surrogate, surrogate_and_kl = objectives.surrogate, objectives.surrogate_and_kl
+    mean_old, log_std_old = objectives.mean_old, objectives.log_std_old
 
     def graph():
         gradient = tr.flat_gradient(surrogate(), params)
@@ -326,11 +319,11 @@ def trpo_update_phases(algorithm, batch, device: torch.device, linesearch_modes:
                                     cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
     searches = {"sequential": lambda: tr.backtracking_line_search(
                     params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
-                    float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
+                    float(step.expected_improvement), cfg.kl_accept_factor * cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
                     cfg.accept_ratio),
                 "batched": lambda: tr.batched_line_search(
                     params, step.full_step, surrogate_and_kl, step.surrogate_before, step.expected_improvement,
-                    cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)}
+                    cfg.kl_accept_factor * cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)}
     for mode in linesearch_modes:
         phases[f"linesearch_{mode}"], result = _timed(searches[mode], device)
         phases[f"linesearch_{mode}_backtracks"] = float(result.backtracks)
