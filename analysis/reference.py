@@ -72,6 +72,8 @@ SPREAD_KINDS: dict[str, str] = {
 }
 VERDICTS = ("consistent", "above", "below")
 NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing value
+# one run has no confidence interval: its value is shown, but no verdict is drawn from it
+TOO_FEW_SEEDS = "one seed"
 LAST_EPISODES = 100
 
 REPRODUCTION_COLUMNS = [
@@ -454,9 +456,12 @@ def cell_estimate(runs: Sequence[RunRecord], metric: str, steps: float, rng: np.
 
 
 def verdict(published: float, interval: tuple[float, float] | None, ours: float, low: float, high: float) -> str:
-    """consistent when the published value lies in our CI or ours lies in the published spread."""
+    """consistent when the published value lies in our CI or ours lies in the published spread;
+    no verdict from a single run (our CI is undefined), whatever the published spread."""
     if math.isnan(ours):
         return NOT_COMPARED
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return TOO_FEW_SEEDS
     if math.isfinite(low) and math.isfinite(high) and low <= published <= high:
         return "consistent"
     if interval is not None and interval[0] <= ours <= interval[1]:

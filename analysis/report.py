@@ -676,7 +676,8 @@ def reproduction_section(analysis: Analysis) -> Section:
         blocks.append(Table(reproduction_display_table(table), "Reproduction of published results"))
         counts = table["verdict"].value_counts()
         blocks.append(Paragraph("Verdicts: " + ", ".join(
-            f"{counts.get(v, 0)} {v}" for v in (*reference.VERDICTS, reference.NOT_COMPARED))
+            f"{counts.get(v, 0)} {v}"
+            for v in (*reference.VERDICTS, reference.TOO_FEW_SEEDS, reference.NOT_COMPARED))
             + "."))
     if reproduction.notes:
         blocks.append(BulletList(reproduction.notes))

@@ -169,7 +169,8 @@ def test_last_episodes_mean_weights_by_episode_count():
         (100.0, (80.0, 120.0), 115.0, 112.0, 118.0, "consistent"),  # ours inside the published spread
         (100.0, (80.0, 120.0), 130.0, 125.0, 135.0, "above"),
         (100.0, None, 50.0, 40.0, 60.0, "below"),
-        (100.0, None, 101.0, math.nan, math.nan, "above"),  # one seed, no CI, no spread
+        (100.0, None, 101.0, math.nan, math.nan, "one seed"),  # one run: no CI, so no verdict
+        (100.0, (80.0, 120.0), 101.0, math.nan, math.nan, "one seed"),  # not even inside a spread
         (100.0, None, math.nan, math.nan, math.nan, "no data"),
     ],
 )
