@@ -10,19 +10,8 @@ import pytest
 
 from analysis_fixtures import RunSpec, grid_specs, make_results, write_run
 from trbench.analysis import load, normalization
+from trbench.analysis.measure_random_scores import TASKS  # the tasks the constants were measured for
 from trbench.errors import UsageError
-
-TASKS = (
-    "Hopper",
-    "HalfCheetah",
-    "Walker2d",
-    "Swimmer",
-    "Ant",
-    "InvertedPendulum",
-    "InvertedDoublePendulum",
-    "Reacher",
-    "Humanoid",
-)
 
 
 def test_loads_runs_curves_and_lists_failed_ones(tmp_path):
