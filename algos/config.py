@@ -201,6 +201,11 @@ class OnPolicyConfig(ConfigBase):
         8, "parallel environments in the training vector env",
         source="trbench choice (Tianshou uses 16 vector envs); 8 keeps a 2-core machine busy", ge=1,
     )
+    env_backend: str = setting(
+        "gymnasium", "what steps the envs: gymnasium's SyncVectorEnv, or envpool's C++ ports of the MuJoCo tasks "
+        "(optional extra; different dynamics code and MuJoCo build, so results are not interchangeable)",
+        source="trbench; envpool (Weng et al. 2022) as in Tianshou and CleanRL", choices=("gymnasium", "envpool"),
+    )
     steps_per_iteration: int = setting(
         2048, "environment steps (all envs together) collected per policy update",
         source="sb3-contrib TRPO n_steps=2048", ge=1,

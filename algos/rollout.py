@@ -24,9 +24,15 @@ from .networks import GaussianPolicy
 from .normalization import ObservationNormalizer, RewardScaler
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int, backend: str = "gymnasium") -> gym.vector.VectorEnv:
     """A synchronous vector env with SAME_STEP autoreset; UsageError for unknown ids or
-    non-Box action spaces."""
+    non-Box action spaces. ``backend="envpool"`` gives the envpool adapter with the same semantics."""
+    if backend == "envpool":
+        from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - optional dependency
+
+        return EnvpoolVectorEnv(env_id, num_envs)
+    if backend != "gymnasium":
+        raise UsageError(f"env_backend: must be one of gymnasium, envpool, got {backend!r}")
     if env_id not in gym.registry:
         raise UsageError(f"env: unknown gymnasium env id {env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
     try:

@@ -74,7 +74,7 @@ class Trainer:
         self.seed = seed
         self.seeds = derive_seeds(seed)
         self.device = resolve_device(config.device)
-        self.env = make_vector_env(env_id, config.num_envs)
+        self.env = make_vector_env(env_id, config.num_envs, config.env_backend)
         self._eval_envs: dict[int, Any] = {}
         self._eval_episodes_used = 0
         self.algorithm: OnPolicyAlgorithm | None = None  # set once iterate() has started
@@ -88,7 +88,7 @@ class Trainer:
 
     def _evaluate(self, actor, normalizer: ObservationNormalizer, episodes: int) -> np.ndarray:
         if episodes not in self._eval_envs:
-            self._eval_envs[episodes] = make_vector_env(self.env_id, episodes)
+            self._eval_envs[episodes] = make_vector_env(self.env_id, episodes, self.config.env_backend)
         first_seed = self.seeds["eval_env"] + self._eval_episodes_used
         self._eval_episodes_used += episodes
         return evaluate_policy(actor, self._eval_envs[episodes], normalizer.frozen_copy(), episodes, first_seed)

@@ -3,5 +3,5 @@
 # Pass pytest arguments to narrow it, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh ray
+bash scripts/setup.sh ray envpool
 exec .venv/bin/python -m pytest -q "$@"

@@ -150,3 +150,26 @@ def test_grid_mode_runs_the_suite_runner_on_one_and_two_workers(tmp_path):
     assert set(rows) == {"1 worker", "2 workers", "1 worker, per CPU-second", "2 workers, per CPU-second"}
     assert all(float(r["value"]) > 0 for r in rows.values())
     assert float(rows["2 workers"]["ratio"]) > 0
+
+
+def test_envpool_backend_adds_its_raw_stepping_and_trains_on_it(tmp_path):
+    pytest.importorskip("envpool")
+    import json
+
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--algo", "trpo", "--env-backend", "envpool", "--out", str(out)]) == 0
+    rows = {r["measure"]: r for r in _rows(out / "bench.csv") if r["section"] == "throughput"}
+    assert float(rows["raw stepping (envpool)"]["ratio"]) > 0
+    assert rows["raw stepping (envpool)"]["repeats"] == "2"
+    assert rows["raw stepping (random actions)"]["note"].startswith("SyncVectorEnv")
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["settings"]["env_backend"] == "envpool"
+    assert saved["versions"]["envpool"] == "1.2.5"
+    assert len(saved["samples"]["throughput/InvertedPendulum-v5/envpool"]["raw"]) == 2
+
+
+def test_envpool_backend_refuses_a_task_it_does_not_have(tmp_path, capsys):
+    pytest.importorskip("envpool")
+    assert main(["bench", "--env", "Pendulum-v1", "--env-backend", "envpool", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "env_backend=envpool" in err

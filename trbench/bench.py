@@ -69,6 +69,7 @@ class BenchSettings:
     grid_steps: int = 20_480
     grid_repeats: int = 2
     memory_steps: int = 0
+    env_backend: str = "gymnasium"
 
     def check(self) -> None:
         if self.num_envs < 1:
@@ -98,6 +99,8 @@ class BenchSettings:
                              f"got {self.grid_steps}")
         if self.grid_repeats < 1:
             raise UsageError(f"--grid-repeats: must be >= 1, got {self.grid_repeats}")
+        if self.env_backend not in ("gymnasium", "envpool"):
+            raise UsageError(f"--env-backend: must be one of gymnasium, envpool, got {self.env_backend!r}")
         if self.memory_steps < 0:
             raise UsageError(f"--memory-steps: must be >= 0, got {self.memory_steps}")
 
@@ -154,6 +157,7 @@ def _bench_config(algo: str, settings: BenchSettings, device: str):
         "value_hidden": settings.hidden,
         "device": device,
         "eval_interval_steps": 0,  # periodic evaluation is not training throughput
+        "env_backend": settings.env_backend,
     }
     fields = cls.Config.field_names()
     defaults = cls.Config()
@@ -209,6 +213,14 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
     rng = np.random.default_rng(settings.seed)
     raw_env = make_vector_env(env_id, settings.num_envs)
     raw_env.reset(seed=settings.seed)
+    # with another backend, its bare stepping is measured too, in the same rounds; every ratio
+    # stays relative to gymnasium's SyncVectorEnv, the ceiling the targets refer to
+    backend_env = None
+    if settings.env_backend != "gymnasium":
+        backend_env = make_vector_env(env_id, settings.num_envs, settings.env_backend)
+        backend_env.reset(seed=settings.seed)
+    backend_raw: list[float] = []
+    backend_raw_cpu: list[float] = []
     trainers, iterators, timers = {}, {}, {}
     # one iteration more than will be consumed, so the final evaluation never runs
     budget = spi * (settings.warmup + settings.repeats + 2)
@@ -235,12 +247,22 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 m["rollout"][algo].append(spi / record["rollout_time_s"])
                 m["rollout_cpu"][algo].append(spi / timers[algo].cpu_s)
                 m["update_s"][algo].append(record["update_time_s"])
+            if backend_env is not None:
+                wall, cpu = raw_stepping(backend_env, steps_per_env, rng)
+                backend_raw.append(wall)
+                backend_raw_cpu.append(cpu)
             wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
             raw.append(wall)
             raw_cpu.append(cpu)
         reference, reference_cpu = _harmonic_pairs(raw), _harmonic_pairs(raw_cpu)
         report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(raw), "steps/s", 1.0,
                        repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
+        if backend_env is not None:
+            report.add(_ratio_row("throughput", env_id, f"raw stepping ({settings.env_backend})", backend_raw,
+                                  [v / r for v, r in zip(backend_raw, reference)], "steps/s",
+                                  f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it",
+                                  [v / r for v, r in zip(backend_raw_cpu, reference_cpu)]))
+            report.samples[f"throughput/{env_id}/{settings.env_backend}"] = {"raw": backend_raw, "raw_cpu": backend_raw_cpu}
 
         def ratios(key: str, algo: str, ref: list[float]) -> list[float]:
             return [value / r for value, r in zip(m[key][algo], ref)]
@@ -264,6 +286,8 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
         for trainer in trainers.values():
             trainer.close()
         raw_env.close()
+        if backend_env is not None:
+            backend_env.close()
 
 
 # --- the TRPO update, phase by phase ---------------------------------------------------------------
@@ -586,7 +610,7 @@ def write_report(report: BenchReport, out: Path) -> None:
     atomic_write_text(out / "bench.csv", buffer.getvalue())
     atomic_write_text(out / "bench.md", markdown(report) + "\n")
     atomic_write_json(out / "bench.json", {"settings": asdict(report.settings), "rows": [asdict(r) for r in report.rows],
-                                           "samples": report.samples, **provenance()})
+                                           "samples": report.samples, **provenance(report.settings.env_backend)})
 
 
 def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
@@ -596,7 +620,7 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
     settings.check()
     device = resolve_device(settings.device)
     for env_id in settings.envs:  # fail on a bad env id before minutes of measuring
-        make_vector_env(env_id, 1).close()
+        make_vector_env(env_id, 1, settings.env_backend).close()
     torch.set_num_threads(settings.torch_threads)
     report = BenchReport(settings)
     report.samples["load_average_before"] = _load_average()
@@ -661,6 +685,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--grid-repeats", type=int, default=2, help="alternating 1-worker / N-worker rounds (default 2)")
     p.add_argument("--memory-steps", type=int, default=0,
                    help="also run one TRPO training of this many steps in a fresh worker process and report its RSS")
+    p.add_argument("--env-backend", choices=("gymnasium", "envpool"), default="gymnasium",
+                   help="what steps the envs in training; envpool's bare stepping is then measured too "
+                        "(ratios stay relative to gymnasium's; default gymnasium)")
     p.add_argument("--seed", type=int, default=0, help="seed of the timed runs (default 0)")
     p.add_argument("--out", type=Path, default=Path("results/bench"),
                    help="folder for bench.csv, bench.md, bench.json (default results/bench)")
@@ -674,7 +701,8 @@ def run_command(args) -> int:
         device=args.device, repeats=args.repeats, warmup=args.warmup, torch_threads=args.torch_threads,
         seed=args.seed, linesearch_mode=args.linesearch_mode, update_only=args.update_only,
         update_batch=args.update_batch, grid=args.grid, grid_workers=args.grid_workers, grid_runs=args.grid_runs,
-        grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps)
+        grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps,
+        env_backend=args.env_backend)
     report = run_bench(settings, stream=sys.stdout)
     write_report(report, args.out)
     print(markdown(report))

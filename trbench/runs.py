@@ -144,20 +144,26 @@ def _git_commit() -> str | None:
         return None
 
 
-def provenance() -> dict[str, Any]:
+def provenance(env_backend: str = "gymnasium") -> dict[str, Any]:
     import mujoco
     import numpy
     import torch
 
+    versions = {
+        "python": platform.python_version(),
+        "trbench": trbench.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gym.__version__,
+        "mujoco": mujoco.__version__,
+        "numpy": numpy.__version__,
+    }
+    if env_backend == "envpool":
+        # envpool steps its own MuJoCo build, not the mujoco package above
+        from trbench.algos.envpool_backend import envpool_versions
+
+        versions.update(envpool_versions())
     return {
-        "versions": {
-            "python": platform.python_version(),
-            "trbench": trbench.__version__,
-            "torch": torch.__version__,
-            "gymnasium": gym.__version__,
-            "mujoco": mujoco.__version__,
-            "numpy": numpy.__version__,
-        },
+        "versions": versions,
         "git_commit": _git_commit(),
         "hostname": socket.gethostname(),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -170,14 +176,14 @@ def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
         "algo": run.spec.arm,
         "algorithm": run.spec.algorithm,
         "env_id": run.spec.env_id,
-        "env_backend": "gymnasium",
+        "env_backend": run.config.env_backend,
         "seed": run.spec.seed,
         "seeds": derive_seeds(run.spec.seed),
         "steps": run.spec.steps,
         "device": device,
         "config": run.config.to_dict(),
         "overrides": dict(run.spec.overrides),
-        **provenance(),
+        **provenance(run.config.env_backend),
     }
 
 

@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", required=True, type=_int_steps, help="environment-step budget")
     p.add_argument("--seed", type=int, default=0, help="run seed; every other seed derives from it (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)")
+    p.add_argument("--env-backend", default=None, choices=("gymnasium", "envpool"),
+                   help="what steps the envs (default: the config's, gymnasium); envpool needs its extra")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; repeatable (see `trbench config ALGO`)")
     p.add_argument("--label", default="", help="name of this arm in reports (default: the algorithm)")
@@ -43,6 +45,8 @@ def run_train(args) -> int:
     overrides = parse_set_arguments(args.overrides)
     if args.device is not None:
         overrides["device"] = args.device
+    if args.env_backend is not None:
+        overrides["env_backend"] = args.env_backend
     if args.seed < 0:
         raise UsageError(f"--seed: must be >= 0, got {args.seed}")
     run = resolve(RunSpec(algorithm=args.algo, env_id=args.env, steps=args.steps, seed=args.seed,
