@@ -47,10 +47,13 @@ def _import_envpool():
 
 
 def supported_env_ids() -> list[str]:
-    """MuJoCo tasks that both envpool and gymnasium's registry name the same way."""
+    """MuJoCo tasks that envpool and gymnasium both run under the same name: v4 and later.
+    envpool also ports v2/v3, but gymnasium 1.x cannot run those (they need mujoco-py), so there
+    would be no reference to check them against; they are left out."""
     envpool = _import_envpool()
     return sorted(e for e in envpool.list_all_envs()
-                  if e in gym.registry and "mujoco" in str(gym.registry[e].entry_point))
+                  if e in gym.registry and "mujoco" in str(gym.registry[e].entry_point)
+                  and (gym.registry[e].version or 0) >= 4)
 
 
 def envpool_versions() -> dict[str, str]:

@@ -256,9 +256,24 @@ class _SuiteReader:
                           hparams.get(arm.name, {}), env_hparams.get(ALL_ARMS, {}), env_hparams.get(arm.name, {})]
                 for seed_index, seed in enumerate(seeds):
                     runs.extend((seed_index, run) for run in self.expand(arm, env_id, steps, seed, layers))
+        self.check_backends(runs)
         # seeds outermost: an interrupted grid holds every arm and env for its first seeds
         ordered = tuple(run for _, run in sorted(runs, key=lambda pair: pair[0]))
         return Suite(self.path, name, description, self.text, tuple(envs), tuple(arms), tuple(seeds), ordered)
+
+    def check_backends(self, runs: list[tuple[int, ResolvedRun]]) -> None:
+        """envs were checked against gymnasium; a run on another backend must exist there too
+        (envpool offers only the MuJoCo tasks, and only when its extra is installed)."""
+        checked: set[tuple[str, str]] = set()
+        for _, run in runs:
+            pair = (run.spec.env_id, run.config.env_backend)
+            if pair[1] == "gymnasium" or pair in checked:
+                continue
+            checked.add(pair)
+            try:
+                make_vector_env(pair[0], 1, pair[1]).close()
+            except UsageError as exc:
+                self.fail(f"hparams (env_backend = {pair[1]!r}, env {pair[0]})", str(exc))
 
     def suite_name(self, value: Any) -> str:
         name = self.string(value, "name")

@@ -36,6 +36,11 @@ CASES = {
                                ["hparams.trpo.max_kll: unknown setting for trpo", "max_kl"]),
     "hyperparameter no arm has": (VALID + "[hparams.all]\nclip_rang = 0.2\n",
                                   ["hparams.all.clip_rang: unknown setting", "clip_range"]),
+    "env the chosen backend lacks": (edit('envs = ["InvertedPendulum-v5"]', 'envs = ["Pendulum-v1"]')
+                                     + '[hparams.all]\nenv_backend = "envpool"\n',
+                                     ["env_backend = 'envpool', env Pendulum-v1", "envpool"]),
+    "unknown env backend": (VALID + '[hparams.all]\nenv_backend = "brax"\n',
+                            ["env_backend", "gymnasium, envpool"]),
     "unknown algorithm": (edit('"ppo"]', '"ppo", "sac"]'),
                           ["algos[2]: unknown algorithm or variant 'sac'", "trpo", "trpo+", "module:Class"]),
     "unknown variant base": (VALID + '[variants.mine]\nalgo = "trpp"\n',
