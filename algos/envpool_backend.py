@@ -112,12 +112,12 @@ class EnvpoolVectorEnv:
         info: dict[str, Any] = {}
         if done.any():
             ended = np.flatnonzero(done)
+            obs = obs.copy()  # ours from here on, whatever envpool does with its buffers
             final_obs = np.empty(self.num_envs, dtype=object)
             for i in ended:
                 final_obs[i] = obs[i].copy()
             # the step after an episode's end resets the env and ignores its action
             reset_obs, *_ = self._pool.step(np.zeros((ended.size, self._action_dim)), ended.astype(np.int32))
-            obs = obs.copy()
             obs[ended] = reset_obs
             info["final_obs"] = final_obs
             info["_final_obs"] = done.copy()

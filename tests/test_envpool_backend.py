@@ -158,3 +158,32 @@ def test_envpool_dynamics_follow_gymnasium_from_the_same_start_state(env_id):
             break
     ours.close()
     theirs.close()
+
+
+def test_each_env_of_the_adapter_follows_its_own_envpool_env_with_the_reset_steps_removed():
+    """Env i of the adapter, seeded s + i, against a one-env envpool pool seeded s + i and driven
+    the NEXT_STEP way: the same actions, and after each episode end one extra step that resets
+    it. Observations, rewards, flags and last observations must agree exactly."""
+    import envpool
+
+    num_envs, seed, limit = 3, 21, 15
+    ours = EnvpoolVectorEnv("Hopper-v5", num_envs, max_episode_steps=limit)
+    first, _ = ours.reset(seed=seed)
+    singles = [envpool.make_gymnasium("Hopper-v5", num_envs=1, seed=seed + i, env_seed=[seed + i],
+                                      max_episode_steps=limit, num_threads=1) for i in range(num_envs)]
+    for i, single in enumerate(singles):
+        assert np.array_equal(single.reset()[0][0], first[i])
+    rng = np.random.default_rng(5)
+    ends = 0
+    for _ in range(80):
+        actions = rng.uniform(-1, 1, (num_envs, 3))
+        obs, rew, term, trunc, info = ours.step(actions)
+        for i, single in enumerate(singles):
+            o, r, te, tr, _ = single.step(actions[i:i + 1])
+            assert (rew[i], term[i], trunc[i]) == (r[0], te[0], tr[0])
+            if te[0] or tr[0]:
+                ends += 1
+                assert np.array_equal(info["final_obs"][i], o[0])
+                o, *_ = single.step(np.zeros((1, 3)))  # the reset step, which the adapter hides
+            assert np.array_equal(obs[i], o[0])
+    assert ends >= num_envs
