@@ -163,19 +163,36 @@ def test_last_episodes_mean_weights_by_episode_count():
 
 
 @pytest.mark.parametrize(
-    "published_value, interval, ours, low, high, expected",
+    "published_value, interval, ours, low, high, n_seeds, expected",
     [
-        (100.0, None, 95.0, 90.0, 110.0, "consistent"),  # published inside our CI
-        (100.0, (80.0, 120.0), 115.0, 112.0, 118.0, "consistent"),  # ours inside the published spread
-        (100.0, (80.0, 120.0), 130.0, 125.0, 135.0, "above"),
-        (100.0, None, 50.0, 40.0, 60.0, "below"),
-        (100.0, None, 101.0, math.nan, math.nan, "one seed"),  # one run: no CI, so no verdict
-        (100.0, (80.0, 120.0), 101.0, math.nan, math.nan, "one seed"),  # not even inside a spread
-        (100.0, None, math.nan, math.nan, math.nan, "no data"),
+        (100.0, None, 95.0, 90.0, 110.0, 5, "consistent"),  # published inside our CI
+        (100.0, (80.0, 120.0), 115.0, 112.0, 118.0, 5, "consistent"),  # ours inside the published spread
+        (100.0, (80.0, 120.0), 130.0, 125.0, 135.0, 5, "above"),
+        (100.0, None, 50.0, 40.0, 60.0, 10, "below"),
+        (100.0, None, 101.0, math.nan, math.nan, 1, "too few seeds"),  # one run: no CI, so no verdict
+        (100.0, (80.0, 120.0), 101.0, math.nan, math.nan, 1, "too few seeds"),  # not even inside a spread
+        (100.0, None, 50.0, 40.0, 60.0, 4, "too few seeds"),  # a 4-seed CI is too narrow to say below
+        (100.0, None, 95.0, 90.0, 110.0, 2, "too few seeds"),
+        (100.0, None, math.nan, math.nan, math.nan, 0, "no data"),
     ],
 )
-def test_verdict(published_value, interval, ours, low, high, expected):
-    assert reference.verdict(published_value, interval, ours, low, high) == expected
+def test_verdict(published_value, interval, ours, low, high, n_seeds, expected):
+    assert reference.verdict(published_value, interval, ours, low, high, n_seeds) == expected
+
+
+def test_the_interval_of_a_few_seeds_is_held_inside_their_range():
+    """Why fewer than MIN_SEEDS_FOR_VERDICT seeds give no verdict: the bootstrap interval of the
+    mean never leaves the data's range, which holds the centre of a symmetric population with
+    probability 1 - 2 * 0.5^n only."""
+    from trbench.analysis import stats
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4):
+        sample = rng.normal(size=(1, n))
+        low, high = stats.bootstrap_mean_ci_batch(sample, np.random.default_rng(1))
+        assert sample.min() - 1e-12 <= low[0] and high[0] <= sample.max() + 1e-12
+        assert 1 - 2 * 0.5**n < 0.95
+    assert 1 - 2 * 0.5**reference.MIN_SEEDS_FOR_VERDICT > 0.93
 
 
 def test_env_names():

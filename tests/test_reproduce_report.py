@@ -68,8 +68,10 @@ def baselines_folder(tmp_path) -> Path:
         write_run(root / "runs", "trpo", "Hopper-v4", seed, value)
     for seed, value in enumerate([-20.0, -21.0, -19.0, -20.5, -19.5]):
         write_run(root / "runs", "trpo", "Reacher-v4", seed, value)
-    for seed, value in enumerate([3000.0, 3100.0, 3050.0]):
+    for seed, value in enumerate([3000.0, 3100.0, 3050.0, 3020.0, 3080.0]):
         write_run(root / "runs", "trpo", "Walker2d-v4", seed, value)
+    for seed, value in enumerate([5000.0, 5100.0, 5050.0]):  # far above 1290, but only 3 seeds
+        write_run(root / "runs", "trpo", "HalfCheetah-v4", seed, value)
     return root
 
 
@@ -84,6 +86,9 @@ def test_training_return_metric_and_verdicts(baselines_folder):
     assert hopper["verdict"] == "consistent"
     assert row(table, env_id="Reacher-v4", source="baselines-mujoco1m")["verdict"] == "below"
     assert row(table, env_id="Walker2d-v4", source="baselines-mujoco1m")["verdict"] == "above"
+    cheetah = row(table, env_id="HalfCheetah-v4", source="baselines-mujoco1m")
+    assert cheetah["n_seeds"] == 3 and cheetah["ours"] == pytest.approx(5050.0)
+    assert cheetah["verdict"] == "too few seeds"
     # the approximate graph reading of the same benchmark is flagged
     assert row(table, env_id="Hopper-v4", source="baselines-plot")["approximate"]
 
@@ -97,7 +102,7 @@ def test_report_adds_the_reproduction_section_table_and_figure(baselines_folder)
     assert (out / "figures" / "reproduction.pdf").exists()
     csv = pd.read_csv(out / "reproduction.csv")
     assert list(csv.columns) == reference.REPRODUCTION_COLUMNS
-    assert set(csv["verdict"]) <= {"consistent", "above", "below", "no data"}
+    assert set(csv["verdict"]) <= {"consistent", "above", "below", "too few seeds", "no data"}
     assert "Reproduction of published results" in (out / "reproduction.md").read_text()
 
 
@@ -115,8 +120,8 @@ def test_max_of_the_seed_mean_curve_and_final_evaluation(tmp_path):
     down = list(np.linspace(2000, 100, 20))
     write_run(root / "runs", "npg", "Hopper-v5", 0, 500.0, up)
     write_run(root / "runs", "npg", "Hopper-v5", 1, 500.0, down)
-    write_run(root / "runs", "trpo", "Hopper-v5", 0, 500.0, final_eval=3400.0)
-    write_run(root / "runs", "trpo", "Hopper-v5", 1, 500.0, final_eval=3300.0)
+    for seed, final in enumerate([3400.0, 3300.0, 3350.0, 3380.0, 3320.0]):
+        write_run(root / "runs", "trpo", "Hopper-v5", seed, 500.0, final_eval=final)
     table = reference.reproduction_table(root, "algos-v5", np.random.default_rng(0), n_resamples=300).table
     tianshou = row(table, arm="npg", source="tianshou")
     assert tianshou["metric"] == "max_mean_eval_curve"
