@@ -287,6 +287,12 @@ class NaturalGradientConfig(OnPolicyConfig):
         1.0, "fraction of the batch used for Fisher-vector products",
         source="1.0 in Spinning Up / sb3-contrib; Schulman et al. 2015 App. C.1 used 0.1", gt=0, le=1,
     )
+    fvp_subsample_mode: str = setting(
+        "random", "how fvp_subsample < 1 picks states: a fresh random subset each update, or every "
+        "round(1/fvp_subsample)-th state of the batch",
+        source="strided: OpenAI Baselines trpo_mpi (arr[::5]); random: Engstrom et al. 2020 code",
+        choices=("random", "strided"),
+    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ class NPG(OnPolicyAlgorithm):
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
         ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device)
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device,
+                                   cfg.fvp_subsample_mode)
         step = natural_gradient_step(
             (ratio * advantages).mean(),
             self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),

@@ -61,7 +61,8 @@ class TRPO(OnPolicyAlgorithm):
         # the line search's KL bound; Baselines accepts up to 1.5 delta (kl_accept_factor)
         accept_kl = cfg.kl_accept_factor * cfg.max_kl
 
-        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device)
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device,
+                                   cfg.fvp_subsample_mode)
         step = natural_gradient_step(
             surrogate(), self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
             actor_params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)

@@ -235,9 +235,18 @@ def natural_gradient_step(surrogate: torch.Tensor, fvp_mean_kl: torch.Tensor, pa
                        surrogate_before=surrogate.detach(), cg=cg)
 
 
-def fisher_subsample(size: int, fraction: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Indices of the states used for Fisher-vector products (all of them at fraction 1)."""
+def fisher_subsample(size: int, fraction: float, generator: torch.Generator, device: torch.device,
+                     mode: str = "random") -> torch.Tensor:
+    """Indices of the states used for Fisher-vector products (all of them at fraction 1).
+
+    ``random``: round(fraction * size) states drawn without replacement. ``strided``: every
+    round(1 / fraction)-th state from the first, as OpenAI Baselines' trpo_mpi takes
+    ``arr[::5]``; it draws nothing from the generator."""
     if fraction >= 1.0:
         return torch.arange(size, device=device)
+    if mode == "strided":
+        return torch.arange(0, size, max(1, round(1.0 / fraction)), device=device)
+    if mode != "random":
+        raise ValueError(f"mode must be random or strided, got {mode!r}")
     count = max(1, int(round(fraction * size)))
     return torch.randperm(size, generator=generator)[:count].to(device)

@@ -214,3 +214,21 @@ def test_flat_parameter_round_trip():
     flat = flat_parameters(params)
     assign_flat_parameters(params, flat * 2)
     torch.testing.assert_close(flat_parameters(params), flat * 2)
+
+
+def test_fisher_subsample_random_and_strided():
+    from trbench.algos.trust_region import fisher_subsample
+
+    device = torch.device("cpu")
+    everything = fisher_subsample(1024, 1.0, torch.Generator().manual_seed(0), device)
+    assert torch.equal(everything, torch.arange(1024))
+    # Baselines' arr[::5] on a 1024-step batch: 205 states, 0, 5, ..., 1020, and no random draw
+    generator = torch.Generator().manual_seed(0)
+    strided = fisher_subsample(1024, 0.2, generator, device, "strided")
+    assert torch.equal(strided, torch.arange(0, 1024, 5)) and len(strided) == 205
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    drawn = fisher_subsample(1024, 0.2, torch.Generator().manual_seed(0), device, "random")
+    assert len(drawn) == 205 and len(set(drawn.tolist())) == 205 and 0 <= drawn.min() and drawn.max() < 1024
+    assert torch.equal(drawn, fisher_subsample(1024, 0.2, torch.Generator().manual_seed(0), device, "random"))
+    with pytest.raises(ValueError):
+        fisher_subsample(1024, 0.2, generator, device, "blocks")
