@@ -116,9 +116,15 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     import torch
 
+    from trbench.algos.registry import BUILTIN, resolve_algorithm
     from trbench.runs import execute_run, resolve
 
     torch.set_num_threads(1)
+    # A worker lives for the whole grid. Importing every built-in algorithm now, rather than at
+    # its first run, makes the worker's code one snapshot: a source edit during a long grid can
+    # then not pair an old config module with a new algorithm module in one process.
+    for name in BUILTIN:
+        resolve_algorithm(name)
 
     def send(message: tuple) -> None:
         if os.getppid() != parent_pid:
