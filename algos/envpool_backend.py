@@ -80,8 +80,9 @@ class EnvpoolVectorEnv:
         self.max_episode_steps = max_episode_steps if max_episode_steps is not None else spec_limit
         self._pool = None
         self._build(list(range(num_envs)))
-        self.single_observation_space = _as_box(self._pool.observation_space)
-        self.single_action_space = _as_box(self._pool.action_space)
+        # make_vector_env checks that both are Box, for either backend
+        self.single_observation_space = self._pool.observation_space
+        self.single_action_space = self._pool.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self._action_dim = self.single_action_space.shape[0]
@@ -139,8 +140,3 @@ def _int32_seed(seed: int) -> int:
         return seed
     return 2**30 + (seed - 2**31) % 2**30
 
-
-def _as_box(space: Any) -> gym.spaces.Box:
-    if not isinstance(space, gym.spaces.Box):
-        raise UsageError(f"env: envpool gave a {type(space).__name__} space; only Box is supported")
-    return space

@@ -30,16 +30,17 @@ def make_vector_env(env_id: str, num_envs: int, backend: str = "gymnasium") -> g
     if backend == "envpool":
         from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - optional dependency
 
-        return EnvpoolVectorEnv(env_id, num_envs)
-    if backend != "gymnasium":
+        env = EnvpoolVectorEnv(env_id, num_envs)
+    elif backend != "gymnasium":
         raise UsageError(f"env_backend: must be one of gymnasium, envpool, got {backend!r}")
-    if env_id not in gym.registry:
+    elif env_id not in gym.registry:
         raise UsageError(f"env: unknown gymnasium env id {env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
-    try:
-        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
-    except gym.error.Error as exc:
-        raise UsageError(f"env: {env_id!r} cannot be created: {str(exc).splitlines()[0]}") from exc
+    else:
+        try:
+            env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                               vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+        except gym.error.Error as exc:
+            raise UsageError(f"env: {env_id!r} cannot be created: {str(exc).splitlines()[0]}") from exc
     if not isinstance(env.single_action_space, gym.spaces.Box):
         env.close()
         raise UsageError(f"env: {env_id!r} has a {type(env.single_action_space).__name__} action space; only Box is supported")
