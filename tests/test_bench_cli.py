@@ -77,11 +77,11 @@ def test_update_only_times_the_cpu_update(tmp_path):
     assert {"fvp", "critic", "update_total", "linesearch (batched)"} <= {r["measure"] for r in rows}
 
 
-def _cuda_step():
+def _update_pieces(device_name: str):
     from trbench.algos import trust_region as tr
     from trbench.bench import BenchSettings, synthetic_trpo
 
-    device = torch.device("cuda")
+    device = torch.device(device_name)
     algorithm, batch = synthetic_trpo(4096, BenchSettings(hidden=(64, 64)), device)
     cfg = algorithm.config
     params = list(algorithm.policy.parameters())
@@ -93,10 +93,26 @@ def _cuda_step():
     return tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl
 
 
+def test_cg_and_batched_line_search_never_read_a_value_back():
+    """On the meta device tensors have shapes but no values, so any read inside CG or the batched
+    line search (``.item()``, ``float()``, ``bool()``, a Python ``if`` on a tensor) raises: the CPU
+    check, run everywhere, of what the CUDA test below checks with the sync debug mode."""
+    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("meta")
+    before = surrogate().detach()
+    cg = tr.conjugate_gradient(fvp, gradient, cfg.cg_iters, cfg.cg_tol)
+    beta, _, valid = tr.trust_region_step_size(cg.solution, fvp(cg.solution), cfg.max_kl)
+    full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
+    result = tr.batched_line_search(params, full_step, surrogate_and_kl, before, torch.dot(gradient, full_step),
+                                    cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+    assert result.accepted.device.type == "meta" and cg.iterations.device.type == "meta"
+    with pytest.raises(RuntimeError, match="meta"):  # the check can fail: reading is refused
+        bool(result.accepted)
+
+
 @cuda
 @pytest.mark.cuda
 def test_cg_and_batched_line_search_never_synchronise_with_the_host():
-    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _cuda_step()
+    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("cuda")
     before = surrogate().detach()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
@@ -114,7 +130,7 @@ def test_cg_and_batched_line_search_never_synchronise_with_the_host():
 @cuda
 @pytest.mark.cuda
 def test_batched_line_search_on_cuda_matches_the_sequential_one():
-    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _cuda_step()
+    tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("cuda")
     step = tr.natural_gradient_step(surrogate(), surrogate_and_kl()[1], params, cfg.max_kl, cfg.damping,
                                     cfg.cg_iters, cfg.cg_tol)
     old = tr.flat_parameters(params).clone()
