@@ -52,16 +52,23 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
     for algo in ("trpo", "vpg"):
         assert ("throughput", f"end-to-end {algo}") in measures
         assert ("throughput", f"rollout phase ({algo} policy)") in measures
+        assert ("throughput", f"env stepping inside the rollout ({algo} policy)") in measures
+        assert ("throughput", f"rollout work besides env stepping ({algo} policy)") in measures
     assert not any("npg" in m for _, m in measures)
     for phase in ("gradient_and_kl_graph", "fvp", "cg_algebra", "linesearch (sequential)",
                   "linesearch (batched)", "critic", "update_total"):
         assert ("trpo_update", phase) in measures
     for r in rows:
-        if r["section"] == "throughput":
+        if r["section"] == "throughput" and r["unit"] == "us per vector step":
+            assert float(r["value"]) > 0 and r["ratio"] == "" and r["repeats"] == "2"
+        elif r["section"] == "throughput":
             assert float(r["value"]) > 0 and float(r["ratio"]) > 0 and float(r["ratio_cpu"]) > 0
             assert r["repeats"] == ("3" if "raw" in r["measure"] else "2")
         if r["section"] == "trpo_update" and r["measure"] == "update_total":
             assert float(r["ratio"]) == 1.0
+    value = {r["measure"]: float(r["value"]) for r in rows if r["section"] == "throughput"}
+    for algo in ("trpo", "vpg"):  # env stepping is part of the rollout, so it is faster than the whole
+        assert value[f"env stepping inside the rollout ({algo} policy)"] > value[f"rollout phase ({algo} policy)"]
     text = (out / "bench.md").read_text()
     assert "| InvertedPendulum-v5 | end-to-end trpo |" in text and "ratio (CPU time)" in text
     assert "end-to-end vpg" in capsys.readouterr().out
