@@ -21,7 +21,7 @@ def read_result(folder: Path) -> dict[str, Any] | None:
 
 
 def run_state(folder: Path) -> str:
-    """complete; failed (failed or diverged, recorded in result.json); missing (never run, or
+    """complete; failed (failed, diverged or pruned, recorded in result.json); missing (never run, or
     interrupted: no result.json)."""
     result = read_result(folder)
     if result is None:

@@ -150,7 +150,11 @@ def test_pruner_stops_a_run_at_an_evaluation_point(tmp_path):
     pruned = study_of(out).get_trials()[2]
     assert pruned.state == TrialState.PRUNED and "at trial step 512" in pruned.user_attrs[PRUNED_ATTR]
     result = json.loads((out / "runs" / pruned.user_attrs["run_ids"][0] / "result.json").read_text())
-    assert result["status"] == "failed" and "RunPruned" in result["error"] and result["steps"] == 512
+    assert result["status"] == "pruned" and result["error"].startswith("pruned by the tuner") and result["steps"] == 512
+    from trbench.analysis.load import load_results
+
+    excluded = load_results(out).excluded.set_index("run_id")
+    assert excluded.loc[pruned.user_attrs["run_ids"][0], "status"] == "pruned"
 
 
 def test_a_diverging_configuration_prunes_its_trial_with_the_reason(tmp_path, capsys):

@@ -237,12 +237,17 @@ def clear_unfinished(folder: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+class RunPruned(Exception):
+    """Raised by an ``on_iteration`` callback to end a run early on purpose (a tuner's pruner);
+    the run is recorded with status ``pruned`` and the message, not as a failure."""
+
+
 def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, Any]:
     """Execute a resolved run into `folder` and return the result record.
 
-    Divergence and errors inside training are recorded (status `diverged` / `failed`), not
-    raised; an interrupt (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts
-    as unfinished.
+    Divergence, errors inside training and a :class:`RunPruned` from ``on_iteration`` are
+    recorded (status `diverged` / `failed` / `pruned`), not raised; an interrupt
+    (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts as unfinished.
     """
     import torch
 
@@ -278,6 +283,8 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, 
             os.replace(tmp, folder / "model.pt")
     except TrainingDiverged as exc:
         result.update(status="diverged", error=str(exc), steps=steps_seen)
+    except RunPruned as exc:
+        result.update(status="pruned", error=str(exc), steps=steps_seen)
     except UsageError:
         progress.close()
         clear_unfinished(folder)

@@ -430,10 +430,6 @@ def study_progress(study) -> tuple[int, int, int]:
 
 # --- the objective ------------------------------------------------------------------------------------
 
-class RunPruned(Exception):
-    """Raised from the per-iteration callback to stop a run the pruner has given up on."""
-
-
 class TrialFailed(Exception):
     """A configuration that cannot be trained (an error that is not divergence); counts as a trial."""
 
@@ -482,7 +478,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from trbench.runs import RunSpec, execute_run, resolve, run_is_complete
+        from trbench.runs import RunPruned, RunSpec, execute_run, resolve, run_is_complete
 
         s = self.settings
         self.claim(trial)
