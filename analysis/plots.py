@@ -297,7 +297,10 @@ class PublishedPoint:
     high: float
 
 
-SOURCE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p")
+# one shape per published source, so no two sources share one in any figure (a test checks that
+# there are at least as many as sources in analysis/data/published_results.csv)
+SOURCE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p", "d", "8", "H", "+", "x", "1", "2", "3",
+                  "4", "|")
 
 
 def plot_reproduction(

@@ -175,3 +175,10 @@ def test_reproduce_runs_a_tiny_preset_then_reports(tmp_path):
     assert set(table["env_id"]) == {"InvertedPendulum-v4"}
     assert (table["verdict"] == "no data").all()  # 2048 steps cannot be compared with 1M
     assert not list(out.glob("runs/*/model.pt"))
+
+
+def test_every_published_source_gets_its_own_marker_shape():
+    from trbench.analysis.plots import SOURCE_MARKERS
+
+    sources = set(reference.load_published()["source"])
+    assert len(set(SOURCE_MARKERS)) == len(SOURCE_MARKERS) >= len(sources)
