@@ -497,6 +497,9 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
     runs = read_runs(results_dir)
     notes = []
     rows = []
+    # one estimate per (arm, env, metric, budget): sources sharing a metric then show the same
+    # interval for the same runs, instead of two bootstrap draws that differ in the last digits
+    estimates: dict[tuple, tuple[float, float, float, int]] = {}
     for comparison in reference_set.comparisons:
         arm_runs = [run for run in runs if run.arm == comparison.arm]
         if not arm_runs:
@@ -510,7 +513,10 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
                 steps = row["steps"] if math.isfinite(row["steps"]) else max(run.final_step for run in cell)
                 interval = published_interval(row)
                 if row["metric"] in COMPUTED_METRICS:
-                    ours, low, high, n = cell_estimate(cell, row["metric"], steps, rng, n_resamples)
+                    key = (comparison.arm, env_id, row["metric"], steps)
+                    if key not in estimates:
+                        estimates[key] = cell_estimate(cell, row["metric"], steps, rng, n_resamples)
+                    ours, low, high, n = estimates[key]
                 else:
                     ours, low, high, n = math.nan, math.nan, math.nan, 0
                 rows.append({

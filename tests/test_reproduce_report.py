@@ -130,6 +130,10 @@ def test_max_of_the_seed_mean_curve_and_final_evaluation(tmp_path):
     assert zoo["metric"] == "final_eval_return"
     assert zoo["ours"] == pytest.approx(3350.0)
     assert zoo["verdict"] == "consistent"  # 3618.4 +- 356.8 holds 3350
+    # sources that share a metric and budget are compared with one estimate, not two bootstrap draws
+    sb3 = row(table, arm="trpo", source="sb3-contrib")
+    assert sb3["metric"] == "final_eval_return" and sb3["steps"] == zoo["steps"]
+    assert (sb3["ours_ci_low"], sb3["ours_ci_high"]) == (zoo["ours_ci_low"], zoo["ours_ci_high"])
 
 
 def test_runs_shorter_than_the_published_budget_are_not_compared(tmp_path):
