@@ -263,9 +263,9 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 m["e2e"][algo].append(spi / (time.perf_counter() - start))
                 m["e2e_cpu"][algo].append(spi / (time.process_time() - cpu_start))
                 m["rollout"][algo].append(spi / record["rollout_time_s"])
-                m["rollout_cpu"][algo].append(spi / timers[algo].cpu_s)
-                m["update_s"][algo].append(record["update_time_s"])
                 timer = timers[algo]
+                m["rollout_cpu"][algo].append(spi / timer.cpu_s)
+                m["update_s"][algo].append(record["update_time_s"])
                 m["env_in_rollout"][algo].append(spi / timer.env_s)
                 m["env_in_rollout_cpu"][algo].append(spi / timer.env_cpu_s)
                 m["other_us"][algo].append((record["rollout_time_s"] - timer.env_s) / steps_per_env * 1e6)
