@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .grid import load_suite
-from .runner import EXECUTORS, check_executor, check_out_dir, default_out, dry_run, run_suite
+from .runner import EXECUTORS, ORDERS, check_executor, check_out_dir, default_out, dry_run, run_suite
 from .status import print_status
 
 
@@ -28,6 +28,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and the total steps; run nothing")
     p.add_argument("--skip-failed", action="store_true",
                    help="do not redo runs recorded as failed or diverged (by default every run not complete is redone)")
+    p.add_argument("--order", choices=ORDERS, default="seeds",
+                   help="seeds: the suite's order, seeds outermost, so an interrupted grid has every cell at its "
+                        "first seeds (default); cells: all seeds of one algorithm x env cell before the next, so "
+                        "cells reach the seeds a verdict needs one at a time")
+    p.add_argument("--env", action="append", default=[], dest="only_envs", metavar="ENV",
+                   help="run only this env's runs of the grid now (repeatable; with --order cells, in the order "
+                        "given); the other runs and their results stay as they are")
     p.set_defaults(func=run_command)
 
     s = subparsers.add_parser(
@@ -44,9 +51,11 @@ def run_command(args) -> int:
     check_executor(args.executor, args.address, args.workers)
     if args.dry_run:
         check_out_dir(out, suite)
-        return dry_run(suite, out, redo_failed=not args.skip_failed, stream=sys.stdout)
+        return dry_run(suite, out, redo_failed=not args.skip_failed, stream=sys.stdout, order=args.order,
+                       only_envs=tuple(args.only_envs))
     return run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
-                     redo_failed=not args.skip_failed, stream=sys.stdout)
+                     redo_failed=not args.skip_failed, stream=sys.stdout, order=args.order,
+                     only_envs=tuple(args.only_envs))
 
 
 def status_command(args) -> int:

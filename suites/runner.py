@@ -112,24 +112,55 @@ def remove_stale_temp_files(out: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool) -> list[ResolvedRun]:
+ORDERS = ("seeds", "cells")
+
+
+def check_selection(suite: Suite, order: str, only_envs: tuple[str, ...]) -> None:
+    if order not in ORDERS:
+        raise UsageError(f"--order: {order!r} is not an order; allowed: {', '.join(ORDERS)}")
+    for env_id in only_envs:
+        if env_id not in suite.envs:
+            raise UsageError(f"--env: {suite.path}: {env_id!r} is not in the suite's envs; "
+                             f"allowed: {', '.join(suite.envs)}")
+
+
+def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "seeds",
+               only_envs: tuple[str, ...] = ()) -> list[ResolvedRun]:
+    """The runs not complete, in the order they should start.
+
+    `seeds` (the suite's order, seeds outermost) leaves an interrupted grid with every cell at
+    its first seeds; `cells` finishes all seeds of one (arm, env) cell before the next, so that
+    cells reach the seed count a verdict needs one by one. `only_envs` restricts this call to
+    those envs, in that order for `cells`; the rest of the grid stays as it is."""
+    check_selection(suite, order, only_envs)
     todo = []
     for run in suite.runs:
+        if only_envs and run.spec.env_id not in only_envs:
+            continue
         state = run_state(runs_dir / run.run_id)
         if state == "missing" or (state == "failed" and redo_failed):
             todo.append(run)
+    if order == "cells":
+        env_rank = {env_id: i for i, env_id in enumerate(only_envs or suite.envs)}
+        arm_rank = {arm.name: i for i, arm in enumerate(suite.arms)}
+        # a stable sort keeps the suite's seed order inside each cell
+        todo.sort(key=lambda run: (env_rank[run.spec.env_id], arm_rank.get(run.spec.arm, len(arm_rank))))
     return todo
 
 
-def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO) -> int:
+def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: str = "seeds",
+            only_envs: tuple[str, ...] = ()) -> int:
     runs_dir = out / "runs"
-    todo = {run.run_id for run in runs_to_do(suite, runs_dir, redo_failed)}
+    # position in which each run to do would start, so that --order and --env can be checked
+    todo = {run.run_id: position for position, run in
+            enumerate(runs_to_do(suite, runs_dir, redo_failed, order, only_envs), start=1)}
     id_width = max(len(run.run_id) for run in suite.runs)
-    stream.write(f"{'run_id':<{id_width}}  {'state':<8}  {'steps':>10}\n")
+    stream.write(f"{'run_id':<{id_width}}  {'state':<8}  {'steps':>10}  {'starts':>6}\n")
     states = {}
     for run in suite.runs:
         states[run.run_id] = run_state(runs_dir / run.run_id)
-        stream.write(f"{run.run_id:<{id_width}}  {states[run.run_id]:<8}  {run.spec.steps:>10,}\n")
+        starts = str(todo.get(run.run_id, "-"))
+        stream.write(f"{run.run_id:<{id_width}}  {states[run.run_id]:<8}  {run.spec.steps:>10,}  {starts:>6}\n")
     todo_steps = sum(run.spec.steps for run in suite.runs if run.run_id in todo)
     complete = sum(state == "complete" for state in states.values())
     failed = sum(state == "failed" for state in states.values())
@@ -142,9 +173,11 @@ def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO) -> int:
 
 
 def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, address: str | None,
-              redo_failed: bool, stream: TextIO) -> int:
-    """Run what is not yet done; exit code 0 when every run of the grid is complete, else 1."""
+              redo_failed: bool, stream: TextIO, order: str = "seeds", only_envs: tuple[str, ...] = ()) -> int:
+    """Run what is not yet done (of `only_envs` when given, in `order`, see :func:`runs_to_do`);
+    exit code 0 when every run of the grid is complete, else 1."""
     check_out_dir(out, suite)
+    check_selection(suite, order, only_envs)
     check_executor(executor, address, workers)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
@@ -154,7 +187,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         moved_out, moved_back = sort_run_folders(out, suite)
         runs_dir = out / "runs"
         runs_dir.mkdir(exist_ok=True)
-        todo = runs_to_do(suite, runs_dir, redo_failed)
+        todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
         if executor == "local":
             workers = min(workers or default_workers(), max(len(todo), 1))
         where = f"{workers} local workers" if executor == "local" else (

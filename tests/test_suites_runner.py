@@ -350,3 +350,80 @@ def test_ray_executor_on_a_local_instance(tmp_path):
             assert result["status"] == "failed" and result["error"]
     assert leftovers(out) == []
     assert "2/6 runs complete, 4 failed" in log.getvalue()
+
+
+def starts_column(text: str) -> dict[str, str]:
+    """run_id -> the dry run's start position ('-' for runs that will not start)."""
+    return {line.split()[0]: line.split()[3] for line in text.splitlines()[1:-1]}
+
+
+def test_order_cells_finishes_each_cell_before_the_next_and_env_selects(tmp_path, monkeypatch, capsys):
+    write_suite(tmp_path, """
+        name = "order"
+        steps = 512
+        seeds = 3
+        envs = ["InvertedPendulum-v5", "Pendulum-v1"]
+        algos = ["trpo", "vpg"]
+    """)
+    monkeypatch.chdir(tmp_path)
+    suite = load_suite(tmp_path / "grid.toml")
+    ids = {(run.spec.arm, run.spec.env_id, run.spec.seed): run.run_id for run in suite.runs}
+    seeds = sorted({seed for _, _, seed in ids})
+
+    assert main(["run", "grid.toml", "--dry-run"]) == 0
+    default = starts_column(capsys.readouterr().out)
+    # seeds outermost by default: every cell's first seed starts before any second seed
+    first_seed = [int(default[ids[arm, env, seeds[0]]]) for arm in ("trpo", "vpg") for env in suite.envs]
+    later_seeds = [int(default[ids[arm, env, s]]) for arm in ("trpo", "vpg") for env in suite.envs for s in seeds[1:]]
+    assert max(first_seed) < min(later_seeds)
+
+    assert main(["run", "grid.toml", "--dry-run", "--order", "cells", "--env", "Pendulum-v1",
+                 "--env", "InvertedPendulum-v5"]) == 0
+    cells = starts_column(capsys.readouterr().out)
+    expected = [ids[arm, env, seed] for env in ("Pendulum-v1", "InvertedPendulum-v5") for arm in ("trpo", "vpg")
+                for seed in seeds]
+    assert [run_id for run_id, _ in sorted(cells.items(), key=lambda item: int(item[1]))] == expected
+
+    assert main(["run", "grid.toml", "--dry-run", "--env", "Pendulum-v1"]) == 0
+    text = capsys.readouterr().out
+    selected = starts_column(text)
+    assert {run_id for run_id, start in selected.items() if start != "-"} == {
+        run_id for (_, env, _), run_id in ids.items() if env == "Pendulum-v1"}
+    assert "6 to run (3,072 steps)" in text
+
+
+def test_env_outside_the_suite_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
+    write_suite(tmp_path, """
+        name = "order"
+        steps = 512
+        seeds = 1
+        envs = ["InvertedPendulum-v5"]
+        algos = ["trpo"]
+    """)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "grid.toml", "--env", "Hopper-v5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "grid.toml" in err and "'Hopper-v5'" in err and "allowed: InvertedPendulum-v5" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
+
+
+def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_path):
+    suite = load_suite(write_suite(tmp_path, """
+        name = "select"
+        steps = 512
+        seeds = 1
+        envs = ["InvertedPendulum-v5", "Pendulum-v1"]
+        algos = ["vpg"]
+    """))
+    out = tmp_path / "results"
+    first, second = suite.runs
+    assert (first.spec.env_id, second.spec.env_id) == ("InvertedPendulum-v5", "Pendulum-v1")
+    log = io.StringIO()
+    assert run_suite(suite, out, workers=1, executor="local", address=None, redo_failed=True, stream=log,
+                     order="cells", only_envs=("Pendulum-v1",)) == 1
+    assert check_intact(out / "runs" / second.run_id, 512)["status"] == "complete"
+    assert not (out / "runs" / first.run_id).exists()
+    assert "1 to run (512 steps)" in log.getvalue() and "1/2 runs complete" in log.getvalue()
+    # the rest of the grid then resumes as usual
+    assert run_suite(suite, out, workers=1, executor="local", address=None, redo_failed=True, stream=log) == 0
+    assert check_intact(out / "runs" / first.run_id, 512)["status"] == "complete"
