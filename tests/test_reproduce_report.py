@@ -186,3 +186,11 @@ def test_every_published_source_gets_its_own_marker_shape():
 
     sources = set(reference.load_published()["source"])
     assert len(set(SOURCE_MARKERS)) == len(SOURCE_MARKERS) >= len(sources)
+
+
+def test_reproduce_refuses_an_env_outside_the_preset_before_writing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "baselines-mujoco1m", "--out", str(out), "--env", "Hopper-v5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'Hopper-v5'" in err and "allowed: Hopper-v4" in err
+    assert not out.exists()

@@ -69,6 +69,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the number of cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="as for trbench run")
     p.add_argument("--address", default=None, help="Ray cluster address, as for trbench run")
+    p.add_argument("--order", choices=("seeds", "cells"), default="cells",
+                   help="as for trbench run, but cells by default: a reproduction stopped half-way then has "
+                        "whole cells with the 5 seeds a verdict needs, not every cell short of them")
+    p.add_argument("--env", action="append", default=[], dest="only_envs", metavar="ENV",
+                   help="run only this env's runs now (repeatable), as for trbench run; the report covers all")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report what is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap in the report (default: 0)")
     p.set_defaults(func=reproduce_command)
@@ -85,7 +90,7 @@ def reproduce_command(args) -> int:
     if not args.report_only:
         check_executor(args.executor, args.address, args.workers)
         code = run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
-                         redo_failed=True, stream=sys.stdout)
+                         redo_failed=True, stream=sys.stdout, order=args.order, only_envs=tuple(args.only_envs))
     elif not (out / "runs").is_dir():
         raise UsageError(f"--report-only: {out} holds no runs yet; run the preset first")
     report_dir = build_report(out, None, ReportOptions(seed=args.seed, reference=suite.name))
