@@ -215,6 +215,12 @@ class OnPolicyConfig(ConfigBase):
     normalize_advantages: bool = setting(
         True, "standardise advantages to zero mean, unit std per batch", source="sb3-contrib, Tianshou"
     )
+    bootstrap_truncated: bool = setting(
+        True, "bootstrap an episode cut by the time limit with V(its last observation); false treats the "
+              "cut as a terminal state (value 0), which biases value targets near the limit",
+        source="on: Pardo et al. 2018 (Time Limits in RL), sb3, Tianshou, Spinning Up; "
+               "off: OpenAI Baselines trpo_mpi (gym's TimeLimit done is an ordinary episode end)",
+    )
     # --- normalisation --------------------------------------------------------------------------
     normalize_obs: bool = setting(
         True, "running mean/std observation normalisation (frozen during evaluation)",

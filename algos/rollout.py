@@ -161,8 +161,9 @@ class RolloutCollector:
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
 
     def collect(self, actor: GaussianPolicy, value_fn, steps_per_env: int, gamma: float, lam: float,
-                device: torch.device) -> tuple[dict[str, np.ndarray], RolloutStats]:
-        """Run `steps_per_env` vector steps and return the arrays GAE needs."""
+                device: torch.device, bootstrap_truncated: bool = True) -> tuple[dict[str, np.ndarray], RolloutStats]:
+        """Run `steps_per_env` vector steps and return the arrays GAE needs. With
+        `bootstrap_truncated` false, a time-limit cut counts as a termination in GAE."""
         n, T = self.num_envs, steps_per_env
         obs_dim = self.obs.shape[1]
         obs_buf = np.zeros((T, n, obs_dim), dtype=np.float32)
@@ -200,7 +201,7 @@ class RolloutCollector:
                     self.episode_return[ended] = 0.0
                     self.episode_length[ended] = 0
                 rew_buf[t] = self.reward_scaler(rewards, done)
-                term_buf[t] = terminated
+                term_buf[t] = terminated if bootstrap_truncated else done
                 done_buf[t] = done
                 self.obs = self.obs_normalizer(raw_obs)
             logp_buf = acting.log_probs(torch.from_numpy(act_buf), torch.from_numpy(aux_buf)).numpy()

@@ -44,7 +44,7 @@ class LinearValue:
         return 10.0 * obs[:, 0].double()
 
 
-def collect(env_id, steps_per_env, num_envs=2, gamma=1.0, lam=1.0):
+def collect(env_id, steps_per_env, num_envs=2, gamma=1.0, lam=1.0, bootstrap_truncated=True):
     register_toy_envs()
     env = make_vector_env(env_id, num_envs)
     normalizer = ObservationNormalizer((1,), enabled=False, clip=10.0)
@@ -52,7 +52,8 @@ def collect(env_id, steps_per_env, num_envs=2, gamma=1.0, lam=1.0):
     collector = RolloutCollector(env, 0, normalizer, scaler, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     actor = GaussianPolicy(1, 1, (4,), "tanh", "orthogonal", 0.01, 0.0)
-    arrays, stats = collector.collect(actor, LinearValue(), steps_per_env, gamma, lam, torch.device("cpu"))
+    arrays, stats = collector.collect(actor, LinearValue(), steps_per_env, gamma, lam, torch.device("cpu"),
+                                      bootstrap_truncated)
     env.close()
     return arrays, stats
 
@@ -66,6 +67,17 @@ def test_truncation_bootstraps_from_the_true_final_observation():
     # gamma = lam = 1: A_t = remaining rewards + V(final obs = 3) = 30, minus V(s_t)
     np.testing.assert_allclose(adv, [3 + 30 - 0, 2 + 30 - 10, 1 + 30 - 20] * 2)
     assert stats.episode_returns == [3.0] * 4 and stats.episode_lengths == [3] * 4
+
+
+def test_truncation_without_bootstrap_is_treated_as_termination():
+    # Baselines' semantics: the time-limit cut ends the return like a terminal state, V = 0
+    arrays, stats = collect("trbench-test/CounterTruncated-v0", steps_per_env=6, bootstrap_truncated=False)
+    adv = arrays["advantages"].reshape(6, 2)[:, 0]
+    np.testing.assert_allclose(adv, [3 - 0, 2 - 10, 1 - 20] * 2)
+    assert stats.episode_returns == [3.0] * 4
+    # a block end is not an episode end: it still bootstraps from the next observation
+    arrays, _ = collect("trbench-test/CounterTruncated-v0", steps_per_env=2, bootstrap_truncated=False)
+    np.testing.assert_allclose(arrays["advantages"].reshape(2, 2)[:, 0], [2 + 20 - 0, 1 + 20 - 10])
 
 
 def test_termination_does_not_bootstrap():

@@ -209,3 +209,20 @@ def test_resolve_reference_accepts_names_suite_files_and_the_manifest(tmp_path):
     assert reference.resolve_reference("auto", "algos-v5") == "algos-v5"
     with pytest.raises(reference.PublishedDataError):
         reference.resolve_reference("auto", None)
+
+
+@pytest.mark.parametrize("investigation, changed", [
+    ("baselines_mujoco1m_truncation.toml", {"bootstrap_truncated": False}),
+    ("walker2d_fvp_subsample.toml", {"fvp_subsample_mode": "random"}),
+])
+def test_an_investigation_differs_from_its_preset_in_exactly_its_setting(investigation, changed):
+    from trbench.suites.grid import load_suite
+
+    preset = {(run.spec.env_id, run.spec.seed): run.config.to_dict()
+              for run in load_suite(ROOT / "suites" / "presets" / "baselines_mujoco1m.toml").runs}
+    runs = load_suite(ROOT / "suites" / "reproduction" / investigation).runs
+    assert runs
+    for run in runs:
+        ours, theirs = run.config.to_dict(), preset[run.spec.env_id, run.spec.seed]
+        assert {k: v for k, v in ours.items() if theirs[k] != v} == changed, (investigation, run.run_id)
+        assert run.spec.steps == 1_000_000
