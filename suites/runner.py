@@ -192,13 +192,17 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
             workers = min(workers or default_workers(), max(len(todo), 1))
         where = f"{workers} local workers" if executor == "local" else (
             f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
-        stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs, {len(suite.runs) - len(todo)} already done, "
+        # with --env, progress counts the selected envs' runs only, not the rest of the grid
+        selected = [run for run in suite.runs if not only_envs or run.spec.env_id in only_envs]
+        already_done = len(selected) - len(todo)
+        scope = f", {len(selected)} of them on {', '.join(only_envs)}" if only_envs else ""
+        stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "
                      f"{len(todo)} to run ({sum(r.spec.steps for r in todo):,} steps) on {where} -> {out}\n")
         if moved_out or moved_back:
             stream.write(f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED}/, "
                          f"{moved_back} brought back from it\n")
         stream.flush()
-        progress = Progress(todo, stream, live=stream.isatty(), already_done=len(suite.runs) - len(todo))
+        progress = Progress(todo, stream, live=stream.isatty(), already_done=already_done)
         try:
             if todo and executor == "local":
                 run_local(todo, runs_dir, workers, progress)

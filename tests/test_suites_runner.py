@@ -423,7 +423,9 @@ def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_
                      order="cells", only_envs=("Pendulum-v1",)) == 1
     assert check_intact(out / "runs" / second.run_id, 512)["status"] == "complete"
     assert not (out / "runs" / first.run_id).exists()
-    assert "1 to run (512 steps)" in log.getvalue() and "1/2 runs complete" in log.getvalue()
+    text = log.getvalue()
+    assert "2 runs, 1 of them on Pendulum-v1, 0 already done, 1 to run (512 steps)" in text
+    assert "[1/1] " in text and "1/2 runs complete" in text
     # the rest of the grid then resumes as usual
     assert run_suite(suite, out, workers=1, executor="local", address=None, redo_failed=True, stream=log) == 0
     assert check_intact(out / "runs" / first.run_id, 512)["status"] == "complete"
