@@ -21,6 +21,7 @@ This module reads results folders only; it never imports training code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tomllib
@@ -483,6 +484,12 @@ class Reproduction:
     notes: list[str] = field(default_factory=list)
 
 
+def cell_rng(base_seed: int, key: tuple) -> np.random.Generator:
+    """A generator for one (arm, env, metric, budget) estimate, independent of every other key's."""
+    digest = hashlib.sha256("|".join(str(part) for part in key).encode()).digest()
+    return np.random.default_rng([base_seed, int.from_bytes(digest[:8], "little")])
+
+
 def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.Generator,
                        published: pd.DataFrame | None = None,
                        reference_sets: Mapping[str, ReferenceSet] | None = None,
@@ -500,6 +507,10 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
     # one estimate per (arm, env, metric, budget): sources sharing a metric then show the same
     # interval for the same runs, instead of two bootstrap draws that differ in the last digits
     estimates: dict[tuple, tuple[float, float, float, int]] = {}
+    # each estimate draws from its own stream, derived from its key: a cell's interval then does
+    # not move when runs of other cells are added, and a verdict near its boundary cannot flip
+    # because an unrelated task finished
+    base_seed = int(rng.integers(2**63 - 1))
     for comparison in reference_set.comparisons:
         arm_runs = [run for run in runs if run.arm == comparison.arm]
         if not arm_runs:
@@ -515,7 +526,7 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
                 if row["metric"] in COMPUTED_METRICS:
                     key = (comparison.arm, env_id, row["metric"], steps)
                     if key not in estimates:
-                        estimates[key] = cell_estimate(cell, row["metric"], steps, rng, n_resamples)
+                        estimates[key] = cell_estimate(cell, row["metric"], steps, cell_rng(base_seed, key), n_resamples)
                     ours, low, high, n = estimates[key]
                 else:
                     ours, low, high, n = math.nan, math.nan, math.nan, 0
