@@ -124,6 +124,11 @@ def check_selection(suite: Suite, order: str, only_envs: tuple[str, ...]) -> Non
                              f"allowed: {', '.join(suite.envs)}")
 
 
+def selected_runs(suite: Suite, only_envs: tuple[str, ...]) -> list[ResolvedRun]:
+    """The grid's runs on `only_envs` (all of them when it is empty), in the suite's order."""
+    return [run for run in suite.runs if not only_envs or run.spec.env_id in only_envs]
+
+
 def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "seeds",
                only_envs: tuple[str, ...] = ()) -> list[ResolvedRun]:
     """The runs not complete, in the order they should start.
@@ -132,11 +137,8 @@ def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "se
     its first seeds; `cells` finishes all seeds of one (arm, env) cell before the next, so that
     cells reach the seed count a verdict needs one by one. `only_envs` restricts this call to
     those envs, in that order for `cells`; the rest of the grid stays as it is."""
-    check_selection(suite, order, only_envs)
     todo = []
-    for run in suite.runs:
-        if only_envs and run.spec.env_id not in only_envs:
-            continue
+    for run in selected_runs(suite, only_envs):
         state = run_state(runs_dir / run.run_id)
         if state == "missing" or (state == "failed" and redo_failed):
             todo.append(run)
@@ -144,12 +146,13 @@ def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "se
         env_rank = {env_id: i for i, env_id in enumerate(only_envs or suite.envs)}
         arm_rank = {arm.name: i for i, arm in enumerate(suite.arms)}
         # a stable sort keeps the suite's seed order inside each cell
-        todo.sort(key=lambda run: (env_rank[run.spec.env_id], arm_rank.get(run.spec.arm, len(arm_rank))))
+        todo.sort(key=lambda run: (env_rank[run.spec.env_id], arm_rank[run.spec.arm]))
     return todo
 
 
 def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: str = "seeds",
             only_envs: tuple[str, ...] = ()) -> int:
+    check_selection(suite, order, only_envs)
     runs_dir = out / "runs"
     # position in which each run to do would start, so that --order and --env can be checked
     todo = {run.run_id: position for position, run in
@@ -193,7 +196,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         where = f"{workers} local workers" if executor == "local" else (
             f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
         # with --env, progress counts the selected envs' runs only, not the rest of the grid
-        selected = [run for run in suite.runs if not only_envs or run.spec.env_id in only_envs]
+        selected = selected_runs(suite, only_envs)
         already_done = len(selected) - len(todo)
         scope = f", {len(selected)} of them on {', '.join(only_envs)}" if only_envs else ""
         stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from trbench.errors import UsageError
+from trbench.suites.runner import ORDERS
 
 DEFAULT_ROOT = Path("results") / "reproduction"
 NOT_PRESETS = ("variants.toml",)  # built-in variants, not a grid
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the number of cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="as for trbench run")
     p.add_argument("--address", default=None, help="Ray cluster address, as for trbench run")
-    p.add_argument("--order", choices=("seeds", "cells"), default="cells",
+    p.add_argument("--order", choices=ORDERS, default="cells",
                    help="as for trbench run, but cells by default: a reproduction stopped half-way then has "
                         "whole cells with the 5 seeds a verdict needs, not every cell short of them")
     p.add_argument("--env", action="append", default=[], dest="only_envs", metavar="ENV",
