@@ -21,7 +21,6 @@ This module reads results folders only; it never imports training code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tomllib
@@ -484,12 +483,6 @@ class Reproduction:
     notes: list[str] = field(default_factory=list)
 
 
-def cell_rng(base_seed: int, key: tuple) -> np.random.Generator:
-    """A generator for one (arm, env, metric, budget) estimate, independent of every other key's."""
-    digest = hashlib.sha256("|".join(str(part) for part in key).encode()).digest()
-    return np.random.default_rng([base_seed, int.from_bytes(digest[:8], "little")])
-
-
 def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.Generator,
                        published: pd.DataFrame | None = None,
                        reference_sets: Mapping[str, ReferenceSet] | None = None,
@@ -526,7 +519,7 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
                 if row["metric"] in COMPUTED_METRICS:
                     key = (comparison.arm, env_id, row["metric"], steps)
                     if key not in estimates:
-                        estimates[key] = cell_estimate(cell, row["metric"], steps, cell_rng(base_seed, key), n_resamples)
+                        estimates[key] = cell_estimate(cell, row["metric"], steps, stats.keyed_rng(base_seed, *key), n_resamples)
                     ours, low, high, n = estimates[key]
                 else:
                     ours, low, high, n = math.nan, math.nan, math.nan, 0

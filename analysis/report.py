@@ -83,7 +83,8 @@ AGGREGATE_LABELS = {
     "optimality_gap": "Optimality gap",
     "probability_of_improvement": "Probability of improvement",
 }
-# Independent random streams per part of the report, so adding a part never changes another's CIs.
+# Independent random streams per part of the report, so adding a part never changes another's CIs;
+# within a part, each estimate draws from a stream keyed by what it estimates (see ``ReportOptions.rng``).
 STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILES, STREAM_EFFICIENCY = range(6)
 STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
 EVAL_METRICS = ("final_eval_return", "eval_return_at_step", "max_mean_eval_curve")
@@ -103,8 +104,15 @@ class ReportOptions:
     profile_points: int = 101
     reference: str | None = None  # a preset's suite name: add the reproduction table against its published numbers
 
-    def rng(self, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, stream])
+    def rng(self, stream: int, *key: object) -> np.random.Generator:
+        """The bootstrap generator of one estimate: part ``stream`` of the report, estimate ``key``.
+
+        Keyed streams keep an interval fixed when other cells, pairs or algorithms are added to
+        the results, so a table does not change in rows whose runs did not change.
+        """
+        if not key:
+            return np.random.default_rng([self.seed, stream])
+        return stats.keyed_rng(self.seed, stream, *key)
 
 
 @dataclass
@@ -151,10 +159,10 @@ def _cells(scored: pd.DataFrame) -> list[tuple[str, str]]:
 
 def summary_table(scored: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:
     """One row per (algo, env): n_runs, mean, std (n-1), median, IQM, bootstrap CI of the mean."""
-    rng = options.rng(STREAM_SUMMARY)
     rows = []
     for env, algo in _cells(scored):
         values = _cell_scores(scored, env, algo)
+        rng = options.rng(STREAM_SUMMARY, env, algo)
         low, high = stats.bootstrap_mean_ci(values, rng, options.n_resamples, options.confidence_level)
         rows.append(
             {
@@ -185,11 +193,11 @@ def pairwise_table(scored: pd.DataFrame, options: ReportOptions) -> pd.DataFrame
     pairs = _pairs_per_env(scored)
     if not pairs:
         return Unavailable("no env has runs of two or more algorithms, so there is nothing to compare")
-    rng = options.rng(STREAM_PAIRWISE)
     rows = []
     for env, algo_a, algo_b in pairs:
         a, b = _cell_scores(scored, env, algo_a), _cell_scores(scored, env, algo_b)
         welch = stats.welch_test(a, b)
+        rng = options.rng(STREAM_PAIRWISE, env, algo_a, algo_b)
         improvement = _without_ci_for_single_runs(
             stats.probability_of_improvement_ci([a], [b], rng, options.n_resamples, options.confidence_level),
             [a, b],
@@ -297,14 +305,14 @@ def aggregate_table(
     on normalised scores, each with a stratified-bootstrap percentile CI."""
     if not envs:
         return Unavailable("no env has both normalisation constants and runs of every algorithm")
-    rng = options.rng(STREAM_AGGREGATE)
     rows = []
     per_algo = {algo: per_task_normalized(scored, normalization, envs, algo) for algo in algos}
     for metric, aggregate in stats.AGGREGATE_METRICS.items():
         for algo in algos:
             interval = _without_ci_for_single_runs(
                 stats.stratified_bootstrap_ci(
-                    per_algo[algo], aggregate, rng, options.n_resamples, options.confidence_level
+                    per_algo[algo], aggregate, options.rng(STREAM_AGGREGATE, metric, algo),
+                    options.n_resamples, options.confidence_level,
                 ),
                 per_algo[algo],
             )
@@ -312,7 +320,9 @@ def aggregate_table(
     for algo_a, algo_b in itertools.permutations(algos, 2):
         interval = _without_ci_for_single_runs(
             stats.probability_of_improvement_ci(
-                per_algo[algo_a], per_algo[algo_b], rng, options.n_resamples, options.confidence_level
+                per_algo[algo_a], per_algo[algo_b],
+                options.rng(STREAM_AGGREGATE, "probability_of_improvement", algo_a, algo_b),
+                options.n_resamples, options.confidence_level,
             ),
             [*per_algo[algo_a], *per_algo[algo_b]],
         )
@@ -381,13 +391,13 @@ def _run_matrix(interpolated: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
 
 
 def learning_curve_bands(curves: pd.DataFrame, options: ReportOptions) -> dict[str, dict[str, plots.Band]]:
-    rng = options.rng(STREAM_CURVES)
     bands: dict[str, dict[str, plots.Band]] = {}
     for env in sorted(curves["env_id"].unique()):
         env_curves = curves[curves["env_id"] == env]
         grid = step_grid(env_curves, options.curve_points)
         for algo in sorted(env_curves["algo"].unique()):
             interpolated = interpolate_runs(env_curves[env_curves["algo"] == algo], grid)
+            rng = options.rng(STREAM_CURVES, env, algo)
             bands.setdefault(env, {})[algo] = _mean_band(_run_matrix(interpolated, grid), grid, rng, options)
     return bands
 
@@ -408,7 +418,6 @@ def sample_efficiency_bands(
     grid = step_grid(curves, options.efficiency_points, common_support=True)
     if grid.size < 2:
         return Unavailable("the runs' evaluated step ranges do not overlap, so there is no common step grid")
-    rng = options.rng(STREAM_EFFICIENCY)
     tail = (1.0 - options.confidence_level) / 2.0
     bands = {}
     for algo in algos:
@@ -421,6 +430,7 @@ def sample_efficiency_bands(
             per_task.append(normalization[env].normalize(matrix))
         # (runs, grid) per task -> IQM along runs for every grid point
         point = stats.iqm_batch(np.concatenate(per_task, axis=0).T)
+        rng = options.rng(STREAM_EFFICIENCY, algo)
         resampled = [task[rng.integers(0, task.shape[0], size=(options.n_resamples, task.shape[0]))] for task in per_task]
         replicates = stats.iqm_batch(np.concatenate(resampled, axis=1).transpose(0, 2, 1))
         low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
@@ -435,7 +445,6 @@ def performance_profile_bands(
     algos: Sequence[str],
     options: ReportOptions,
 ) -> dict[str, plots.Band]:
-    rng = options.rng(STREAM_PROFILES)
     per_algo = {algo: per_task_normalized(scored, normalization, envs, algo) for algo in algos}
     everything = np.concatenate([np.concatenate(tasks) for tasks in per_algo.values()])
     low_tau = min(0.0, float(everything.min()))
@@ -444,7 +453,7 @@ def performance_profile_bands(
     bands = {}
     for algo, tasks in per_algo.items():
         point, low, high = stats.performance_profile_ci(
-            tasks, thresholds, rng, options.n_resamples, options.confidence_level
+            tasks, thresholds, options.rng(STREAM_PROFILES, algo), options.n_resamples, options.confidence_level
         )
         bands[algo] = plots.Band(thresholds, point, low, high)
     return bands
@@ -560,7 +569,6 @@ def reproduction_bands(reproduction: reference.Reproduction, use_eval: bool,
                        options: ReportOptions) -> dict[str, dict[str, plots.Band]]:
     """Per env and arm: the mean over seeds of each run's evaluation curve, or of its
     last-100-training-episode return, on a common step grid, with a bootstrap CI."""
-    rng = options.rng(STREAM_REPRODUCTION_CURVES)
     arms = {comparison.arm for comparison in reproduction.reference.comparisons}
     runs = [run for run in reproduction.runs if run.arm in arms]
     bands: dict[str, dict[str, plots.Band]] = {}
@@ -577,6 +585,7 @@ def reproduction_bands(reproduction: reference.Reproduction, use_eval: bool,
                 else:
                     row = reference.training_curve(run, grid)
                 matrix.append(row)
+            rng = options.rng(STREAM_REPRODUCTION_CURVES, env_id, arm)
             bands.setdefault(env_id, {})[arm] = _mean_band(np.vstack(matrix), grid, rng, options)
     return bands
 

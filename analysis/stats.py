@@ -17,6 +17,7 @@ dimensions, which is how the bootstrap evaluates thousands of resamples at once.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,6 +32,17 @@ DEFAULT_CONFIDENCE = 0.95
 
 PerTaskScores = Sequence[np.ndarray]
 AggregateFn = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def keyed_rng(seed: int, *key: object) -> np.random.Generator:
+    """A generator for one estimate, named by ``key`` (for example an algorithm and an env).
+
+    Its stream depends only on ``seed`` and ``key``: an interval does not move when estimates
+    for other keys are added to or removed from a report, so a conclusion near an interval's
+    boundary cannot change because an unrelated run finished.
+    """
+    digest = hashlib.sha256("|".join(str(part) for part in key).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
 @dataclass(frozen=True)

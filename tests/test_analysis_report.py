@@ -120,6 +120,28 @@ def test_same_seed_same_tables_other_seed_other_cis(tmp_path):
     assert not np.allclose(first.summary["ci_low"], other.summary["ci_low"])
 
 
+def test_intervals_of_a_cell_do_not_move_when_another_algorithm_is_added(tmp_path):
+    """Every estimate bootstraps from its own stream: adding VPG's runs leaves the PPO and TRPO
+    rows (and curve bands) of the summary and pairwise tables unchanged to the last bit."""
+    base = grid_specs(algos=("ppo", "trpo"))
+    alone_root = make_results(tmp_path / "a", base)
+    together_root = make_results(tmp_path / "b", base + grid_specs(algos=("vpg",)))
+    alone, _ = analysed(alone_root)
+    together, _ = analysed(together_root)
+    kept = together.summary[together.summary["algo"] != "vpg"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.summary.reset_index(drop=True), kept)
+    pair = together.pairwise[(together.pairwise["algo_a"] == "ppo") & (together.pairwise["algo_b"] == "trpo")]
+    interval_columns = ["env", "mean_diff", "welch_p", "prob_improvement", "pi_ci_low", "pi_ci_high"]
+    pd.testing.assert_frame_equal(alone.pairwise[interval_columns].reset_index(drop=True),
+                                  pair[interval_columns].reset_index(drop=True))
+    bands_alone = report.learning_curve_bands(load_results(alone_root).curves, FAST)
+    bands_together = report.learning_curve_bands(load_results(together_root).curves, FAST)
+    for env, per_algo in bands_alone.items():
+        for algo, band in per_algo.items():
+            np.testing.assert_array_equal(band.low, bands_together[env][algo].low)
+            np.testing.assert_array_equal(band.high, bands_together[env][algo].high)
+
+
 def test_one_run_per_cell(tmp_path):
     analysis, text = analysed(make_results(tmp_path / "s", grid_specs(seeds=(0,))))
     assert analysis.summary["ci_low"].isna().all() and analysis.summary["std"].isna().all()
