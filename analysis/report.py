@@ -111,6 +111,8 @@ class ReportOptions:
         the results, so a table does not change in rows whose runs did not change.
         """
         if not key:
+            # a part that keys its own estimates (the reproduction table) takes its base stream
+            # here; it stays the one committed reports were built with
             return np.random.default_rng([self.seed, stream])
         return stats.keyed_rng(self.seed, stream, *key)
 
