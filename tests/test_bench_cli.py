@@ -49,6 +49,7 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
     rows = _rows(out / "bench.csv")
     measures = {(r["section"], r["measure"]) for r in rows}
     assert ("throughput", "raw stepping (random actions)") in measures
+    assert ("throughput", "raw stepping (trbench's stepping)") in measures
     for algo in ("trpo", "vpg"):
         assert ("throughput", f"end-to-end {algo}") in measures
         assert ("throughput", f"rollout phase ({algo} policy)") in measures
@@ -63,7 +64,8 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
             assert float(r["value"]) > 0 and r["ratio"] == "" and r["repeats"] == "2"
         elif r["section"] == "throughput":
             assert float(r["value"]) > 0 and float(r["ratio"]) > 0 and float(r["ratio_cpu"]) > 0
-            assert r["repeats"] == ("3" if "raw" in r["measure"] else "2")
+            # the reference is measured once more than the rounds: before the first and after each
+            assert r["repeats"] == ("3" if r["measure"] == "raw stepping (random actions)" else "2")
         if r["section"] == "trpo_update" and r["measure"] == "update_total":
             assert float(r["ratio"]) == 1.0
     value = {r["measure"]: float(r["value"]) for r in rows if r["section"] == "throughput"}

@@ -1,6 +1,7 @@
 """The speed paths must compute exactly what the plain paths compute: the batched line search
 accepts the same step as the sequential one, the rollout's acting equals ``GaussianPolicy.act``
-bit for bit, and the normaliser's spelled-out statistics equal numpy's mean and var."""
+bit for bit, the normaliser's spelled-out statistics equal numpy's mean and var, and the info-reduced vector
+env steps exactly as gymnasium's SyncVectorEnv."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from trbench.algos.networks import GaussianPolicy
 from trbench.algos.normalization import RunningMeanStd
-from trbench.algos.rollout import RolloutActor
+from trbench.algos.rollout import FinalObsInfoSyncVectorEnv, RolloutActor, make_vector_env
 from trbench.algos.trust_region import (
     assign_flat_parameters,
     backtracking_line_search,
@@ -181,3 +182,58 @@ def test_running_mean_std_equals_numpy_mean_and_var_bit_for_bit():
         var = (var * count + b_var * n + delta**2 * count * n / total) / total
         count = total
     assert np.array_equal(fast.mean, mean) and np.array_equal(fast.var, var) and math.isclose(fast.count, count)
+
+
+@pytest.mark.parametrize("env_id, num_envs, steps", [("Hopper-v5", 4, 300), ("Pendulum-v1", 3, 450)])
+def test_info_reduced_stepping_equals_gymnasium_sync_vector_env_bit_for_bit(env_id, num_envs, steps):
+    # Hopper's random-action episodes end by termination within tens of steps, Pendulum's by
+    # truncation at 200: both ways of reaching the autoreset are covered
+    reference = make_vector_env(env_id, num_envs, full_info=True)
+    reduced = make_vector_env(env_id, num_envs)
+    assert isinstance(reduced, FinalObsInfoSyncVectorEnv) and not isinstance(reference, FinalObsInfoSyncVectorEnv)
+    obs_ref, _ = reference.reset(seed=11)
+    obs, _ = reduced.reset(seed=11)
+    assert np.array_equal(obs, obs_ref)
+    low, high = reference.single_action_space.low, reference.single_action_space.high
+    actions = np.random.default_rng(0).uniform(low, high, size=(steps, num_envs, *low.shape)).astype(np.float32)
+    ends = {"terminated": 0, "truncated": 0}
+    for t in range(steps):
+        expected = reference.step(actions[t])
+        got = reduced.step(actions[t])
+        for a, b in zip(got[:4], expected[:4]):
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        ended = expected[2] | expected[3]
+        ends["terminated"] += int(expected[2].sum())
+        ends["truncated"] += int(expected[3].sum())
+        if ended.any():
+            assert np.array_equal(got[4]["_final_obs"], expected[4]["_final_obs"])
+            for i in np.flatnonzero(ended):
+                assert np.array_equal(got[4]["final_obs"][i], expected[4]["final_obs"][i])
+        else:
+            assert got[4] == {}
+    assert ends["terminated"] + ends["truncated"] > 0
+    reference.close()
+    reduced.close()
+
+
+def test_training_on_info_reduced_stepping_equals_training_on_gymnasium_sync_vector_env(monkeypatch):
+    from trbench.algos import trainer as trainer_module
+    from trbench.algos.registry import resolve_algorithm
+
+    timing = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
+    runs = {}
+    for full_info in (False, True):
+        monkeypatch.setattr(trainer_module, "make_vector_env",
+                            lambda env_id, n, backend, full=full_info: make_vector_env(env_id, n, backend, full_info=full))
+        cls = resolve_algorithm("trpo")
+        config = cls.Config.from_overrides({"steps_per_iteration": 256, "num_envs": 2, "critic_minibatch_size": 64,
+                                            "eval_interval_steps": 0})
+        trainer = trainer_module.Trainer(cls, config, "Hopper-v5", 512, 3)
+        rows = []
+        outcome = trainer.run(rows.append)
+        trainer.close()
+        runs[full_info] = ([{k: v for k, v in r.items() if k not in timing} for r in rows],
+                           flat_parameters(list(trainer.algorithm.policy.parameters())), outcome.final_eval_returns)
+    assert runs[False][0] == runs[True][0]
+    assert torch.equal(runs[False][1], runs[True][1])
+    assert np.array_equal(runs[False][2], runs[True][2])

@@ -9,7 +9,9 @@ to back; a round's ratios use the raw speed measured just before and just after 
 reports the median over rounds (with the smallest and largest ratio, to show the noise).
 
 Sections (each can be asked for alone):
-- throughput: raw stepping, the rollout phase, end-to-end iterations of TRPO, NPG, PPO and VPG;
+- throughput: raw stepping (and the bare stepping of what training steps: gymnasium's envs with
+  the info merge left out, or the envpool backend), the rollout phase, end-to-end iterations of
+  TRPO, NPG, PPO and VPG;
 - trpo_update: the TRPO update split into gradient and KL graph, Fisher-vector products,
   conjugate-gradient algebra, line search and critic, on a batch collected from the env;
 - update (``--update-only``): the TRPO update on a synthetic batch of ``--update-batch`` states
@@ -228,14 +230,14 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
     spi = settings.steps_per_iteration
     steps_per_env = spi // settings.num_envs
     rng = np.random.default_rng(settings.seed)
-    raw_env = make_vector_env(env_id, settings.num_envs)
+    # the reference: gymnasium's SyncVectorEnv as it is, every sub-env's info merged each step
+    raw_env = make_vector_env(env_id, settings.num_envs, full_info=True)
     raw_env.reset(seed=settings.seed)
-    # with another backend, its bare stepping is measured too, in the same rounds; every ratio
-    # stays relative to gymnasium's SyncVectorEnv, the ceiling the targets refer to
-    backend_env = None
-    if settings.env_backend != "gymnasium":
-        backend_env = make_vector_env(env_id, settings.num_envs, settings.env_backend)
-        backend_env.reset(seed=settings.seed)
+    # the bare stepping of what training steps (the info-reduced SyncVectorEnv, or another
+    # backend) is measured too, in the same rounds; every ratio stays relative to gymnasium's
+    # SyncVectorEnv, the ceiling the targets refer to
+    backend_env = make_vector_env(env_id, settings.num_envs, settings.env_backend)
+    backend_env.reset(seed=settings.seed)
     backend_raw: list[float] = []
     backend_raw_cpu: list[float] = []
     trainers, iterators, timers = {}, {}, {}
@@ -269,22 +271,25 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 m["env_in_rollout"][algo].append(spi / timer.env_s)
                 m["env_in_rollout_cpu"][algo].append(spi / timer.env_cpu_s)
                 m["other_us"][algo].append((record["rollout_time_s"] - timer.env_s) / steps_per_env * 1e6)
-            if backend_env is not None:
-                wall, cpu = raw_stepping(backend_env, steps_per_env, rng)
-                backend_raw.append(wall)
-                backend_raw_cpu.append(cpu)
+            wall, cpu = raw_stepping(backend_env, steps_per_env, rng)
+            backend_raw.append(wall)
+            backend_raw_cpu.append(cpu)
             wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
             raw.append(wall)
             raw_cpu.append(cpu)
         reference, reference_cpu = _harmonic_pairs(raw), _harmonic_pairs(raw_cpu)
         report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(raw), "steps/s", 1.0,
                        repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
-        if backend_env is not None:
-            report.add(_ratio_row("throughput", env_id, f"raw stepping ({settings.env_backend})", backend_raw,
-                                  [v / r for v, r in zip(backend_raw, reference)], "steps/s",
-                                  f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it",
-                                  [v / r for v, r in zip(backend_raw_cpu, reference_cpu)]))
-            report.samples[f"throughput/{env_id}/{settings.env_backend}"] = {"raw": backend_raw, "raw_cpu": backend_raw_cpu}
+        if settings.env_backend == "gymnasium":
+            backend_label = "trbench's stepping"
+            backend_note = f"the same SyncVectorEnv, info reduced to final_obs, {settings.num_envs} envs; training below uses it"
+        else:
+            backend_label = settings.env_backend
+            backend_note = f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it"
+        report.add(_ratio_row("throughput", env_id, f"raw stepping ({backend_label})", backend_raw,
+                              [v / r for v, r in zip(backend_raw, reference)], "steps/s", backend_note,
+                              [v / r for v, r in zip(backend_raw_cpu, reference_cpu)]))
+        report.samples[f"throughput/{env_id}/{settings.env_backend}"] = {"raw": backend_raw, "raw_cpu": backend_raw_cpu}
 
         def ratios(key: str, algo: str, ref: list[float]) -> list[float]:
             return [value / r for value, r in zip(m[key][algo], ref)]
@@ -321,8 +326,7 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
         for trainer in trainers.values():
             trainer.close()
         raw_env.close()
-        if backend_env is not None:
-            backend_env.close()
+        backend_env.close()
 
 
 # --- the TRPO update, phase by phase ---------------------------------------------------------------
