@@ -206,6 +206,12 @@ class OnPolicyConfig(ConfigBase):
         "(optional extra; different dynamics code and MuJoCo build, so results are not interchangeable)",
         source="trbench; envpool (Weng et al. 2022) as in Tianshou and CleanRL", choices=("gymnasium", "envpool"),
     )
+    acting_backend: str = setting(
+        "torch", "what computes the rollout's actions, on the CPU: the policy network in torch, or its weights "
+        "in numpy float32 (a third of torch's per-step cost at a few envs, but other rounding of the mean "
+        "action, so the same seed gives a different trajectory; updates and evaluation stay in torch)",
+        source="trbench", choices=("torch", "numpy"),
+    )
     steps_per_iteration: int = setting(
         2048, "environment steps (all envs together) collected per policy update",
         source="sb3-contrib TRPO n_steps=2048", ge=1,

@@ -120,6 +120,30 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values
 
 
+_NUMPY_ACTIVATIONS = {
+    nn.Tanh: lambda x: np.tanh(x, out=x),
+    nn.ReLU: lambda x: np.maximum(x, 0.0, out=x),
+    nn.ELU: lambda x: np.where(x > 0.0, x, np.expm1(x)),  # alpha = 1, the only one mlp() builds
+}
+
+
+def _numpy_layers(mean_net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray, object]] | None:
+    """(weight transposed, bias, activation or None) per Linear layer, as float32 numpy copies;
+    None if the network holds anything else (or an ELU with another alpha)."""
+    layers: list = []
+    for module in mean_net:
+        if type(module) is nn.Linear and module.bias is not None:
+            layers.append((module.weight.detach().cpu().numpy().T.copy(), module.bias.detach().cpu().numpy().copy(), None))
+        elif type(module) in _NUMPY_ACTIVATIONS and layers and layers[-1][2] is None \
+                and getattr(module, "alpha", 1.0) == 1.0:
+            layers[-1] = (*layers[-1][:2], _NUMPY_ACTIVATIONS[type(module)])
+        else:
+            return None
+    if not layers or any(w.dtype != np.float32 for w, _, _ in layers):
+        return None
+    return layers
+
+
 class RolloutActor:
     """Acting for one rollout, equal bit for bit to calling ``actor.act(obs, generator)`` every step,
     with a fraction of its cost; the parameters must not change during the rollout.
@@ -135,9 +159,15 @@ class RolloutActor:
     order. Those are exactly rounded elementwise operations plus a sum over the action dimension,
     so the results do not depend on how many steps are processed at once (tests compare them with
     ``actor.act`` bit for bit). Anything else (a subclass, hooks) calls ``actor.act`` every step.
+
+    ``backend="numpy"`` (the ``acting_backend`` setting) computes the mean action with the same
+    float32 weights in numpy, whose per-call cost is a fraction of torch's; the noise still comes
+    from the torch generator, in the same order. numpy's matrix product rounds differently from
+    torch's, so the same seed gives a different trajectory; the stored log-probabilities are those
+    of the distribution the actions were drawn from (the numpy mean).
     """
 
-    def __init__(self, actor: GaussianPolicy, num_envs: int):
+    def __init__(self, actor: GaussianPolicy, num_envs: int, backend: str = "torch"):
         self.actor = actor
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in actor.modules()) or bool(
             nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
@@ -149,6 +179,30 @@ class RolloutActor:
                 self.log_std = param + torch.zeros((num_envs, param.shape[0]), dtype=param.dtype, device=param.device)
                 self.std = self.log_std.exp()
                 self.inv_std = torch.exp(-self.log_std)
+        self.numpy_layers = None
+        if backend == "numpy":
+            self.numpy_layers = _numpy_layers(actor.mean_net) if self.fast else None
+            if self.numpy_layers is None:
+                raise UsageError("acting_backend: 'numpy' needs a plain GaussianPolicy (Linear layers with tanh, relu "
+                                 f"or elu between them, no hooks), got {type(actor).__name__}; allowed for it: torch")
+            self.numpy_std = self.std.numpy()
+        elif backend != "torch":
+            raise UsageError(f"acting_backend: must be one of torch, numpy, got {backend!r}")
+
+    def step(self, obs: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` on numpy arrays, computed by the chosen backend."""
+        if self.numpy_layers is None:
+            actions, aux = self.sample(torch.from_numpy(obs), generator)
+            return actions.numpy(), aux.numpy()
+        mean = obs
+        for weight_t, bias, activation in self.numpy_layers:
+            mean = mean @ weight_t
+            mean += bias
+            if activation is not None:
+                mean = activation(mean)
+        # the noise comes from the same generator, in the same order, as on the torch path
+        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).numpy()
+        return mean + noise * self.numpy_std, mean
 
     def sample(self, obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(actions, aux): aux is the mean action on the fast path, else the log-probabilities."""
@@ -208,9 +262,11 @@ class RolloutCollector:
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
 
     def collect(self, actor: GaussianPolicy, value_fn, steps_per_env: int, gamma: float, lam: float,
-                device: torch.device, bootstrap_truncated: bool = True) -> tuple[dict[str, np.ndarray], RolloutStats]:
+                device: torch.device, bootstrap_truncated: bool = True,
+                acting_backend: str = "torch") -> tuple[dict[str, np.ndarray], RolloutStats]:
         """Run `steps_per_env` vector steps and return the arrays GAE needs. With
-        `bootstrap_truncated` false, a time-limit cut counts as a termination in GAE."""
+        `bootstrap_truncated` false, a time-limit cut counts as a termination in GAE;
+        `acting_backend` is :class:`RolloutActor`'s."""
         n, T = self.num_envs, steps_per_env
         obs_dim = self.obs.shape[1]
         obs_buf = np.zeros((T, n, obs_dim), dtype=np.float32)
@@ -220,17 +276,15 @@ class RolloutCollector:
         done_buf = np.zeros((T, n), dtype=bool)
         final_obs: list[tuple[int, int, np.ndarray]] = []  # (t, env, normalised last obs) at episode ends
         stats = RolloutStats()
-        acting = RolloutActor(actor, n)
+        acting = RolloutActor(actor, n, acting_backend)
         aux_buf = np.zeros((T, n, self.action_low.shape[0]) if acting.fast else (T, n), dtype=np.float32)
         # inference mode: nothing computed while acting is ever differentiated, and it skips the
         # autograd bookkeeping of every small tensor operation in the loop
         with torch.inference_mode():
             for t in range(T):
                 obs_buf[t] = self.obs
-                actions, aux = acting.sample(torch.from_numpy(self.obs), self.generator)
-                actions_np = actions.numpy()
+                actions_np, aux_buf[t] = acting.step(self.obs, self.generator)
                 act_buf[t] = actions_np
-                aux_buf[t] = aux.numpy()
                 # the Gaussian is unbounded; the env sees the clipped action, the policy its sample
                 # (maximum then minimum is np.clip's definition, NaN included, without its wrapper)
                 raw_obs, rewards, terminated, truncated, info = self.env.step(

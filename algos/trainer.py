@@ -127,7 +127,8 @@ class Trainer:
         for iteration in range(1, iterations + 1):
             t0 = time.perf_counter()
             arrays, stats = collector.collect(actor, algorithm.value_fn, steps_per_env, cfg.gamma,
-                                              cfg.gae_lambda, self.device, cfg.bootstrap_truncated)
+                                              cfg.gae_lambda, self.device, cfg.bootstrap_truncated,
+                                              cfg.acting_backend)
             steps += cfg.steps_per_iteration
             t1 = time.perf_counter()
             batch = to_batch(arrays, self.device, torch.float32)

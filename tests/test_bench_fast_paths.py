@@ -237,3 +237,40 @@ def test_training_on_info_reduced_stepping_equals_training_on_gymnasium_sync_vec
     assert runs[False][0] == runs[True][0]
     assert torch.equal(runs[False][1], runs[True][1])
     assert np.array_equal(runs[False][2], runs[True][2])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_numpy_acting_draws_the_same_noise_around_the_same_mean_up_to_float32_rounding(activation):
+    torch.manual_seed(1)
+    policy = GaussianPolicy(11, 4, (64, 64), activation, "orthogonal", 1.0, -0.5)
+    obs = (np.random.default_rng(2).normal(size=(20, 6, 11)) * 2).astype(np.float32)
+    torch_acting, numpy_acting = RolloutActor(policy, 6), RolloutActor(policy, 6, "numpy")
+    torch_gen, numpy_gen = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert numpy_acting.numpy_layers is not None
+    bitwise_equal_steps = 0
+    with torch.inference_mode():
+        for t in range(obs.shape[0]):
+            a_ref, mean_ref = torch_acting.step(obs[t], torch_gen)
+            a, mean = numpy_acting.step(obs[t], numpy_gen)
+            assert a.dtype == mean.dtype == np.float32 and a.shape == mean.shape == (6, 4)
+            np.testing.assert_allclose(mean, mean_ref, rtol=1e-5, atol=1e-6)
+            # the same standard-normal draws, scaled by the same std
+            np.testing.assert_allclose(a - mean, a_ref - mean_ref, rtol=1e-5, atol=1e-6)
+            bitwise_equal_steps += np.array_equal(mean, mean_ref)
+    # numpy computes the mean itself (other rounding), it does not hand the step to torch
+    assert bitwise_equal_steps < obs.shape[0]
+
+
+def test_numpy_acting_refuses_what_it_cannot_compute():
+    from trbench.errors import UsageError
+
+    policy = GaussianPolicy(4, 2, (8,), "tanh", "orthogonal", 0.01, 0.0)
+    handle = policy.mean_net.register_forward_hook(lambda module, args, out: out * 2)
+    with pytest.raises(UsageError, match="acting_backend: 'numpy' needs a plain GaussianPolicy"):
+        RolloutActor(policy, 3, "numpy")
+    handle.remove()
+    policy.mean_net.append(torch.nn.Dropout(0.0))
+    with pytest.raises(UsageError, match="allowed for it: torch"):
+        RolloutActor(policy, 3, "numpy")
+    with pytest.raises(UsageError, match="acting_backend: must be one of torch, numpy"):
+        RolloutActor(policy, 3, "jax")

@@ -107,11 +107,11 @@ def comparable(rows):
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
-@pytest.mark.parametrize("algo", ["trpo", "ppo"])
-def test_same_seed_is_bit_identical_and_another_seed_is_not(tmp_path, algo):
-    a, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="a")
-    b, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="b")
-    c, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 12, name="c")
+@pytest.mark.parametrize("algo, overrides", [("trpo", {}), ("ppo", {}), ("trpo", {"acting_backend": "numpy"})])
+def test_same_seed_is_bit_identical_and_another_seed_is_not(tmp_path, algo, overrides):
+    a, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="a", **overrides)
+    b, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="b", **overrides)
+    c, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 12, name="c", **overrides)
     assert comparable(read_progress(a)) == comparable(read_progress(b))
     state_a, state_b, state_c = (torch.load(f / "model.pt") for f in (a, b, c))
     for key, tensor in state_a["algorithm"]["policy"].items():
@@ -160,7 +160,7 @@ def test_an_exception_in_training_is_recorded_as_failed(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo,overrides", [("trpo", {}), ("npg", {}), ("ppo", {})])
+@pytest.mark.parametrize("algo,overrides", [("trpo", {}), ("npg", {}), ("ppo", {}), ("trpo", {"acting_backend": "numpy"})])
 def test_learns_inverted_pendulum(tmp_path, algo, overrides):
     folder = tmp_path / algo
     result = execute_run(resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0,
@@ -218,6 +218,7 @@ def test_run_id_ignores_defaults_and_execution_settings_but_not_real_changes():
     assert rid(max_kl=0.01) == base  # explicitly the default
     assert rid(device="cpu", save_model=False) == base
     assert rid(max_kl=0.02) != base
+    assert rid(acting_backend="numpy") != base  # another rounding of the actions: another run
     assert resolve(RunSpec("trpo", "Hopper-v5", 1000, 1, {})).run_id != base
     assert resolve(RunSpec("trpo", "Hopper-v5", 1000, 0, {}, label="trpo+")).run_id != base
 

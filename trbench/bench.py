@@ -72,6 +72,7 @@ class BenchSettings:
     grid_repeats: int = 2
     memory_steps: int = 0
     env_backend: str = "gymnasium"
+    acting_backend: str = "torch"
 
     def check(self) -> None:
         if self.num_envs < 1:
@@ -103,6 +104,8 @@ class BenchSettings:
             raise UsageError(f"--grid-repeats: must be >= 1, got {self.grid_repeats}")
         if self.env_backend not in ("gymnasium", "envpool"):
             raise UsageError(f"--env-backend: must be one of gymnasium, envpool, got {self.env_backend!r}")
+        if self.acting_backend not in ("torch", "numpy"):
+            raise UsageError(f"--acting-backend: must be one of torch, numpy, got {self.acting_backend!r}")
         if self.memory_steps < 0:
             raise UsageError(f"--memory-steps: must be >= 0, got {self.memory_steps}")
 
@@ -160,6 +163,7 @@ def _bench_config(algo: str, settings: BenchSettings, device: str):
         "device": device,
         "eval_interval_steps": 0,  # periodic evaluation is not training throughput
         "env_backend": settings.env_backend,
+        "acting_backend": settings.acting_backend,
     }
     fields = cls.Config.field_names()
     defaults = cls.Config()
@@ -614,7 +618,7 @@ def markdown(report: BenchReport) -> str:
     lines = [f"# trbench bench", "",
              f"{s.num_envs} envs, {s.steps_per_iteration} steps per iteration, networks "
              f"{'x'.join(map(str, s.hidden))}, device {s.device}, {s.torch_threads} torch thread(s), "
-             f"median of {s.repeats} rounds (ratio range in the range column); load average "
+             f"env backend {s.env_backend}, acting backend {s.acting_backend}, median of {s.repeats} rounds (ratio range in the range column); load average "
              f"{report.samples.get('load_average_before')} before, {report.samples.get('load_average_after')} after "
              f"on {os.cpu_count()} cores.", ""]
     titles = {"throughput": "Throughput (ratio to raw stepping in the same round)",
@@ -727,6 +731,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--env-backend", choices=("gymnasium", "envpool"), default="gymnasium",
                    help="what steps the envs in training; envpool's bare stepping is then measured too "
                         "(ratios stay relative to gymnasium's; default gymnasium)")
+    p.add_argument("--acting-backend", choices=("torch", "numpy"), default="torch",
+                   help="what computes the rollout's actions in training (the acting_backend setting; default torch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the timed runs (default 0)")
     p.add_argument("--out", type=Path, default=Path("results/bench"),
                    help="folder for bench.csv, bench.md, bench.json (default results/bench)")
@@ -741,7 +747,7 @@ def run_command(args) -> int:
         seed=args.seed, linesearch_mode=args.linesearch_mode, update_only=args.update_only,
         update_batch=args.update_batch, grid=args.grid, grid_workers=args.grid_workers, grid_runs=args.grid_runs,
         grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps,
-        env_backend=args.env_backend)
+        env_backend=args.env_backend, acting_backend=args.acting_backend)
     report = run_bench(settings, stream=sys.stdout)
     write_report(report, args.out)
     print(markdown(report))
