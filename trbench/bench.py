@@ -3,10 +3,11 @@
 What matters for a researcher is how close training runs to the speed at which the simulator
 alone can be stepped, so every throughput is reported as a ratio to raw stepping (gymnasium's
 SyncVectorEnv with the same number of envs and random actions) measured in the same process, at
-nearly the same time. A shared or 2-core machine is noisy: each measurement is repeated in rounds,
-and within a round raw stepping and one training iteration of every algorithm are measured back
-to back; a round's ratios use the raw speed measured just before and just after it, and the table
-reports the median over rounds (with the smallest and largest ratio, to show the noise).
+nearly the same time. A shared or 2-core machine is noisy: each measurement is repeated in rounds.
+Each algorithm gets its own rounds, one after another (a suite worker trains one run at a time);
+a round is one training iteration followed by raw stepping, its ratios use the raw speed measured
+just before and just after it, and the table reports the median over rounds (with the smallest
+and largest ratio, to show the noise).
 
 Sections (each can be asked for alone):
 - throughput: raw stepping (and the bare stepping of what training steps: gymnasium's envs with
@@ -258,12 +259,24 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 next(iterators[algo])
         for algo in settings.algos:
             timers[algo] = _CollectTimer(trainers[algo].collector)
-        raw, raw_cpu = map(list, zip(raw_stepping(raw_env, steps_per_env, rng)))
         keys = ("e2e", "e2e_cpu", "rollout", "rollout_cpu", "update_s", "env_in_rollout", "env_in_rollout_cpu",
                 "other_us")
         m = {key: {a: [] for a in settings.algos} for key in keys}
-        for _ in range(settings.repeats):
-            for algo in settings.algos:
+        raw: dict[str, list[float]] = {a: [] for a in settings.algos}
+        raw_cpu: dict[str, list[float]] = {a: [] for a in settings.algos}
+        reference: dict[str, list[float]] = {}
+        reference_cpu: dict[str, list[float]] = {}
+        backend_ratios: list[float] = []
+        backend_ratios_cpu: list[float] = []
+        # one algorithm's rounds back to back, as a suite worker trains one run at a time;
+        # alternating the trainers would hand each iteration caches filled by the others'
+        # networks, buffers and envs, and measure a slower loop than any real run
+        for algo in settings.algos:
+            wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
+            raw[algo].append(wall)
+            raw_cpu[algo].append(cpu)
+            round_backend: list[tuple[float, float]] = []
+            for _ in range(settings.repeats):
                 start, cpu_start = time.perf_counter(), time.process_time()
                 record = next(iterators[algo])
                 m["e2e"][algo].append(spi / (time.perf_counter() - start))
@@ -275,15 +288,19 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 m["env_in_rollout"][algo].append(spi / timer.env_s)
                 m["env_in_rollout_cpu"][algo].append(spi / timer.env_cpu_s)
                 m["other_us"][algo].append((record["rollout_time_s"] - timer.env_s) / steps_per_env * 1e6)
-            wall, cpu = raw_stepping(backend_env, steps_per_env, rng)
-            backend_raw.append(wall)
-            backend_raw_cpu.append(cpu)
-            wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
-            raw.append(wall)
-            raw_cpu.append(cpu)
-        reference, reference_cpu = _harmonic_pairs(raw), _harmonic_pairs(raw_cpu)
-        report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(raw), "steps/s", 1.0,
-                       repeats=len(raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
+                round_backend.append(raw_stepping(backend_env, steps_per_env, rng))
+                wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
+                raw[algo].append(wall)
+                raw_cpu[algo].append(cpu)
+            reference[algo], reference_cpu[algo] = _harmonic_pairs(raw[algo]), _harmonic_pairs(raw_cpu[algo])
+            for (wall, cpu), ref, ref_cpu in zip(round_backend, reference[algo], reference_cpu[algo]):
+                backend_raw.append(wall)
+                backend_raw_cpu.append(cpu)
+                backend_ratios.append(wall / ref)
+                backend_ratios_cpu.append(cpu / ref_cpu)
+        all_raw = [v for algo in settings.algos for v in raw[algo]]
+        report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(all_raw), "steps/s", 1.0,
+                       repeats=len(all_raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
         if settings.env_backend == "gymnasium":
             backend_label = "trbench's stepping"
             backend_note = f"the same SyncVectorEnv, info reduced to final_obs, {settings.num_envs} envs; training below uses it"
@@ -291,12 +308,11 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
             backend_label = settings.env_backend
             backend_note = f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it"
         report.add(_ratio_row("throughput", env_id, f"raw stepping ({backend_label})", backend_raw,
-                              [v / r for v, r in zip(backend_raw, reference)], "steps/s", backend_note,
-                              [v / r for v, r in zip(backend_raw_cpu, reference_cpu)]))
+                              backend_ratios, "steps/s", backend_note, backend_ratios_cpu))
         report.samples[f"throughput/{env_id}/{settings.env_backend}"] = {"raw": backend_raw, "raw_cpu": backend_raw_cpu}
 
-        def ratios(key: str, algo: str, ref: list[float]) -> list[float]:
-            return [value / r for value, r in zip(m[key][algo], ref)]
+        def ratios(key: str, algo: str, ref: dict[str, list[float]]) -> list[float]:
+            return [value / r for value, r in zip(m[key][algo], ref[algo])]
 
         for algo in settings.algos:
             report.add(_ratio_row("throughput", env_id, f"rollout phase ({algo} policy)", m["rollout"][algo],
