@@ -28,8 +28,8 @@ class FinalObsInfoSyncVectorEnv(gym.vector.VectorWrapper):
     """gymnasium's SyncVectorEnv in SAME_STEP mode, stepped without merging every env's info.
 
     ``SyncVectorEnv.step`` merges each sub-env's info dict into batched arrays key by key, every
-    step; for the MuJoCo tasks (four to six info keys) that costs more per vector step than acting
-    with a 64x64 policy. Training reads only ``final_obs``. This wrapper makes the same calls on
+    step; for the MuJoCo tasks (four to six info keys) that costs about as much per vector step as
+    acting with a 64x64 policy. Training reads only ``final_obs``. This wrapper makes the same calls on
     the same sub-envs in the same order (``step``, and ``reset()`` without arguments when an
     episode ends), so observations, rewards, flags and final observations are identical to the
     wrapped env's; its info holds only ``final_obs`` and its mask ``_final_obs``, and only on
