@@ -100,25 +100,35 @@ def test_batched_line_search_rejects_a_non_finite_candidate():
     assert torch.equal(param.detach(), torch.tensor([0.25, 0.0]))
 
 
-def test_trpo_line_search_modes_train_identically():
+TIMING = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
+
+
+def _trpo_run(env_id: str, total_steps: int, seed: int, overrides: dict):
+    """(progress rows without timing, final policy parameters, final evaluation returns)."""
     from trbench.algos.registry import resolve_algorithm
     from trbench.algos.trainer import Trainer
 
-    timing = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
-    runs = {}
-    for m in ("sequential", "batched"):
-        cls = resolve_algorithm("trpo")
-        config = cls.Config.from_overrides({"linesearch_mode": m, "steps_per_iteration": 256, "num_envs": 2,
-                                            "critic_minibatch_size": 64, "eval_interval_steps": 0, "max_kl": 0.05})
-        trainer = Trainer(cls, config, "InvertedPendulum-v5", 768, 5)
-        rows = []
-        outcome = trainer.run(rows.append)
-        trainer.close()
-        runs[m] = ([{k: v for k, v in r.items() if k not in timing} for r in rows],
-                   flat_parameters(list(trainer.algorithm.policy.parameters())), outcome.final_eval_returns)
-    assert runs["sequential"][0] == runs["batched"][0]
-    assert torch.equal(runs["sequential"][1], runs["batched"][1])
-    assert np.array_equal(runs["sequential"][2], runs["batched"][2])
+    cls = resolve_algorithm("trpo")
+    trainer = Trainer(cls, cls.Config.from_overrides(overrides), env_id, total_steps, seed)
+    rows = []
+    outcome = trainer.run(rows.append)
+    trainer.close()
+    return ([{k: v for k, v in r.items() if k not in TIMING} for r in rows],
+            flat_parameters(list(trainer.algorithm.policy.parameters())), outcome.final_eval_returns)
+
+
+def _assert_same_run(a, b):
+    assert a[0] == b[0]
+    assert torch.equal(a[1], b[1])
+    assert np.array_equal(a[2], b[2])
+
+
+def test_trpo_line_search_modes_train_identically():
+    runs = {m: _trpo_run("InvertedPendulum-v5", 768, 5,
+                         {"linesearch_mode": m, "steps_per_iteration": 256, "num_envs": 2,
+                          "critic_minibatch_size": 64, "eval_interval_steps": 0, "max_kl": 0.05})
+            for m in ("sequential", "batched")}
+    _assert_same_run(runs["sequential"], runs["batched"])
 
 
 @pytest.mark.parametrize("activation, act_dim, num_envs", [("tanh", 3, 8), ("relu", 6, 1), ("elu", 1, 5), ("tanh", 17, 16)])
@@ -218,25 +228,14 @@ def test_info_reduced_stepping_equals_gymnasium_sync_vector_env_bit_for_bit(env_
 
 def test_training_on_info_reduced_stepping_equals_training_on_gymnasium_sync_vector_env(monkeypatch):
     from trbench.algos import trainer as trainer_module
-    from trbench.algos.registry import resolve_algorithm
 
-    timing = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
     runs = {}
     for full_info in (False, True):
         monkeypatch.setattr(trainer_module, "make_vector_env",
                             lambda env_id, n, backend, full=full_info: make_vector_env(env_id, n, backend, full_info=full))
-        cls = resolve_algorithm("trpo")
-        config = cls.Config.from_overrides({"steps_per_iteration": 256, "num_envs": 2, "critic_minibatch_size": 64,
-                                            "eval_interval_steps": 0})
-        trainer = trainer_module.Trainer(cls, config, "Hopper-v5", 512, 3)
-        rows = []
-        outcome = trainer.run(rows.append)
-        trainer.close()
-        runs[full_info] = ([{k: v for k, v in r.items() if k not in timing} for r in rows],
-                           flat_parameters(list(trainer.algorithm.policy.parameters())), outcome.final_eval_returns)
-    assert runs[False][0] == runs[True][0]
-    assert torch.equal(runs[False][1], runs[True][1])
-    assert np.array_equal(runs[False][2], runs[True][2])
+        runs[full_info] = _trpo_run("Hopper-v5", 512, 3, {"steps_per_iteration": 256, "num_envs": 2,
+                                                           "critic_minibatch_size": 64, "eval_interval_steps": 0})
+    _assert_same_run(runs[False], runs[True])
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])

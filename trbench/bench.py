@@ -266,8 +266,6 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
         raw_cpu: dict[str, list[float]] = {a: [] for a in settings.algos}
         reference: dict[str, list[float]] = {}
         reference_cpu: dict[str, list[float]] = {}
-        backend_ratios: list[float] = []
-        backend_ratios_cpu: list[float] = []
         # one algorithm's rounds back to back, as a suite worker trains one run at a time;
         # alternating the trainers would hand each iteration caches filled by the others'
         # networks, buffers and envs, and measure a slower loop than any real run
@@ -275,7 +273,6 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
             wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
             raw[algo].append(wall)
             raw_cpu[algo].append(cpu)
-            round_backend: list[tuple[float, float]] = []
             for _ in range(settings.repeats):
                 start, cpu_start = time.perf_counter(), time.process_time()
                 record = next(iterators[algo])
@@ -288,16 +285,13 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 m["env_in_rollout"][algo].append(spi / timer.env_s)
                 m["env_in_rollout_cpu"][algo].append(spi / timer.env_cpu_s)
                 m["other_us"][algo].append((record["rollout_time_s"] - timer.env_s) / steps_per_env * 1e6)
-                round_backend.append(raw_stepping(backend_env, steps_per_env, rng))
+                wall, cpu = raw_stepping(backend_env, steps_per_env, rng)
+                backend_raw.append(wall)
+                backend_raw_cpu.append(cpu)
                 wall, cpu = raw_stepping(raw_env, steps_per_env, rng)
                 raw[algo].append(wall)
                 raw_cpu[algo].append(cpu)
             reference[algo], reference_cpu[algo] = _harmonic_pairs(raw[algo]), _harmonic_pairs(raw_cpu[algo])
-            for (wall, cpu), ref, ref_cpu in zip(round_backend, reference[algo], reference_cpu[algo]):
-                backend_raw.append(wall)
-                backend_raw_cpu.append(cpu)
-                backend_ratios.append(wall / ref)
-                backend_ratios_cpu.append(cpu / ref_cpu)
         all_raw = [v for algo in settings.algos for v in raw[algo]]
         report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(all_raw), "steps/s", 1.0,
                        repeats=len(all_raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
@@ -307,8 +301,12 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
         else:
             backend_label = settings.env_backend
             backend_note = f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it"
+        # the backend samples are in round order, algorithm after algorithm, like the references
+        pooled = [r for algo in settings.algos for r in reference[algo]]
+        pooled_cpu = [r for algo in settings.algos for r in reference_cpu[algo]]
         report.add(_ratio_row("throughput", env_id, f"raw stepping ({backend_label})", backend_raw,
-                              backend_ratios, "steps/s", backend_note, backend_ratios_cpu))
+                              [v / r for v, r in zip(backend_raw, pooled)], "steps/s", backend_note,
+                              [v / r for v, r in zip(backend_raw_cpu, pooled_cpu)]))
         report.samples[f"throughput/{env_id}/{settings.env_backend}"] = {"raw": backend_raw, "raw_cpu": backend_raw_cpu}
 
         def ratios(key: str, algo: str, ref: dict[str, list[float]]) -> list[float]:
