@@ -153,7 +153,10 @@ class RolloutActor:
     and so does each small tensor operation. For a plain GaussianPolicy whose mean network is an
     ``nn.Sequential`` without hooks, :meth:`sample` calls each layer's ``forward`` directly and
     only draws the action; the log-probabilities of the whole block come afterwards from
-    :meth:`log_probs` in one pass. The state-independent terms (log_std broadcast to the batch,
+    :meth:`log_probs` in one pass. Each Linear layer is the ``addmm(bias, input, weight.t())`` that
+    ``F.linear`` performs, written with tanh or relu in place into a buffer allocated once per
+    rollout (same kernels, same operands, so the same rounding), which spares an allocation and a
+    module call per layer per step. The state-independent terms (log_std broadcast to the batch,
     exp(log_std), exp(-log_std)) are computed once, on the per-step shape, and every remaining
     operation is the one ``GaussianPolicy.act`` and ``gaussian_log_prob`` perform, in the same
     order. Those are exactly rounded elementwise operations plus a sum over the action dimension,
@@ -173,7 +176,7 @@ class RolloutActor:
             nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
         self.fast = type(actor) is GaussianPolicy and type(actor.mean_net) is nn.Sequential and not hooked
         if self.fast:
-            self.layers = [module.forward for module in actor.mean_net]
+            self.layers = self._buffered_layers(actor.mean_net, num_envs)
             with torch.no_grad():
                 param = actor.log_std
                 self.log_std = param + torch.zeros((num_envs, param.shape[0]), dtype=param.dtype, device=param.device)
@@ -189,8 +192,29 @@ class RolloutActor:
         elif backend != "torch":
             raise UsageError(f"acting_backend: must be one of torch, numpy, got {backend!r}")
 
+    @staticmethod
+    def _buffered_layers(mean_net: nn.Sequential, num_envs: int) -> list:
+        """One callable per module of `mean_net`, for a batch of `num_envs` rows. A Linear layer
+        writes into its own buffer, and a tanh or relu right after it works in place on that
+        buffer; any other module is called as it is. The buffers belong to this rollout: every
+        step overwrites them, so a step's mean must be copied before the next step."""
+        layers: list = []
+        for module in mean_net:
+            if type(module) is nn.Linear and module.bias is not None:
+                # detached views: the optimiser's in-place updates between rollouts stay visible
+                weight_t, bias = module.weight.detach().t(), module.bias.detach()
+                out = torch.empty((num_envs, module.out_features), dtype=bias.dtype, device=bias.device)
+                layers.append(lambda x, w=weight_t, b=bias, out=out: torch.addmm(b, x, w, out=out))
+            elif type(module) in (nn.Tanh, nn.ReLU) and layers and type(mean_net[len(layers) - 1]) is nn.Linear:
+                in_place = torch.tanh_ if type(module) is nn.Tanh else torch.relu_
+                layers.append(in_place)
+            else:
+                layers.append(module.forward)
+        return layers
+
     def step(self, obs: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`sample` on numpy arrays, computed by the chosen backend."""
+        """:meth:`sample` on numpy arrays, computed by the chosen backend. On the torch fast path
+        the mean is a view of a buffer the next step overwrites."""
         if self.numpy_layers is None:
             actions, aux = self.sample(torch.from_numpy(obs), generator)
             return actions.numpy(), aux.numpy()
@@ -205,7 +229,8 @@ class RolloutActor:
         return mean + noise * self.numpy_std, mean
 
     def sample(self, obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(actions, aux): aux is the mean action on the fast path, else the log-probabilities."""
+        """(actions, aux): aux is the mean action on the fast path (in a buffer the next call
+        overwrites), else the log-probabilities."""
         if not self.fast:
             return self.actor.act(obs, generator)
         mean = obs

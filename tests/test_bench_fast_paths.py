@@ -150,7 +150,7 @@ def test_rollout_actor_equals_policy_act_bit_for_bit(activation, act_dim, num_en
             ref_logp.append(lp)
             a, x = acting.sample(obs[t], fast_gen)
             actions.append(a)
-            aux.append(x)
+            aux.append(x.clone())  # the mean lives in a buffer the next step overwrites
         logp = acting.log_probs(torch.stack(actions), torch.stack(aux))
     assert torch.equal(torch.stack(actions), torch.stack(ref_actions))
     assert torch.equal(logp, torch.stack(ref_logp))
@@ -273,3 +273,30 @@ def test_numpy_acting_refuses_what_it_cannot_compute():
         RolloutActor(policy, 3, "numpy")
     with pytest.raises(UsageError, match="acting_backend: must be one of torch, numpy"):
         RolloutActor(policy, 3, "jax")
+
+
+def test_collected_rollout_equals_one_with_policy_act_every_step():
+    # a forward hook that changes nothing turns the fast path off, so the second collector calls
+    # GaussianPolicy.act every step; the fast path reuses its layer buffers from step to step,
+    # and a mean it failed to copy out would show in the actions or the log-probabilities
+    from trbench.algos.normalization import ObservationNormalizer, RewardScaler
+    from trbench.algos.rollout import RolloutCollector
+
+    torch.manual_seed(4)
+    policy = GaussianPolicy(11, 3, (64, 64), "tanh", "orthogonal", 0.5, -0.5)
+    critic = torch.nn.Linear(11, 1)
+    arrays = {}
+    for fast in (True, False):
+        env = make_vector_env("Hopper-v5", 3)
+        collector = RolloutCollector(env, 5, ObservationNormalizer((11,), True, 10.0),
+                                     RewardScaler(3, 0.99, False, 10.0), torch.Generator().manual_seed(6))
+        handle = None if fast else policy.register_forward_hook(lambda module, args, out: out)
+        assert RolloutActor(policy, 3).fast is fast
+        arrays[fast], _ = collector.collect(policy, lambda x: critic(x).squeeze(-1), 120, 0.99, 0.95, torch.device("cpu"))
+        if handle is not None:
+            handle.remove()
+        env.close()
+    for key in ("obs", "actions", "log_probs", "advantages"):
+        assert np.array_equal(arrays[True][key], arrays[False][key]), key
+    # the actions vary from step to step (a stale buffer would repeat one mean)
+    assert np.unique(arrays[True]["actions"][:, 0]).size == arrays[True]["actions"].shape[0]
