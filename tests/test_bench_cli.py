@@ -67,13 +67,18 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
             # each algorithm has its own rounds, and the reference is measured once more than they
             # are (before the first and after each); the table pools both algorithms' reference
             # and backend samples
-            expected = {"raw stepping (random actions)": "6", "raw stepping (trbench's stepping)": "4"}
+            expected = {"raw stepping (random actions)": "6", "raw stepping (trbench's stepping)": "4",
+                        "rollout phase (all policies)": "4"}
             assert r["repeats"] == expected.get(r["measure"], "2")
         if r["section"] == "trpo_update" and r["measure"] == "update_total":
             assert float(r["ratio"]) == 1.0
     value = {r["measure"]: float(r["value"]) for r in rows if r["section"] == "throughput"}
     for algo in ("trpo", "vpg"):  # env stepping is part of the rollout, so it is faster than the whole
         assert value[f"env stepping inside the rollout ({algo} policy)"] > value[f"rollout phase ({algo} policy)"]
+    pooled = next(r for r in rows if r["measure"] == "rollout phase (all policies)")
+    per_policy = [float(r["ratio"]) for r in rows if r["measure"] in ("rollout phase (trpo policy)", "rollout phase (vpg policy)")]
+    assert min(per_policy) <= float(pooled["ratio"]) <= max(per_policy)
+    assert "95% bootstrap CI of the median ratio" in pooled["note"]
     text = (out / "bench.md").read_text()
     assert "| InvertedPendulum-v5 | end-to-end trpo |" in text and "ratio (CPU time)" in text
     assert "end-to-end vpg" in capsys.readouterr().out
@@ -201,3 +206,20 @@ def test_envpool_backend_refuses_a_task_it_does_not_have(tmp_path, capsys):
     assert main(["bench", "--env", "Pendulum-v1", "--env-backend", "envpool", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "env_backend=envpool" in err
+
+
+def test_median_ci_is_reproducible_and_matches_the_asymptotic_interval_of_the_median():
+    import math
+
+    import numpy as np
+
+    from trbench.bench import median_ci
+
+    sample = list(np.random.default_rng(5).normal(size=2000))
+    low, high = median_ci(sample)
+    assert (low, high) == median_ci(sample)
+    assert low < float(np.median(sample)) < high and low < 0.0 < high
+    # the median of n standard normals has standard error sqrt(pi / 2) / sqrt(n)
+    asymptotic_width = 2 * 1.959964 * math.sqrt(math.pi / 2) / math.sqrt(len(sample))
+    assert 0.75 * asymptotic_width < high - low < 1.25 * asymptotic_width
+    assert median_ci([0.9]) == (0.9, 0.9) and median_ci([0.9, 0.9, 0.9]) == (0.9, 0.9)

@@ -144,6 +144,19 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def median_ci(values: list[float], confidence_level: float = 0.95, resamples: int = 4000,
+              seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median (scipy's bootstrap, seeded, so a
+    report is reproducible from its samples); a single value gives a zero-width interval."""
+    from scipy import stats  # noqa: PLC0415 - only the benchmark needs it here
+
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    result = stats.bootstrap((np.asarray(values, dtype=np.float64),), np.median, confidence_level=confidence_level,
+                             n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def _ratio_row(section: str, env: str, measure: str, values: list[float], ratios: list[float], unit: str,
                note: str = "", cpu_ratios: list[float] | None = None) -> Row:
     return Row(section, env, measure, _median(values), unit, _median(ratios), min(ratios), max(ratios),
@@ -317,6 +330,16 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                                   ratios("rollout", algo, reference), "steps/s",
                                   "acting, normalisation, env stepping, values, GAE",
                                   ratios("rollout_cpu", algo, reference_cpu)))
+        if len(settings.algos) > 1:
+            # the policies share their network shape, so the rollout is the same work under each:
+            # their rounds pooled are the best estimate of the rollout's speed, with a CI for it
+            pooled_rollout = [r for algo in settings.algos for r in ratios("rollout", algo, reference)]
+            low, high = median_ci(pooled_rollout)
+            report.add(_ratio_row("throughput", env_id, "rollout phase (all policies)",
+                                  [v for algo in settings.algos for v in m["rollout"][algo]], pooled_rollout,
+                                  "steps/s", f"the rounds of every policy above; 95% bootstrap CI of the median "
+                                             f"ratio {low:.2f}-{high:.2f}",
+                                  [r for algo in settings.algos for r in ratios("rollout_cpu", algo, reference_cpu)]))
         # the rollout split: the env under the policy's actions (contacts, and so MuJoCo's cost,
         # depend on the actions) against raw stepping under random ones, and the time per vector
         # step of everything that is not env stepping (acting, normalisation, buffers, values, GAE)
