@@ -151,8 +151,8 @@ class RolloutActor:
     Acting runs once per env step at a batch of a few envs, where fixed costs dominate:
     ``nn.Module.__call__`` (hook checks, dispatch) costs more than a 64-unit layer's arithmetic,
     and so does each small tensor operation. For a plain GaussianPolicy whose mean network is an
-    ``nn.Sequential`` without hooks, :meth:`sample` calls each layer's ``forward`` directly and
-    only draws the action; the log-probabilities of the whole block come afterwards from
+    ``nn.Sequential`` without hooks, :meth:`sample` runs the layers without ``nn.Module.__call__``
+    and only draws the action; the log-probabilities of the whole block come afterwards from
     :meth:`log_probs` in one pass. Each Linear layer is the ``addmm(bias, input, weight.t())`` that
     ``F.linear`` performs, written with tanh or relu in place into a buffer allocated once per
     rollout (same kernels, same operands, so the same rounding), which spares an allocation and a
