@@ -201,7 +201,8 @@ class RolloutActor:
         layers: list = []
         for module in mean_net:
             if type(module) is nn.Linear and module.bias is not None:
-                # detached views: the optimiser's in-place updates between rollouts stay visible
+                # detached (an out= call refuses inputs that require grad when grad mode is on);
+                # views of the parameters' storage, not copies
                 weight_t, bias = module.weight.detach().t(), module.bias.detach()
                 out = torch.empty((num_envs, module.out_features), dtype=bias.dtype, device=bias.device)
                 layers.append(lambda x, w=weight_t, b=bias, out=out: torch.addmm(b, x, w, out=out))
