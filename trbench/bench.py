@@ -146,15 +146,13 @@ def _median(values: list[float]) -> float:
 
 def median_ci(values: list[float], confidence_level: float = 0.95, resamples: int = 4000,
               seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the median (scipy's bootstrap, seeded, so a
-    report is reproducible from its samples); a single value gives a zero-width interval."""
-    from scipy import stats  # noqa: PLC0415 - only the benchmark needs it here
+    """Percentile-bootstrap confidence interval of the median: the reports' bootstrap, on one
+    stratum, seeded so that a table is reproducible from its samples."""
+    from trbench.analysis.stats import stratified_bootstrap_ci  # noqa: PLC0415 - only the bench needs it
 
-    if len(values) < 2:
-        return float(values[0]), float(values[0])
-    result = stats.bootstrap((np.asarray(values, dtype=np.float64),), np.median, confidence_level=confidence_level,
-                             n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    interval = stratified_bootstrap_ci([values], lambda strata: np.median(strata[0], axis=-1),
+                                       np.random.default_rng(seed), resamples, confidence_level)
+    return interval.low, interval.high
 
 
 def _ratio_row(section: str, env: str, measure: str, values: list[float], ratios: list[float], unit: str,
@@ -305,7 +303,11 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
                 raw[algo].append(wall)
                 raw_cpu[algo].append(cpu)
             reference[algo], reference_cpu[algo] = _harmonic_pairs(raw[algo]), _harmonic_pairs(raw_cpu[algo])
-        all_raw = [v for algo in settings.algos for v in raw[algo]]
+        def pool(per_algo: dict[str, list[float]]) -> list[float]:
+            """Every algorithm's samples, algorithm after algorithm (the order the rounds ran in)."""
+            return [v for algo in settings.algos for v in per_algo[algo]]
+
+        all_raw = pool(raw)
         report.add(Row("throughput", env_id, "raw stepping (random actions)", _median(all_raw), "steps/s", 1.0,
                        repeats=len(all_raw), note=f"SyncVectorEnv, {settings.num_envs} envs", ratio_cpu=1.0))
         if settings.env_backend == "gymnasium":
@@ -315,8 +317,7 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
             backend_label = settings.env_backend
             backend_note = f"{settings.env_backend}, {settings.num_envs} envs, 1 thread; training below uses it"
         # the backend samples are in round order, algorithm after algorithm, like the references
-        pooled = [r for algo in settings.algos for r in reference[algo]]
-        pooled_cpu = [r for algo in settings.algos for r in reference_cpu[algo]]
+        pooled, pooled_cpu = pool(reference), pool(reference_cpu)
         report.add(_ratio_row("throughput", env_id, f"raw stepping ({backend_label})", backend_raw,
                               [v / r for v, r in zip(backend_raw, pooled)], "steps/s", backend_note,
                               [v / r for v, r in zip(backend_raw_cpu, pooled_cpu)]))
@@ -333,13 +334,12 @@ def measure_throughput(env_id: str, settings: BenchSettings, report: BenchReport
         if len(settings.algos) > 1:
             # the policies share their network shape, so the rollout is the same work under each:
             # their rounds pooled are the best estimate of the rollout's speed, with a CI for it
-            pooled_rollout = [r for algo in settings.algos for r in ratios("rollout", algo, reference)]
+            pooled_rollout = pool({a: ratios("rollout", a, reference) for a in settings.algos})
             low, high = median_ci(pooled_rollout)
-            report.add(_ratio_row("throughput", env_id, "rollout phase (all policies)",
-                                  [v for algo in settings.algos for v in m["rollout"][algo]], pooled_rollout,
-                                  "steps/s", f"the rounds of every policy above; 95% bootstrap CI of the median "
-                                             f"ratio {low:.2f}-{high:.2f}",
-                                  [r for algo in settings.algos for r in ratios("rollout_cpu", algo, reference_cpu)]))
+            report.add(_ratio_row("throughput", env_id, "rollout phase (all policies)", pool(m["rollout"]),
+                                  pooled_rollout, "steps/s", f"the rounds of every policy above; 95% bootstrap CI "
+                                                             f"of the median ratio {low:.2f}-{high:.2f}",
+                                  pool({a: ratios("rollout_cpu", a, reference_cpu) for a in settings.algos})))
         # the rollout split: the env under the policy's actions (contacts, and so MuJoCo's cost,
         # depend on the actions) against raw stepping under random ones, and the time per vector
         # step of everything that is not env stepping (acting, normalisation, buffers, values, GAE)
