@@ -198,17 +198,48 @@ def test_two_workers_on_one_storage_finish_exactly_n_trials(tmp_path):
     assert len(load_results(out).runs) == 4
 
 
+def _logged_rows(folder: Path) -> int:
+    """Iterations an unfinished run has logged (0 once it has finished: its .partial is renamed)."""
+    try:
+        return max(len((folder / "progress.csv.partial").read_text().splitlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+def _trial_in_its_first_run(out: Path):
+    """A RUNNING trial whose first run (of two seeds) has logged an iteration and is still training.
+
+    Killing then leaves at least the rest of that run and the whole second run undone: several
+    iterations and two final evaluations, which no machine gets through between the last check
+    here and the kill that follows it."""
+    started = [folder for folder in (out / "runs").glob("*") if _logged_rows(folder) > 0]
+    if not started:
+        return None  # cheap file checks first; the storage is read only once there is a candidate
+    for trial in study_of(out).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        run_ids = trial.user_attrs.get("run_ids", [])
+        if len(run_ids) == 1 and _logged_rows(out / "runs" / run_ids[0]) > 0:
+            return trial
+    return None
+
+
 @pytest.mark.slow
 def test_killed_tune_resumes_to_n_with_none_lost_or_duplicated(tmp_path):
     out = tmp_path / "tune"
     process = _tune_process(out, 3, "--workers", "2", seeds=2)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "runs").is_dir():
-        time.sleep(0.2)
-    time.sleep(2.0)  # mid-trial
+    deadline = time.monotonic() + 240
+    victim = None
+    while victim is None:
+        assert process.poll() is None, f"tune ended before a trial was mid-run:\n{process.communicate()[0]}"
+        assert time.monotonic() < deadline, "no trial started training within 240 s"
+        if (out / "study.db").exists() and (out / "runs").is_dir():
+            victim = _trial_in_its_first_run(out)
+        if victim is None:
+            time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert len(counted(out)) < 3
+    after_kill = study_of(out).get_trials()
+    assert after_kill[victim.number].state == TrialState.RUNNING and not counts(after_kill[victim.number])
+    assert len([t for t in after_kill if counts(t)]) < 3
 
     process = _tune_process(out, 3, "--workers", "2", seeds=2)
     output, _ = process.communicate(timeout=300)
