@@ -216,7 +216,10 @@ class OnPolicyConfig(ConfigBase):
         2048, "environment steps (all envs together) collected per policy update",
         source="sb3-contrib TRPO n_steps=2048", ge=1,
     )
-    gamma: float = setting(0.99, "discount factor", source="all published TRPO configs (§12)", gt=0, le=1)
+    gamma: float = setting(
+        0.99, "discount factor", source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou",
+        gt=0, le=1,
+    )
     gae_lambda: float = setting(0.95, "GAE lambda", source="sb3-contrib, Tianshou (Spinning Up: 0.97)", ge=0, le=1)
     normalize_advantages: bool = setting(
         True, "standardise advantages to zero mean, unit std per batch", source="sb3-contrib, Tianshou"
@@ -241,7 +244,7 @@ class OnPolicyConfig(ConfigBase):
     # --- networks ---------------------------------------------------------------------------------
     policy_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the policy MLP", source="sb3-contrib, Tianshou, Baselines (64-64 tanh)", ge=1)
     value_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the value MLP", source="sb3-contrib, Tianshou", ge=1)
-    activation: str = setting("tanh", "hidden activation", source="all §12 sources", choices=("tanh", "relu", "elu"))
+    activation: str = setting("tanh", "hidden activation", source="OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou", choices=("tanh", "relu", "elu"))
     init: str = setting(
         "orthogonal", "weight initialisation: orthogonal with gains sqrt(2) hidden / policy_output_gain / 1 value, or PyTorch's default",
         source="Tianshou, SB3 (orthogonal); Engstrom et al. 2020 list it as a code-level optimisation",
@@ -269,6 +272,16 @@ class OnPolicyConfig(ConfigBase):
     # --- execution --------------------------------------------------------------------------------
     device: str = setting("cpu", "device of the update: cpu, cuda, cuda:N or auto")
     save_model: bool = setting(True, "save final networks and normalisation statistics to model.pt")
+    checkpoint_interval_steps: int = setting(
+        50_000, "save the whole training state every this many environment steps (0 = never), so that a run "
+        "killed mid-way resumes from its last checkpoint bit for bit; rounded to whole iterations",
+        source="trbench: a kill loses at most 5% of a 1M-step run; writing one costs well under 1% of the "
+               "steps between two (trbench bench --checkpoint, docs/performance.md)", ge=0,
+    )
+    keep_checkpoint: bool = setting(
+        False, "keep the last checkpoint after the run has finished (it is removed by default, so finished "
+        "results stay compact)",
+    )
 
     def check(self) -> None:
         if self.steps_per_iteration % self.num_envs:
@@ -288,7 +301,10 @@ class OnPolicyConfig(ConfigBase):
 class NaturalGradientConfig(OnPolicyConfig):
     """The trust-region numerics shared by TRPO and NPG."""
 
-    max_kl: float = setting(0.01, "trust-region radius delta on the mean KL(old || new)", source="Schulman et al. 2015; every §12 source", gt=0)
+    max_kl: float = setting(
+        0.01, "trust-region radius delta on the mean KL(old || new)",
+        source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou", gt=0,
+    )
     damping: float = setting(
         0.1, "added to the Fisher matrix (F + damping*I) in conjugate gradient",
         source="Spinning Up, sb3-contrib, Tianshou, Baselines (rllab/garage: 1e-5)", ge=0,

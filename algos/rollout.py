@@ -20,6 +20,7 @@ from torch import nn
 
 from trbench.errors import UsageError
 
+from .library_warnings import env_building
 from .networks import GaussianPolicy
 from .normalization import ObservationNormalizer, RewardScaler
 
@@ -75,15 +76,17 @@ def make_vector_env(env_id: str, num_envs: int, backend: str = "gymnasium",
     if backend == "envpool":
         from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - optional dependency
 
-        env = EnvpoolVectorEnv(env_id, num_envs)
+        with env_building():
+            env = EnvpoolVectorEnv(env_id, num_envs)
     elif backend != "gymnasium":
         raise UsageError(f"env_backend: must be one of gymnasium, envpool, got {backend!r}")
     elif env_id not in gym.registry:
         raise UsageError(f"env: unknown gymnasium env id {env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
     else:
         try:
-            env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                               vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+            with env_building():
+                env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                                   vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
         except gym.error.Error as exc:
             raise UsageError(f"env: {env_id!r} cannot be created: {str(exc).splitlines()[0]}") from exc
     if not isinstance(env.single_action_space, gym.spaces.Box):
@@ -271,9 +274,13 @@ class RolloutStats:
 
 
 class RolloutCollector:
-    """Steps a vector env with the current policy and turns the data into a :class:`Batch`."""
+    """Steps a vector env with the current policy and turns the data into a :class:`Batch`.
 
-    def __init__(self, env: gym.vector.VectorEnv, env_seed: int, obs_normalizer: ObservationNormalizer,
+    The envs are reset from `env_seed` at construction. With `env_seed` None they are left as
+    they are, for a collector whose state :meth:`load_state_dict` brings back from a checkpoint
+    (the envs' own state is restored apart, see :mod:`.env_state`)."""
+
+    def __init__(self, env: gym.vector.VectorEnv, env_seed: int | None, obs_normalizer: ObservationNormalizer,
                  reward_scaler: RewardScaler, generator: torch.Generator):
         self.env = env
         self.num_envs = env.num_envs
@@ -282,10 +289,23 @@ class RolloutCollector:
         self.generator = generator
         self.action_low = env.single_action_space.low
         self.action_high = env.single_action_space.high
-        raw_obs, _ = env.reset(seed=env_seed)
-        self.obs = obs_normalizer(raw_obs)
         self.episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.obs = np.zeros((self.num_envs, *env.single_observation_space.shape), dtype=np.float32)
+        if env_seed is not None:
+            raw_obs, _ = env.reset(seed=env_seed)
+            self.obs = obs_normalizer(raw_obs)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What the collector carries from one rollout to the next: the current (normalised)
+        observations and the running episode returns and lengths."""
+        return {"obs": self.obs.copy(), "episode_return": self.episode_return.copy(),
+                "episode_length": self.episode_length.copy()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.obs = state["obs"].copy()
+        self.episode_return = state["episode_return"].copy()
+        self.episode_length = state["episode_length"].copy()
 
     def collect(self, actor: GaussianPolicy, value_fn, steps_per_env: int, gamma: float, lam: float,
                 device: torch.device, bootstrap_truncated: bool = True,

@@ -7,7 +7,9 @@ back as a value, for the caller to store however it likes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -19,6 +21,7 @@ from trbench.errors import UsageError
 
 from .base import OnPolicyAlgorithm
 from .config import OnPolicyConfig
+from .env_state import EnvStateUnsupported, capture_env_state, restore_env_state
 from .normalization import ObservationNormalizer, RewardScaler
 from .rollout import RolloutCollector, evaluate_policy, make_vector_env, to_batch
 
@@ -44,6 +47,12 @@ def derive_seeds(seed: int) -> dict[str, int]:
     }
 
 
+def steps_collected(budget: int, steps_per_iteration: int) -> int:
+    """The environment steps a run takes: it collects whole iterations, so its step budget
+    rounded up to a multiple of ``steps_per_iteration``."""
+    return math.ceil(budget / steps_per_iteration) * steps_per_iteration
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,11 +69,32 @@ class TrainingOutcome:
     state: dict[str, Any]  # networks and normalisation statistics
 
 
+@dataclass
+class LoopState:
+    """Where the training loop stands after its last finished iteration."""
+
+    iteration: int = 0
+    steps: int = 0
+    next_eval: float = math.inf  # the step count at which the next periodic evaluation is due
+    eval_episodes_used: int = 0  # evaluation episode k resets from seed eval_env + k
+    wall_time_s: float = 0.0  # spent in earlier processes, for a resumed run
+
+
+CHECKPOINT_FORMAT = 1
+
+
 class Trainer:
-    """Trains one algorithm on one env for a step budget, from one seed."""
+    """Trains one algorithm on one env for a step budget, from one seed.
+
+    Checkpoints: while :meth:`iterate` is suspended at a yielded record, :meth:`checkpoint_state`
+    captures everything the rest of the run depends on, and a Trainer built with the same
+    arguments and ``resume_from`` that state continues exactly where it stopped: the same records,
+    parameters and final evaluation, bit for bit on the CPU. ``checkpoint_due`` says when the
+    config's ``checkpoint_interval_steps`` asks for one; the caller decides where it goes.
+    """
 
     def __init__(self, algorithm_cls: type[OnPolicyAlgorithm], config: OnPolicyConfig, env_id: str,
-                 total_steps: int, seed: int):
+                 total_steps: int, seed: int, resume_from: dict[str, Any] | None = None):
         if total_steps < 1:
             raise UsageError(f"steps: must be >= 1, got {total_steps}")
         self.algorithm_cls = algorithm_cls
@@ -76,10 +106,32 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.env = make_vector_env(env_id, config.num_envs, config.env_backend)
         self._eval_envs: dict[int, Any] = {}
-        self._eval_episodes_used = 0
+        self.loop = LoopState(next_eval=config.eval_interval_steps if config.eval_interval_steps > 0 else math.inf)
+        self._resume_from = resume_from
         self.algorithm: OnPolicyAlgorithm | None = None  # set once iterate() has started
         self.collector: RolloutCollector | None = None  # likewise
+        self.obs_normalizer: ObservationNormalizer | None = None  # likewise
+        self.reward_scaler: RewardScaler | None = None  # likewise
+        self.generator: torch.Generator | None = None  # likewise
         self.outcome: TrainingOutcome | None = None  # set once iterate() is exhausted
+        self.checkpoint_due = False  # true at a yielded record after which a checkpoint is asked for
+        self._checkpoint_unsupported: str | None = None  # why not, once checked; "" when supported
+
+    @property
+    def checkpoint_unsupported_reason(self) -> str:
+        """Why this run cannot be checkpointed ("" when it can): envpool keeps its simulator state
+        in C++ with no way to read it back, and a custom env may hold state that does not pickle."""
+        if self._checkpoint_unsupported is None:
+            try:
+                capture_env_state(self.env)
+                self._checkpoint_unsupported = ""
+            except EnvStateUnsupported as exc:
+                self._checkpoint_unsupported = str(exc)
+        return self._checkpoint_unsupported
+
+    @property
+    def iterations(self) -> int:
+        return steps_collected(self.total_steps, self.config.steps_per_iteration) // self.config.steps_per_iteration
 
     def close(self) -> None:
         self.env.close()
@@ -89,8 +141,8 @@ class Trainer:
     def _evaluate(self, actor, normalizer: ObservationNormalizer, episodes: int) -> np.ndarray:
         if episodes not in self._eval_envs:
             self._eval_envs[episodes] = make_vector_env(self.env_id, episodes, self.config.env_backend)
-        first_seed = self.seeds["eval_env"] + self._eval_episodes_used
-        self._eval_episodes_used += episodes
+        first_seed = self.seeds["eval_env"] + self.loop.eval_episodes_used
+        self.loop.eval_episodes_used += episodes
         return evaluate_policy(actor, self._eval_envs[episodes], normalizer.frozen_copy(), episodes, first_seed)
 
     def run(self, on_iteration: Callable[[dict[str, Any]], None] | None = None) -> TrainingOutcome:
@@ -99,37 +151,87 @@ class Trainer:
                 on_iteration(record)
         return self.outcome
 
+    # --- checkpoints --------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything the rest of the run depends on, after the last yielded record. The learning
+        objects are kept as objects (one pickle keeps the generator shared by the algorithm and
+        the collector shared), so an algorithm's own state (a penalty coefficient, optimiser
+        moments) is saved without each algorithm having to list it."""
+        if self.algorithm is None:
+            raise RuntimeError("checkpoint_state() is only defined once iterate() has yielded a record")
+        if self.checkpoint_unsupported_reason:
+            raise EnvStateUnsupported(self.checkpoint_unsupported_reason)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm_class": f"{self.algorithm_cls.__module__}.{self.algorithm_cls.__qualname__}",
+            "loop": dataclasses.asdict(self.loop) | {"wall_time_s": self._wall_time_s()},
+            "learning": {"algorithm": self.algorithm, "obs_normalizer": self.obs_normalizer,
+                         "reward_scaler": self.reward_scaler, "generator": self.generator},
+            "collector": self.collector.state_dict(),
+            "envs": capture_env_state(self.env),
+            "global_rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def _wall_time_s(self) -> float:
+        return self.loop.wall_time_s + time.perf_counter() - self._started_at
+
+    def _start(self) -> None:
+        """Build the learning objects: fresh from the seeds, or from the checkpoint to resume."""
+        cfg = self.config
+        obs_dim = self.env.single_observation_space.shape[0]
+        act_dim = self.env.single_action_space.shape[0]
+        state = self._resume_from
+        if state is None:
+            np.random.seed(self.seeds["numpy"])
+            torch.manual_seed(self.seeds["torch"])
+            self.generator = torch.Generator().manual_seed(self.seeds["torch"])
+            self.algorithm = self.algorithm_cls(cfg, obs_dim, act_dim, self.device, self.generator)
+            self.obs_normalizer = ObservationNormalizer((obs_dim,), cfg.normalize_obs, cfg.obs_clip)
+            self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.normalize_reward, cfg.reward_clip)
+            self.collector = RolloutCollector(self.env, self.seeds["env"], self.obs_normalizer, self.reward_scaler,
+                                              self.generator)
+            return
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r}; this trbench reads {CHECKPOINT_FORMAT}")
+        learning = state["learning"]
+        if type(learning["algorithm"]) is not self.algorithm_cls:
+            raise ValueError(f"the checkpoint holds {state['algorithm_class']}, not {self.algorithm_cls.__qualname__}")
+        self.algorithm = learning["algorithm"]
+        self.obs_normalizer, self.reward_scaler = learning["obs_normalizer"], learning["reward_scaler"]
+        self.generator = learning["generator"]
+        restore_env_state(self.env, state["envs"])
+        self.collector = RolloutCollector(self.env, None, self.obs_normalizer, self.reward_scaler, self.generator)
+        self.collector.load_state_dict(state["collector"])
+        self.loop = LoopState(**state["loop"])
+        torch.set_rng_state(state["global_rng"]["torch"])
+        np.random.set_state(state["global_rng"]["numpy"])
+        random.setstate(state["global_rng"]["python"])
+        self._resume_from = None  # the objects are live now; a second iterate() must not reuse them
+
+    # --- the loop -------------------------------------------------------------------------------------
     def iterate(self) -> Iterator[dict[str, Any]]:
         """The training loop as a generator: one record per iteration, the outcome in
         ``self.outcome`` once it is exhausted. Benchmarks drive several of these in turn, so they
         can interleave iterations of different algorithms in one process."""
         cfg = self.config
-        np.random.seed(self.seeds["numpy"])
-        torch.manual_seed(self.seeds["torch"])
-        generator = torch.Generator().manual_seed(self.seeds["torch"])
-        obs_dim = self.env.single_observation_space.shape[0]
-        act_dim = self.env.single_action_space.shape[0]
-        algorithm = self.algorithm_cls(cfg, obs_dim, act_dim, self.device, generator)
-        self.algorithm = algorithm
+        self._started_at = time.perf_counter()
+        self._start()
+        algorithm, collector, obs_normalizer, loop = self.algorithm, self.collector, self.obs_normalizer, self.loop
         # acting is one tiny forward per env step: a CPU copy beats a device round trip
         actor = algorithm.policy if self.device.type == "cpu" else copy.deepcopy(algorithm.policy).cpu()
-        obs_normalizer = ObservationNormalizer((obs_dim,), cfg.normalize_obs, cfg.obs_clip)
-        reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.normalize_reward, cfg.reward_clip)
-        collector = RolloutCollector(self.env, self.seeds["env"], obs_normalizer, reward_scaler, generator)
-        self.collector = collector
-
-        iterations = math.ceil(self.total_steps / cfg.steps_per_iteration)
+        iterations = self.iterations
         steps_per_env = cfg.steps_per_iteration // cfg.num_envs
-        start = time.perf_counter()
-        steps = 0
-        next_eval = cfg.eval_interval_steps if cfg.eval_interval_steps > 0 else math.inf
+        checkpoint_every = cfg.checkpoint_interval_steps
+        if checkpoint_every and self.checkpoint_unsupported_reason:
+            checkpoint_every = 0
         final_returns = np.array([])
-        for iteration in range(1, iterations + 1):
+        while loop.iteration < iterations:
+            iteration = loop.iteration + 1
             t0 = time.perf_counter()
             arrays, stats = collector.collect(actor, algorithm.value_fn, steps_per_env, cfg.gamma,
                                               cfg.gae_lambda, self.device, cfg.bootstrap_truncated,
                                               cfg.acting_backend)
-            steps += cfg.steps_per_iteration
+            steps = loop.steps + cfg.steps_per_iteration
             t1 = time.perf_counter()
             batch = to_batch(arrays, self.device, torch.float32)
             diagnostics = algorithm.update(batch, progress=(iteration - 1) / iterations)
@@ -153,22 +255,30 @@ class Trainer:
             if iteration == iterations:
                 final_returns = self._evaluate(actor, obs_normalizer, cfg.final_eval_episodes)
                 record["eval_return"], record["eval_return_std"] = float(final_returns.mean()), float(final_returns.std())
-            elif steps >= next_eval:
+            elif steps >= loop.next_eval:
                 returns = self._evaluate(actor, obs_normalizer, cfg.eval_episodes)
                 record["eval_return"], record["eval_return_std"] = float(returns.mean()), float(returns.std())
-                while next_eval <= steps:
-                    next_eval += cfg.eval_interval_steps
-            record["wall_time_s"] = time.perf_counter() - start
+                while loop.next_eval <= steps:
+                    loop.next_eval += cfg.eval_interval_steps
+            record["wall_time_s"] = self._wall_time_s()
             record["steps_per_second"] = cfg.steps_per_iteration / (t2 - t0)
             record["rollout_time_s"] = t1 - t0
             record["update_time_s"] = t2 - t1
             record.update(diagnostics)
+            # the iteration is complete: a checkpoint taken while the record is out resumes after it
+            passed_interval = checkpoint_every > 0 and steps // checkpoint_every > loop.steps // checkpoint_every
+            loop.iteration, loop.steps = iteration, steps
+            self.checkpoint_due = passed_interval and iteration < iterations
             yield record
+            self.checkpoint_due = False
 
-        state = {
-            "algorithm": algorithm.state_dict(),
-            "obs_normalizer": obs_normalizer.state_dict(),
-            "reward_scaler": reward_scaler.state_dict(),
+        self.outcome = TrainingOutcome(steps=loop.steps, wall_time_s=self._wall_time_s(),
+                                       final_eval_returns=final_returns, state=self.final_state())
+
+    def final_state(self) -> dict[str, Any]:
+        """Networks and normalisation statistics, as model.pt stores them."""
+        return {
+            "algorithm": self.algorithm.state_dict(),
+            "obs_normalizer": self.obs_normalizer.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
         }
-        self.outcome = TrainingOutcome(steps=steps, wall_time_s=time.perf_counter() - start,
-                                       final_eval_returns=final_returns, state=state)

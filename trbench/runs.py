@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -19,9 +21,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 
@@ -29,11 +32,11 @@ import trbench
 from trbench.algos.base import OnPolicyAlgorithm
 from trbench.algos.config import OnPolicyConfig
 from trbench.algos.registry import resolve_algorithm
-from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resolve_device
+from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resolve_device, steps_collected
 from trbench.errors import UsageError
 
 # fields that change how a run executes but not what it computes; kept out of the run id
-EXECUTION_ONLY_FIELDS = ("device", "save_model", "linesearch_mode")
+EXECUTION_ONLY_FIELDS = ("device", "save_model", "linesearch_mode", "checkpoint_interval_steps", "keep_checkpoint")
 
 # Bump when a change alters what an existing configuration computes (a changed default, a fix
 # in an update rule), so that resumed grids redo their runs instead of mixing old and new.
@@ -68,6 +71,11 @@ class ResolvedRun:
     config: OnPolicyConfig
 
     @property
+    def steps_taken(self) -> int:
+        """The environment steps the run takes: its budget rounded up to whole iterations."""
+        return steps_collected(self.spec.steps, self.config.steps_per_iteration)
+
+    @property
     def run_id(self) -> str:
         """`<arm>__<env>__s<seed>__<hash>`: the hash covers the arm, algorithm, env, budget, seed,
         :data:`COMPUTATION_VERSION` and every setting whose resolved value differs from its
@@ -97,6 +105,24 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     config = cls.Config.from_overrides(spec.overrides)
     resolve_device(config.device)
     return ResolvedRun(spec, cls, config)
+
+
+def rounding_note(runs: Sequence[ResolvedRun]) -> str:
+    """One line saying which step budgets are rounded up to whole iterations ("" when none is),
+    so that a command says it once instead of printing one count and running another."""
+    rounded_runs = [run for run in runs if run.steps_taken != run.spec.steps]
+    if not rounded_runs:
+        return ""
+    pairs = sorted({(run.spec.steps, run.steps_taken) for run in rounded_runs})
+    sizes = {run.config.steps_per_iteration for run in rounded_runs}
+    unit = f"steps_per_iteration = {next(iter(sizes)):,} steps" if len(sizes) == 1 else "steps_per_iteration steps"
+    if len(pairs) == 1:
+        change = f"the budget of {pairs[0][0]:,} becomes {pairs[0][1]:,} steps"
+    else:
+        shown = ", ".join(f"{budget:,} -> {taken:,}" for budget, taken in pairs[:3])
+        change = f"budgets are rounded up: {shown}" + (", ..." if len(pairs) > 3 else "")
+    share = f" ({len(rounded_runs)} of {len(runs)} runs)" if len(runs) > 1 else ""
+    return f"note: training collects whole iterations of {unit}, so {change}{share}"
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -144,12 +170,14 @@ def _git_commit() -> str | None:
         return None
 
 
-def provenance(env_backend: str = "gymnasium") -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def library_versions() -> dict[str, str]:
+    """The versions of Python and of the libraries that decide what a run computes."""
     import mujoco
     import numpy
     import torch
 
-    versions = {
+    return {
         "python": platform.python_version(),
         "trbench": trbench.__version__,
         "torch": torch.__version__,
@@ -157,6 +185,10 @@ def provenance(env_backend: str = "gymnasium") -> dict[str, Any]:
         "mujoco": mujoco.__version__,
         "numpy": numpy.__version__,
     }
+
+
+def provenance(env_backend: str = "gymnasium") -> dict[str, Any]:
+    versions = dict(library_versions())
     if env_backend == "envpool":
         # envpool steps its own MuJoCo build, not the mujoco package above
         from trbench.algos.envpool_backend import envpool_versions
@@ -189,16 +221,27 @@ def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
 
 PROGRESS_FIXED_COLUMNS = ["iteration", "step", "wall_time_s", "train_return", "train_episodes", "eval_return",
                           "eval_return_std"]
+CHECKPOINT_FILE = "checkpoint.pt"
+# every file a run folder can hold (besides the temporary files of atomic writes, ".NAME.*.tmp")
+RUN_FILES = ("config.json", "progress.csv", "progress.csv.partial", CHECKPOINT_FILE, "model.pt", "result.json")
 
 
 class ProgressWriter:
-    """Streams iteration records to `progress.csv.partial`; renamed to `progress.csv` on close."""
+    """Streams iteration records to `progress.csv.partial`; renamed to `progress.csv` on close.
 
-    def __init__(self, folder: Path):
+    `resume_text` (the file's text as a checkpoint saved it) starts the file again from that
+    point, so rows an interrupted attempt wrote after its last checkpoint are dropped."""
+
+    def __init__(self, folder: Path, resume_text: str = ""):
         self.final_path = folder / "progress.csv"
         self.partial_path = folder / "progress.csv.partial"
         self._handle = open(self.partial_path, "w", newline="")
         self._writer: csv.DictWriter | None = None
+        if resume_text:
+            self._handle.write(resume_text)
+            self._handle.flush()
+            header = next(csv.reader(io.StringIO(resume_text)))
+            self._writer = csv.DictWriter(self._handle, fieldnames=header)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._writer is None:
@@ -207,7 +250,13 @@ class ProgressWriter:
         self._writer.writerow({k: _csv_value(v) for k, v in record.items()})
         self._handle.flush()
 
+    def text(self) -> str:
+        """Everything written so far."""
+        return self.partial_path.read_text()
+
     def close(self) -> None:
+        if self._handle.closed:
+            return
         if self._writer is None:  # no iteration ran: still a parseable table, with the fixed columns
             csv.DictWriter(self._handle, fieldnames=PROGRESS_FIXED_COLUMNS).writeheader()
         self._handle.close()
@@ -229,10 +278,13 @@ def run_is_complete(folder: Path) -> bool:
         return False
 
 
-def clear_unfinished(folder: Path) -> None:
-    """Remove what an interrupted attempt left, so the redo starts clean."""
-    for name in ("result.json", "progress.csv", "progress.csv.partial", "model.pt", "config.json"):
-        (folder / name).unlink(missing_ok=True)
+def clear_unfinished(folder: Path, keep_checkpoint: bool = False) -> None:
+    """Remove what an interrupted attempt left, so the redo starts clean; with `keep_checkpoint`
+    the checkpoint (and the config.json of the run it belongs to) stay, to resume from."""
+    keep = {CHECKPOINT_FILE, "config.json"} if keep_checkpoint else set()
+    for name in RUN_FILES:
+        if name not in keep:
+            (folder / name).unlink(missing_ok=True)
     for leftover in folder.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
 
@@ -242,36 +294,135 @@ class RunPruned(Exception):
     the run is recorded with status ``pruned`` and the message, not as a failure."""
 
 
-def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, Any]:
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def _checkpoint_versions() -> dict[str, str]:
+    """The versions a bit-identical resume depends on; a checkpoint from others is not resumed."""
+    versions = library_versions()
+    return {key: versions[key] for key in ("trbench", "torch", "gymnasium", "mujoco", "numpy")}
+
+
+def read_checkpoint(folder: Path, run: ResolvedRun) -> dict[str, Any] | None:
+    """The checkpoint in `folder` if there is one; UsageError if it is unreadable, belongs to
+    another run or was written by other versions of the libraries that decide the arithmetic."""
+    import torch
+
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        # the checkpoint holds the live training objects (see Trainer.checkpoint_state), which
+        # only a full unpickle restores; it is a file this run wrote for itself
+        payload = torch.load(path, map_location="cpu" if run.config.device == "cpu" else None, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise UsageError(f"{path}: unreadable checkpoint ({type(exc).__name__}); remove it to start the run "
+                         "over from step 0") from None
+    if not isinstance(payload, dict) or payload.get("run_id") != run.run_id:
+        other = payload.get("run_id") if isinstance(payload, dict) else None
+        raise UsageError(f"{path}: the checkpoint of run {other!r}, not of {run.run_id}; remove it to start the "
+                         "run over from step 0")
+    if payload.get("versions") != _checkpoint_versions():
+        raise UsageError(f"{path}: written with {payload.get('versions')}, but this is {_checkpoint_versions()}, "
+                         "so resuming would not continue the same computation; remove it to start over")
+    return payload
+
+
+def write_checkpoint(folder: Path, run: ResolvedRun, trainer: Trainer, progress: ProgressWriter,
+                     resumed_at_steps: list[int]) -> Path:
+    """Save the trainer's state and the progress rows so far, atomically: the previous checkpoint
+    stays in place until the new one is complete."""
+    import torch
+
+    payload = {"run_id": run.run_id, "versions": _checkpoint_versions(), "step": trainer.loop.steps,
+               "resumed_at_steps": list(resumed_at_steps), "progress_csv": progress.text(),
+               "trainer": trainer.checkpoint_state()}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path = folder / CHECKPOINT_FILE
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def inspect_run_folder(folder: Path, run: ResolvedRun, option: str = "--out") -> str:
+    """What `folder` holds for `run`: ``new`` (missing or empty), ``resume`` (this run, interrupted,
+    with a checkpoint), ``restart`` (this run, interrupted before its first checkpoint). Anything
+    else is a UsageError: a file, a folder with other files, another run, a finished run, or an
+    interrupted run that cannot resume."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: {folder} exists and is not a folder; give a new or empty folder")
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if not names:
+        return "new"
+    foreign = sorted(n for n in names if n not in RUN_FILES and not (n.startswith(".") and n.endswith(".tmp")))
+    if foreign:
+        raise UsageError(f"{option}: {folder} holds files that are not a trbench run ({foreign[0]!r}, ...); "
+                         "give a new or empty folder, or the folder of an interrupted run of the same settings")
+    if "config.json" in names:
+        try:
+            other = json.loads((folder / "config.json").read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            raise UsageError(f"{option}: {folder / 'config.json'} is unreadable; remove the folder to start over") from None
+        if other != run.run_id:
+            raise UsageError(f"{option}: {folder} holds run {other!r}, not {run.run_id} (other settings, seed or "
+                             "budget); give a new folder, or the same arguments to resume it")
+    if "result.json" in names:
+        raise UsageError(f"{option}: {folder} already holds this run, finished (result.json); choose another folder")
+    if CHECKPOINT_FILE in names:
+        read_checkpoint(folder, run)  # refuse an unreadable one now, before anything is written
+        return "resume"
+    if run.config.env_backend == "envpool" and "progress.csv.partial" in names:
+        raise UsageError(f"{option}: {folder} holds an interrupted envpool run, which cannot resume: envpool cannot "
+                         "save its simulator state; remove the folder to start the run over")
+    return "restart"
+
+
+# --- executing a run -----------------------------------------------------------------------------------
+
+def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
+                on_checkpoint: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """Execute a resolved run into `folder` and return the result record.
 
-    Divergence, errors inside training and a :class:`RunPruned` from ``on_iteration`` are
-    recorded (status `diverged` / `failed` / `pruned`), not raised; an interrupt
-    (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts as unfinished.
+    If `folder` holds a checkpoint of this run, the run resumes from it (a checkpoint of another
+    run, or an unreadable one, is a UsageError); otherwise it starts from step 0. A checkpoint is
+    written every ``checkpoint_interval_steps`` and `on_checkpoint` is called with its path once
+    it is complete. Divergence, errors inside training and a :class:`RunPruned` from
+    ``on_iteration`` are recorded (status `diverged` / `failed` / `pruned`), not raised; an
+    interrupt (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts as
+    unfinished and resumes from its last checkpoint.
     """
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    clear_unfinished(folder)
+    checkpoint = read_checkpoint(folder, run)
+    clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
     start = time.perf_counter()
     result: dict[str, Any] = {"status": "failed", "error": None, "final_eval_return": None,
                               "final_eval_return_std": None, "final_eval_episodes": 0, "steps": 0,
                               "wall_time_s": None, "steps_per_second": None}
     trainer = None
-    progress = ProgressWriter(folder)
-    steps_seen = 0
+    resumed_at_steps = list(checkpoint["resumed_at_steps"]) + [checkpoint["step"]] if checkpoint else []
+    earlier_wall_time_s = checkpoint["trainer"]["loop"]["wall_time_s"] if checkpoint else 0.0
+    progress = ProgressWriter(folder, checkpoint["progress_csv"] if checkpoint else "")
+    steps_seen = checkpoint["step"] if checkpoint else 0
 
     def record(row: dict[str, Any]) -> None:
         nonlocal steps_seen
         steps_seen = row["step"]
         progress.write(row)
+        if trainer.checkpoint_due:
+            path = write_checkpoint(folder, run, trainer, progress, resumed_at_steps)
+            if on_checkpoint is not None:
+                on_checkpoint(path)
         if on_iteration is not None:
             on_iteration(row)
 
     try:
-        trainer = Trainer(run.algorithm_cls, run.config, run.spec.env_id, run.spec.steps, run.spec.seed)
-        atomic_write_json(folder / "config.json", config_record(run, str(trainer.device)))
+        trainer = Trainer(run.algorithm_cls, run.config, run.spec.env_id, run.spec.steps, run.spec.seed,
+                          resume_from=checkpoint["trainer"] if checkpoint else None)
+        if not (folder / "config.json").exists():
+            atomic_write_json(folder / "config.json", config_record(run, str(trainer.device)))
         outcome = trainer.run(record)
         returns = outcome.final_eval_returns
         result.update(status="complete", final_eval_return=float(returns.mean()),
@@ -287,7 +438,7 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, 
         result.update(status="pruned", error=str(exc), steps=steps_seen)
     except UsageError:
         progress.close()
-        clear_unfinished(folder)
+        clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
         if not any(folder.iterdir()):
             folder.rmdir()
         raise
@@ -299,12 +450,16 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None) -> dict[str, 
     if not (folder / "config.json").exists():
         atomic_write_json(folder / "config.json", config_record(run, run.config.device))
     progress.close()
-    wall = time.perf_counter() - start
+    wall = earlier_wall_time_s + time.perf_counter() - start
     result["wall_time_s"] = wall
     result["steps_per_second"] = result["steps"] / wall if wall > 0 else None
+    if resumed_at_steps:
+        result["resumed_at_steps"] = resumed_at_steps
     for key in ("final_eval_return", "final_eval_return_std"):
         if result[key] is not None and not math.isfinite(result[key]):
             result.update(status="diverged", error=f"non-finite {key}")
     atomic_write_json(folder / "result.json", result)
+    # a failed run keeps its checkpoint, so `--redo-failed` resumes it after, say, a full disk
+    if result["status"] != "failed" and not run.config.keep_checkpoint:
+        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return result
-

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from trbench.algos.config import parse_set_arguments
-from trbench.errors import UsageError
-from trbench.runs import RunSpec, execute_run, resolve
+from trbench.errors import UsageError, check_output_folder
+from trbench.runs import (ResolvedRun, RunSpec, execute_run, inspect_run_folder, read_checkpoint, resolve,
+                          rounding_note)
 
 
 def add_parser(subparsers) -> None:
@@ -51,10 +52,18 @@ def run_train(args) -> int:
         raise UsageError(f"--seed: must be >= 0, got {args.seed}")
     run = resolve(RunSpec(algorithm=args.algo, env_id=args.env, steps=args.steps, seed=args.seed,
                           overrides=overrides, label=args.label))
-    if (args.out / "result.json").exists():
-        raise UsageError(f"--out: {args.out} already holds a finished run (result.json); choose another folder")
+    check_output_folder(args.out)
+    folder_state = inspect_run_folder(args.out, run)
+    check_env_spaces(run)
     if not args.quiet:
-        print(f"{run.spec.arm} on {run.spec.env_id}, {run.spec.steps} steps, seed {run.spec.seed} -> {args.out}")
+        print(f"{run.spec.arm} on {run.spec.env_id}, {run.steps_taken:,} steps, seed {run.spec.seed} -> {args.out}")
+        if note := rounding_note([run]):
+            print(note)
+        if folder_state == "resume":
+            step = read_checkpoint(args.out, run)["step"]
+            print(f"resuming the interrupted run from its checkpoint at step {step}")
+        elif folder_state == "restart":
+            print("the interrupted run had no checkpoint yet: starting it over from step 0")
         print(f"{'step':>9} {'train_return':>13} {'eval_return':>12} {'kl':>9} {'steps/s':>8}")
     printer = None if args.quiet else _print_row
     result = execute_run(run, args.out, on_iteration=printer)
@@ -65,6 +74,14 @@ def run_train(args) -> int:
         return 0
     print(f"trbench: run {result['status']}: {result['error']}", file=sys.stderr)
     return 1
+
+
+def check_env_spaces(run: ResolvedRun) -> None:
+    """Build the env once to check its spaces (Box actions and observations only): training would
+    find out too, but only after the run folder exists."""
+    from trbench.algos.rollout import make_vector_env
+
+    make_vector_env(run.spec.env_id, 1, run.config.env_backend).close()
 
 
 def _print_row(row: dict) -> None:
