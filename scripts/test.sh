@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh ray envpool
+# with no arguments: the tests and the kernel benchmarks, each benchmark run once as a test
+if [ "$#" -eq 0 ]; then set -- tests benchmarks; fi
 exec .venv/bin/python -m pytest -q "$@"

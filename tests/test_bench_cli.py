@@ -9,8 +9,6 @@ import torch
 
 from trbench.cli import main
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-
 TINY = ["--env", "InvertedPendulum-v5", "--num-envs", "2", "--steps-per-iteration", "64", "--repeats", "2",
         "--warmup", "0", "--hidden", "8,8"]
 
@@ -126,7 +124,6 @@ def test_cg_and_batched_line_search_never_read_a_value_back():
         bool(result.accepted)
 
 
-@cuda
 @pytest.mark.cuda
 def test_cg_and_batched_line_search_never_synchronise_with_the_host():
     tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("cuda")
@@ -144,7 +141,6 @@ def test_cg_and_batched_line_search_never_synchronise_with_the_host():
     assert result.accepted.device.type == "cuda"
 
 
-@cuda
 @pytest.mark.cuda
 def test_batched_line_search_on_cuda_matches_the_sequential_one():
     tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("cuda")
@@ -163,7 +159,6 @@ def test_batched_line_search_on_cuda_matches_the_sequential_one():
     assert torch.equal(tr.flat_parameters(params), after_sequential)
 
 
-@cuda
 @pytest.mark.cuda
 def test_update_only_benchmark_runs_on_cuda(tmp_path):
     out = tmp_path / "bench"

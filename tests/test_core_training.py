@@ -180,7 +180,6 @@ def test_vpg_clearly_improves(tmp_path):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_cuda_update_matches_cpu_update():
     def run_on(device):
         torch.manual_seed(0)
@@ -203,7 +202,6 @@ def test_cuda_update_matches_cpu_update():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_cuda_training_run_completes(tmp_path):
     folder, result = train(tmp_path, "trpo", "InvertedPendulum-v5", 1024, 0, device="cuda")
     assert result["status"] == "complete"
