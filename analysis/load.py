@@ -12,16 +12,20 @@ Only files are read here; nothing is computed beyond the two per-run metrics:
   to the plain mean of the evaluations; a run with a single evaluation gets that value.
 
 Runs whose status is not ``complete``, folders without result.json (interrupted) and unreadable
-folders are excluded from the analysis and listed with the reason.
+or damaged folders (a result.json or progress.csv that does not parse or was cut short) are
+excluded from the analysis and listed with the reason. A damaged manifest.json or suite.toml, which
+describe the whole folder, is a UsageError instead.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -52,6 +56,8 @@ RUN_COLUMNS = [
 ]
 CURVE_COLUMNS = ["run_id", "algo", "env_id", "seed", "step", "eval_return"]
 EXCLUDED_COLUMNS = ["run_id", "algo", "env_id", "seed", "status", "reason"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,25 +99,41 @@ def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
 
 def _read_json(path: Path) -> dict:
     try:
-        with path.open() as handle:
-            content = json.load(handle)
+        content = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise RunFolderError(f"{path.name} missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path.name} unreadable: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise RunFolderError(f"{path.name} unreadable: {str(exc).splitlines()[0]}") from None
     if not isinstance(content, dict):
         raise RunFolderError(f"{path.name} is not a JSON object")
     return content
+
+
+def read_progress(progress_csv: Path) -> pd.DataFrame:
+    """progress.csv as written, or RunFolderError when it cannot be trusted.
+
+    Every row the writer emits ends in a newline, so a file that does not was cut short: its
+    last row is partial, and pandas would quietly fill the missing fields with NaN."""
+    try:
+        raw = progress_csv.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise RunFolderError(f"progress.csv unreadable: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise RunFolderError("progress.csv unreadable: not UTF-8 text") from None
+    if not text.endswith("\n"):
+        raise RunFolderError("progress.csv truncated: its last row is incomplete")
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise RunFolderError(f"progress.csv unreadable: {str(exc).splitlines()[0]}") from None
 
 
 def read_eval_curve(progress_csv: Path) -> pd.DataFrame:
     """(step, eval_return) of the rows that have an evaluation, sorted by step."""
     if not progress_csv.exists():
         return pd.DataFrame({"step": pd.Series(dtype=float), "eval_return": pd.Series(dtype=float)})
-    try:
-        progress = pd.read_csv(progress_csv)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise RunFolderError(f"progress.csv unreadable: {exc}") from None
+    progress = read_progress(progress_csv)
     missing = {"step", "eval_return"} - set(progress.columns)
     if missing:
         raise RunFolderError(f"progress.csv lacks column(s) {', '.join(sorted(missing))}")
@@ -195,8 +217,9 @@ def _versions(run_dirs: Iterable[Path]) -> dict[str, list[str]]:
 def load_results(results_dir: Path | str) -> LoadedResults:
     """Read every run folder under ``results_dir/runs/``.
 
-    Raises UsageError when the folder or its runs/ subfolder does not exist, or holds no run
-    folder at all. Complete runs go to ``runs``/``curves``; the others to ``excluded``.
+    Raises UsageError when the folder or its runs/ subfolder does not exist, holds no run folder
+    at all, or has a manifest.json or suite.toml that cannot be read. Complete runs go to
+    ``runs``/``curves``; the others to ``excluded``.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -208,15 +231,11 @@ def load_results(results_dir: Path | str) -> LoadedResults:
     if not run_dirs:
         raise UsageError(f"{runs_dir}: no run folders; run `trbench train` or a suite first")
 
-    manifest = None
-    if (results_dir / "manifest.json").exists():
-        try:
-            manifest = _read_json(results_dir / "manifest.json")
-        except RunFolderError:
-            manifest = None
+    manifest = _read_suite_file(results_dir / "manifest.json", json.loads)
+    if manifest is not None and not isinstance(manifest, dict):
+        raise UsageError(f"{results_dir / 'manifest.json'}: not a JSON object; restore it or remove it")
     entries = _manifest_entries(manifest)
-    suite_path = results_dir / "suite.toml"
-    suite_toml = suite_path.read_text() if suite_path.exists() else None
+    suite_toml = _read_suite_file(results_dir / "suite.toml", str)
 
     rows, curves, excluded = [], [], []
     for run_dir in run_dirs:
@@ -248,6 +267,22 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         suite_toml=suite_toml,
         versions=_versions(run_dirs),
     )
+
+
+def _read_suite_file(path: Path, parse: Callable[[str], T]) -> T | None:
+    """A suite-level file of the results folder (manifest.json, suite.toml), None when absent.
+
+    Unlike one damaged run, which the report excludes, a damaged suite-level file describes the
+    whole folder, so it stops the report with its name."""
+    if not path.exists():
+        return None
+    try:
+        return parse(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except (OSError, ValueError) as exc:
+        problem = str(exc).splitlines()[0]
+    raise UsageError(f"{path}: unreadable: {problem}; restore it or remove it")
 
 
 def _excluded_row(run_dir: Path, manifest_entry: dict, error: RunFolderError) -> dict:

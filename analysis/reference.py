@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from trbench.analysis import stats
+from trbench.analysis.load import RunFolderError, read_progress
+from trbench.errors import UsageError
 
 DATA_DIR = Path(__file__).parent / "data"
 PUBLISHED_CSV = DATA_DIR / "published_results.csv"
@@ -88,8 +90,10 @@ REPRODUCTION_COLUMNS = [
 ]
 
 
-class PublishedDataError(ValueError):
-    """The published-results CSV or the reference sets are malformed."""
+class PublishedDataError(UsageError, ValueError):
+    """The published-results CSV or the reference sets are malformed, or a --reference names none.
+
+    A UsageError, so that the command line reports it as one line with exit code 2."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,9 +278,13 @@ def resolve_reference(name_or_path: str, manifest_suite: str | None = None) -> s
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise PublishedDataError(f"--reference: {path}: malformed TOML: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
-            raise PublishedDataError(f"--reference: {path}: malformed TOML: {exc}") from None
+            raise PublishedDataError(f"--reference: {path}: malformed TOML: {str(exc).splitlines()[0]}") from None
+        except OSError as exc:
+            raise PublishedDataError(f"--reference: {path}: cannot read suite file: {exc.strerror or exc}") from None
         return str(data.get("name", path.stem))
     return name_or_path
 
@@ -324,12 +332,13 @@ def read_runs(results_dir: Path | str) -> list[RunRecord]:
         return runs
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         try:
-            result = json.loads((run_dir / "result.json").read_text())
-            config = json.loads((run_dir / "config.json").read_text())
-            progress = pd.read_csv(run_dir / "progress.csv")
-        except (OSError, ValueError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            result = json.loads((run_dir / "result.json").read_bytes().decode("utf-8"))
+            config = json.loads((run_dir / "config.json").read_bytes().decode("utf-8"))
+            progress = read_progress(run_dir / "progress.csv")
+        except (OSError, ValueError, RunFolderError):  # the report lists the run as excluded
             continue
-        if not isinstance(result, dict) or result.get("status") != "complete" or "step" not in progress.columns:
+        if (not isinstance(result, dict) or not isinstance(config, dict) or result.get("status") != "complete"
+                or "step" not in progress.columns):
             continue
         table = pd.DataFrame({
             "step": _numeric(progress, "step"),

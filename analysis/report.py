@@ -45,7 +45,7 @@ from trbench.analysis.render import (
     render_html,
     render_markdown,
 )
-from trbench.errors import UsageError
+from trbench.errors import check_output_folder
 
 SUMMARY_COLUMNS = ["algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high"]
 PAIRWISE_COLUMNS = [
@@ -996,17 +996,14 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None, opt
     options = options or ReportOptions()
     loaded = load_results(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: --out must be a directory, and this is a file")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir)
     analysis = analyse(loaded, options)
-    if options.reference is not None:
+    if options.reference is not None:  # a PublishedDataError is a UsageError: one line, exit 2
         name = reference.resolve_reference(options.reference, (loaded.manifest or {}).get("suite"))
-        try:
-            analysis.reproduction = reference.reproduction_table(
-                results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples)
-        except reference.PublishedDataError as exc:
-            raise UsageError(str(exc)) from None
+        analysis.reproduction = reference.reproduction_table(
+            results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples)
+    # only now that every input has been checked: a refused report leaves no folder behind
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-partial-", dir=out_dir.parent))
     try:
         figure_dir = staging / "figures"

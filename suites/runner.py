@@ -15,13 +15,13 @@ import shutil
 from pathlib import Path
 from typing import TextIO
 
-from trbench.errors import UsageError
+from trbench.errors import UsageError, check_output_folder
 from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text
 
 from .executors import ray_available, run_local, run_ray
 from .grid import Suite
 from .progress import Progress, format_duration
-from .status import run_state
+from .status import read_result, run_state
 
 EXECUTORS = ("local", "ray")
 LOCK_FILE = ".runner.lock"
@@ -40,8 +40,7 @@ def default_out(suite: Suite) -> Path:
 
 def check_out_dir(out: Path, suite: Suite) -> None:
     """Refuse a folder that holds something other than this suite's results, before writing."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
+    check_output_folder(out)
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         try:
@@ -54,6 +53,14 @@ def check_out_dir(out: Path, suite: Suite) -> None:
     elif out.is_dir() and any(out.iterdir()):
         raise UsageError(f"--out: {out} is not empty and holds no suite results (no manifest.json); "
                          "choose a new or empty folder")
+
+
+def check_results_readable(out: Path, suite: Suite) -> None:
+    """Read every result.json of the grid (in runs/, or in superseded/ to be brought back) before
+    writing anything, so that a damaged one stops the runner with its name (see read_result)."""
+    for run in suite.runs:
+        for folder in (out / "runs" / run.run_id, out / SUPERSEDED / run.run_id):
+            read_result(folder)
 
 
 def check_executor(executor: str, address: str | None, workers: int | None) -> None:
@@ -182,6 +189,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
     check_out_dir(out, suite)
     check_selection(suite, order, only_envs)
     check_executor(executor, address, workers)
+    check_results_readable(out, suite)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         remove_stale_temp_files(out)

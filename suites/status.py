@@ -13,11 +13,23 @@ STATES = ("complete", "failed", "missing")
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
+    """A run's result record, or None when it has none yet (never run, or interrupted).
+
+    result.json is only ever written whole (by rename), so one that does not parse was damaged
+    after the fact: a UsageError names it rather than counting the run as missing, which would
+    have the runner overwrite it unseen."""
+    path = folder / "result.json"
     try:
-        result = json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError):
+        result = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
         return None
-    return result if isinstance(result, dict) else None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable result.json ({str(exc).splitlines()[0]}); "
+                         "remove it to have `trbench run` redo the run") from None
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        raise UsageError(f"{path}: not a run result (a JSON object with a status); "
+                         "remove it to have `trbench run` redo the run")
+    return result
 
 
 def run_state(folder: Path) -> str:

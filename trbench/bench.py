@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trbench.errors import UsageError
+from trbench.errors import UsageError, check_output_folder
 
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
 SECTIONS = ("throughput", "trpo_update", "update", "grid", "memory")
@@ -785,6 +785,7 @@ def run_command(args) -> int:
         update_batch=args.update_batch, grid=args.grid, grid_workers=args.grid_workers, grid_runs=args.grid_runs,
         grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps,
         env_backend=args.env_backend, acting_backend=args.acting_backend)
+    check_output_folder(args.out)  # before minutes of measuring, not after
     report = run_bench(settings, stream=sys.stdout)
     write_report(report, args.out)
     print(markdown(report))

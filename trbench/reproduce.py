@@ -58,6 +58,17 @@ def find_preset(preset: str) -> Path:
     raise UsageError(f"PRESET: unknown preset {preset!r}; shipped: {', '.join(sorted(presets))}")
 
 
+def check_has_reference(suite_name: str, path: Path) -> None:
+    """A suite without published numbers to compare with would run its whole grid and only then
+    fail to report, so it is refused first."""
+    from trbench.analysis.reference import load_reference_sets
+
+    known = load_reference_sets()
+    if suite_name not in known:
+        raise UsageError(f"PRESET: {path}: suite {suite_name!r} has no published reference set; "
+                         f"known: {', '.join(sorted(known))}")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "reproduce", help="run a published-results preset, then report it against the published numbers",
@@ -86,6 +97,7 @@ def reproduce_command(args) -> int:
     from trbench.suites.runner import check_executor, run_suite
 
     suite = load_suite(find_preset(args.preset))
+    check_has_reference(suite.name, suite.path)
     out = args.out if args.out is not None else DEFAULT_ROOT / suite.name
     code = 0
     if not args.report_only:

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trbench.errors import UsageError
+from trbench.errors import UsageError, check_output_folder
 
 # --- documented constants ---------------------------------------------------------------------------
 
@@ -1026,6 +1026,7 @@ def build_settings(args) -> TuneSettings:
     """Validate everything before anything is written."""
     from trbench.algos.config import parse_set_arguments
     from trbench.algos.registry import resolve_algorithm
+    from trbench.algos.rollout import make_vector_env
     from trbench.runs import RunSpec, resolve
 
     suite = read_suite_input(args.suite, args.algo) if args.suite is not None else _SuiteInput()
@@ -1059,6 +1060,8 @@ def build_settings(args) -> TuneSettings:
         env_values = {k: v for k, v in suite.env_fixed.get(env_id, {}).items() if k not in given}
         overrides = {**suite.fixed, **env_values, **given}
         run = resolve(RunSpec(algorithm, env_id, steps, TRIAL_SEED_BASE, overrides))
+        # a Discrete-action env would otherwise only fail inside the first trial, after the study exists
+        make_vector_env(env_id, 1, run.config.env_backend).close()
         typed = run.config.to_dict()
         fixed = {k: typed[k] for k in fixed_raw}
         env_fixed[env_id] = {k: typed[k] for k in env_values}
@@ -1073,8 +1076,7 @@ def build_settings(args) -> TuneSettings:
     label = arm or algorithm
     study_name = args.study_name or suite_name(f"{label}-{'+'.join(envs)}")
     out = args.out or Path("results") / f"tune-{suite_name(study_name)}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
+    check_output_folder(out)
     storage = args.storage or default_storage(out)
     if not (storage.startswith("journal:") or "://" in storage):
         raise UsageError(f"--storage: {storage!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
