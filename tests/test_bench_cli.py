@@ -83,6 +83,19 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
     assert (out / "bench.json").exists()
 
 
+@pytest.mark.slow
+def test_checkpoint_mode_times_a_write_against_an_iteration_of_the_same_run(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--algo", "trpo", "--checkpoint", "--out", str(out)]) == 0
+    rows = {r["measure"]: r for r in _rows(out / "bench.csv") if r["section"] == "checkpoint"}
+    write, size = rows["checkpoint write"], rows["checkpoint size"]
+    (share,) = (r for m, r in rows.items() if m.startswith("share of run time at checkpoint_interval_steps="))
+    assert write["repeats"] == size["repeats"] == share["repeats"] == "2"  # the warm-up round is not counted
+    assert float(write["value"]) > 0 and float(write["ratio"]) > 0 and float(size["value"]) > 0
+    # a write per 50,000 steps of 64-step iterations: its share is the write's ratio over ~780 iterations
+    assert 0 < float(share["value"]) < 100 * float(write["ratio_max"]) / 700
+
+
 def test_update_only_times_the_cpu_update(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "--update-only", "--update-batch", "300", "--hidden", "8,8", "--repeats", "1",

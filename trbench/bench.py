@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import csv
 import io
 import multiprocessing
@@ -46,7 +47,7 @@ import torch
 from trbench.errors import UsageError, check_output_folder
 
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
-SECTIONS = ("throughput", "trpo_update", "update", "grid", "memory")
+SECTIONS = ("throughput", "trpo_update", "update", "grid", "memory", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class BenchSettings:
     grid_steps: int = 20_480
     grid_repeats: int = 2
     memory_steps: int = 0
+    checkpoint: bool = False
     env_backend: str = "gymnasium"
     acting_backend: str = "torch"
 
@@ -640,6 +642,62 @@ def measure_memory(env_id: str, settings: BenchSettings, report: BenchReport) ->
                    note=f"growth {late - early:+.1f} MiB from the 10-20% mark"))
 
 
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def measure_checkpoint(env_id: str, settings: BenchSettings, report: BenchReport, device: str) -> None:
+    """What a checkpoint costs: the time to write one (the trainer's state captured, serialised,
+    written and fsynced atomically, as a run does) against the time of one training iteration
+    of the same run, measured in turn; from the two, its share of a run's time at the default
+    ``checkpoint_interval_steps``."""
+    from trbench.algos.config import OnPolicyConfig
+    from trbench.algos.trainer import Trainer
+    from trbench.runs import ProgressWriter, ResolvedRun, RunSpec, write_checkpoint
+
+    cls, config = _bench_config("trpo", settings, device)
+    config = dataclasses.replace(config, checkpoint_interval_steps=settings.steps_per_iteration)
+    rounds = settings.warmup + settings.repeats
+    steps = settings.steps_per_iteration * (rounds + 1)  # one more: the last iteration takes no checkpoint
+    run = ResolvedRun(RunSpec("trpo", env_id, steps, settings.seed), cls, config)
+    trainer = Trainer(cls, config, env_id, steps, settings.seed)
+    iteration_s, write_s, sizes = [], [], []
+    with tempfile.TemporaryDirectory(prefix="trbench-bench-checkpoint-") as tmp:
+        folder = Path(tmp)
+        progress = ProgressWriter(folder)
+        if trainer.checkpoint_unsupported_reason:
+            report.add(Row("checkpoint", env_id, "checkpoint write", float("nan"), "s", repeats=0,
+                           note=f"not measured: {trainer.checkpoint_unsupported_reason}"))
+            trainer.close()
+            progress.close()
+            return
+        started = time.perf_counter()
+        for round_index, row in enumerate(trainer.iterate()):
+            iteration = time.perf_counter() - started
+            progress.write(row)
+            if trainer.checkpoint_due:
+                begin = time.perf_counter()
+                path = write_checkpoint(folder, run, trainer, progress, [])
+                written = time.perf_counter() - begin
+                if round_index >= settings.warmup:
+                    iteration_s.append(iteration)
+                    write_s.append(written)
+                    sizes.append(path.stat().st_size)
+            started = time.perf_counter()
+        progress.close()
+    trainer.close()
+    report.samples[f"checkpoint/{env_id}"] = {"iteration_s": iteration_s, "write_s": write_s, "bytes": sizes}
+    interval = OnPolicyConfig().checkpoint_interval_steps
+    iterations_between = interval / settings.steps_per_iteration
+    shares = [w / (w + iterations_between * i) for w, i in zip(write_s, iteration_s)]
+    note = f"TRPO, {device}; ratio = one write / one training iteration of the same round"
+    report.add(_ratio_row("checkpoint", env_id, "checkpoint write", write_s, [w / i for w, i in zip(write_s, iteration_s)],
+                          "s", note))
+    report.add(Row("checkpoint", env_id, "checkpoint size", _median(sizes) / 2**20, "MiB", repeats=len(sizes)))
+    report.add(Row("checkpoint", env_id, f"share of run time at checkpoint_interval_steps={interval}",
+                   100 * _median(shares), "%", repeats=len(shares),
+                   note=f"range {100 * min(shares):.2f}-{100 * max(shares):.2f}%; one write per "
+                        f"{iterations_between:.1f} iterations; a kill loses at most {interval:,} steps"))
+
+
 # --- output ----------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -661,7 +719,8 @@ def markdown(report: BenchReport) -> str:
     titles = {"throughput": "Throughput (ratio to raw stepping in the same round)",
               "trpo_update": "TRPO update split (ratio = share of the whole update)",
               "update": "TRPO update by device (ratio = share of the whole update)",
-              "grid": "Suite runner (ratio to one worker)", "memory": "Memory of one worker"}
+              "grid": "Suite runner (ratio to one worker)", "memory": "Memory of one worker",
+              "checkpoint": "Checkpoints (ratio to one training iteration)"}
     for section in SECTIONS:
         rows = [r for r in report.rows if r.section == section]
         if not rows:
@@ -716,6 +775,8 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
             measure_grid(env_id, settings, report)
         if settings.memory_steps:
             measure_memory(env_id, settings, report)
+        if settings.checkpoint:
+            measure_checkpoint(env_id, settings, report, str(device))
     report.samples["load_average_after"] = _load_average()
     return report
 
@@ -765,6 +826,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--grid-repeats", type=int, default=2, help="alternating 1-worker / N-worker rounds (default 2)")
     p.add_argument("--memory-steps", type=int, default=0,
                    help="also run one TRPO training of this many steps in a fresh worker process and report its RSS")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="also time writing a checkpoint against a training iteration, and its share of a run")
     p.add_argument("--env-backend", choices=("gymnasium", "envpool"), default="gymnasium",
                    help="what steps the envs in training; envpool's bare stepping is then measured too "
                         "(ratios stay relative to gymnasium's; default gymnasium)")
@@ -784,7 +847,7 @@ def run_command(args) -> int:
         seed=args.seed, linesearch_mode=args.linesearch_mode, update_only=args.update_only,
         update_batch=args.update_batch, grid=args.grid, grid_workers=args.grid_workers, grid_runs=args.grid_runs,
         grid_steps=args.grid_steps, grid_repeats=args.grid_repeats, memory_steps=args.memory_steps,
-        env_backend=args.env_backend, acting_backend=args.acting_backend)
+        checkpoint=args.checkpoint, env_backend=args.env_backend, acting_backend=args.acting_backend)
     check_output_folder(args.out)  # before minutes of measuring, not after
     report = run_bench(settings, stream=sys.stdout)
     write_report(report, args.out)
