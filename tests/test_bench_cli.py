@@ -41,6 +41,7 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", *TINY, "--algo", "trpo", "--algo", "vpg", "--out", str(out)]) == 0
@@ -96,6 +97,7 @@ def test_checkpoint_mode_times_a_write_against_an_iteration_of_the_same_run(tmp_
     assert 0 < float(share["value"]) < 100 * float(write["ratio_max"]) / 700
 
 
+@pytest.mark.slow
 def test_update_only_times_the_cpu_update(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "--update-only", "--update-batch", "300", "--hidden", "8,8", "--repeats", "1",
@@ -173,6 +175,7 @@ def test_batched_line_search_on_cuda_matches_the_sequential_one():
 
 
 @pytest.mark.cuda
+@pytest.mark.slow
 def test_update_only_benchmark_runs_on_cuda(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "--update-only", "--device", "cuda", "--update-batch", "2000", "--hidden", "32,32",
@@ -193,6 +196,7 @@ def test_grid_mode_runs_the_suite_runner_on_one_and_two_workers(tmp_path):
     assert float(rows["2 workers"]["ratio"]) > 0
 
 
+@pytest.mark.slow
 def test_envpool_backend_adds_its_raw_stepping_and_trains_on_it(tmp_path):
     pytest.importorskip("envpool")
     import json

@@ -123,6 +123,7 @@ def _assert_same_run(a, b):
     assert np.array_equal(a[2], b[2])
 
 
+@pytest.mark.slow
 def test_trpo_line_search_modes_train_identically():
     runs = {m: _trpo_run("InvertedPendulum-v5", 768, 5,
                          {"linesearch_mode": m, "steps_per_iteration": 256, "num_envs": 2,
@@ -226,6 +227,7 @@ def test_info_reduced_stepping_equals_gymnasium_sync_vector_env_bit_for_bit(env_
     reduced.close()
 
 
+@pytest.mark.slow
 def test_training_on_info_reduced_stepping_equals_training_on_gymnasium_sync_vector_env(monkeypatch):
     from trbench.algos import trainer as trainer_module
 

@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI in a process of its own
+
 
 def trbench(*args, cwd=None, env_extra=None):
     env = {**os.environ, **(env_extra or {})}

@@ -31,6 +31,7 @@ def train(tmp_path, algo, env, steps, seed, name=None, **overrides):
     return folder, result
 
 
+@pytest.mark.slow
 def test_every_accepted_trpo_update_keeps_the_mean_kl_within_the_radius(tmp_path):
     max_kl = 0.005
     folder, result = train(tmp_path, "trpo", "Hopper-v5", 4096, 3, max_kl=max_kl, eval_interval_steps=0)
@@ -108,6 +109,7 @@ def comparable(rows):
 
 
 @pytest.mark.parametrize("algo, overrides", [("trpo", {}), ("ppo", {}), ("trpo", {"acting_backend": "numpy"})])
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_and_another_seed_is_not(tmp_path, algo, overrides):
     a, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="a", **overrides)
     b, _ = train(tmp_path, algo, "InvertedPendulum-v5", 2048, 11, name="b", **overrides)
@@ -124,6 +126,7 @@ def test_same_seed_is_bit_identical_and_another_seed_is_not(tmp_path, algo, over
     assert config_a["seeds"] != json.loads((c / "config.json").read_text())["seeds"]
 
 
+@pytest.mark.slow
 def test_run_folder_holds_the_documented_files_and_columns(tmp_path):
     folder, result = train(tmp_path, "npg", "InvertedPendulum-v5", 1024, 0)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.pt", "progress.csv", "result.json"]
@@ -143,6 +146,7 @@ def test_run_folder_holds_the_documented_files_and_columns(tmp_path):
     assert set(result) >= {"status", "final_eval_return", "steps", "wall_time_s", "steps_per_second"}
 
 
+@pytest.mark.slow
 def test_a_nan_is_recorded_as_diverged(tmp_path):
     folder = tmp_path / "nan"
     result = execute_run(resolve(RunSpec("plugins.broken:NaNPolicy", "InvertedPendulum-v5", 2048, 0, SMALL)), folder)
@@ -152,6 +156,7 @@ def test_a_nan_is_recorded_as_diverged(tmp_path):
     assert (folder / "progress.csv").exists() and not (folder / "progress.csv.partial").exists()
 
 
+@pytest.mark.slow
 def test_an_exception_in_training_is_recorded_as_failed(tmp_path):
     result = execute_run(resolve(RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 2048, 0, SMALL)),
                          tmp_path / "failed")
@@ -202,6 +207,7 @@ def test_cuda_update_matches_cpu_update():
 
 
 @pytest.mark.cuda
+@pytest.mark.slow
 def test_cuda_training_run_completes(tmp_path):
     folder, result = train(tmp_path, "trpo", "InvertedPendulum-v5", 1024, 0, device="cuda")
     assert result["status"] == "complete"
@@ -221,6 +227,7 @@ def test_run_id_ignores_defaults_and_execution_settings_but_not_real_changes():
     assert resolve(RunSpec("trpo", "Hopper-v5", 1000, 0, {}, label="trpo+")).run_id != base
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_its_first_iteration_leaves_a_parseable_progress_file(tmp_path):
     import pandas as pd
 

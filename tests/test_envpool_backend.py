@@ -117,6 +117,7 @@ def read_progress(folder):
     return [{k: v for k, v in row.items() if k not in timing} for row in rows]
 
 
+@pytest.mark.slow
 def test_an_envpool_run_is_repeatable_and_records_its_backend(tmp_path):
     run = resolve(RunSpec("trpo", "Hopper-v5", 2048, 4, dict(SMALL)))
     default = resolve(RunSpec("trpo", "Hopper-v5", 2048, 4, {k: v for k, v in SMALL.items() if k != "env_backend"}))
