@@ -20,7 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path, help="folder holding runs/<run_id>/")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS_DIR/report)")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=(
+            "output folder (default: RESULTS_DIR/report; with a non-default --metric, --seed or --min-diff, "
+            "RESULTS_DIR/report-auc, report-seed3, ...). A report built with other options is never replaced"
+        ),
+    )
     parser.add_argument(
         "--metric",
         default="final",
@@ -52,7 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from trbench.analysis.report import ReportOptions, build_report
+    import pandas as pd
+
+    from trbench.analysis.report import ReportOptions, build_report, headline_lines
 
     if args.metric not in METRICS:
         raise UsageError(f"--metric: must be one of {', '.join(METRICS)}, got {args.metric!r}")
@@ -60,5 +68,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-diff: must be a number > 0, got {args.min_diff}")
     options = ReportOptions(metric=args.metric, seed=args.seed, min_difference=args.min_diff, reference=args.reference)
     out_dir = build_report(args.results_dir, args.out, options)
-    print(f"report written to {out_dir}")
+    for line in headline_lines(pd.read_csv(out_dir / "summary.csv"), args.metric):
+        print(line)
+    print(f"report: {out_dir / 'report.html'} (and report.md, CSV and LaTeX tables, figures/ in {out_dir})")
     return 0

@@ -3,14 +3,16 @@ one figure, saves it as PDF and PNG and returns the two paths; nothing here comp
 statistics.
 
 Style: sized for a single column (3.3 in wide per panel), 8-9 pt fonts, TrueType fonts in the
-PDF (editable, accepted by publishers), and one colour per algorithm that every figure shares
-(:func:`algorithm_colors`). seaborn is given plain numpy arrays, which works the same with
-every pandas version it meets.
+PDF (editable, accepted by publishers), and one colour, line style and marker per algorithm that
+every figure shares (:func:`algorithm_styles`), so that lines with identical values stay visible
+on top of each other and in greyscale print. Figures are byte-identical for the same numbers: the
+PDFs carry no creation date and the jitter of the score strips comes from a fixed seed.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,27 @@ KNOWN_ALGORITHM_COLORS = {
     "vpg": "#CC79A7",
 }
 EXTRA_COLORS = ("#E69F00", "#56B4E9", "#F0E442", "#000000", "#999999", "#8C564B", "#17BECF")
+# Line style and marker of the built-in algorithms; TRPO and NPG often learn identically on easy
+# tasks, and a dashed line with its own markers stays visible on a solid one. Other labels take
+# the extra styles in sorted order.
+KNOWN_ALGORITHM_LINES = {"trpo": ("-", "o"), "npg": ("--", "s"), "ppo": ("-.", "^"), "vpg": (":", "D")}
+EXTRA_LINESTYLES = ("-", "--", "-.", ":")
+EXTRA_MARKERS = ("v", "P", "X", "<", ">", "*", "h", "p")
+# Solid lines are drawn first and the more broken ones on top, so that a dashed or dotted line
+# shows the line under it through its gaps.
+LINESTYLE_DRAW_ORDER = ("-", "-.", "--", ":")
+# Distance between markers along a curve, as a fraction of the axes diagonal (matplotlib's float
+# markevery); each algorithm's markers start at its own offset, so overlapping curves do not put
+# their markers on the same spots.
+MARKER_SPACING = 0.12
+MARKER_SIZE = 4.0
+# Half-width of the horizontal jitter of the points of a score strip, in category widths, and the
+# seed it is drawn from (with the algorithm's name), so that a rebuilt figure is byte-identical.
+STRIP_JITTER = 0.15
+STRIP_JITTER_SEED = 0
+# Room below the lowest and above the highest value on an axis of intervals or fractions, as a
+# fraction of its span, so that a bar or marker at an end of the axis does not sit on the frame.
+INTERVAL_AXIS_MARGIN = 0.04
 
 PAPER_RC = {
     "font.size": 9,
@@ -57,6 +80,15 @@ PAPER_RC = {
     "savefig.bbox": "tight",
     "savefig.pad_inches": 0.02,
 }
+
+
+@dataclass(frozen=True)
+class AlgorithmStyle:
+    """How one algorithm is drawn in every figure."""
+
+    color: str
+    linestyle: str
+    marker: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,16 @@ def algorithm_colors(algos: Sequence[str]) -> dict[str, str]:
     return colors
 
 
+def algorithm_styles(algos: Sequence[str]) -> dict[str, AlgorithmStyle]:
+    """Colour, line style and marker per algorithm: built-in names always get the same ones."""
+    colors = algorithm_colors(algos)
+    others = sorted(set(algos) - set(KNOWN_ALGORITHM_LINES))
+    lines = dict(KNOWN_ALGORITHM_LINES)
+    for index, algo in enumerate(others):
+        lines[algo] = (EXTRA_LINESTYLES[index % len(EXTRA_LINESTYLES)], EXTRA_MARKERS[index % len(EXTRA_MARKERS)])
+    return {algo: AlgorithmStyle(colors[algo], *lines[algo]) for algo in algos}
+
+
 @contextmanager
 def paper_style():
     with sns.axes_style("ticks"), plt.rc_context(PAPER_RC):
@@ -99,7 +141,8 @@ def paper_style():
 def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
-    fig.savefig(paths[0])
+    # no creation date in the PDF, so that the same numbers give the same file
+    fig.savefig(paths[0], metadata={"CreationDate": None})
     fig.savefig(paths[1], dpi=PNG_DPI)
     plt.close(fig)
     return paths
@@ -121,8 +164,12 @@ def _format_steps(ax: plt.Axes) -> None:
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
 
 
-def _legend_below(fig: plt.Figure, algos: Sequence[str], colors: Mapping[str, str]) -> None:
-    handles = [plt.Line2D([], [], color=colors[algo], lw=2) for algo in algos]
+def _legend_handle(style: AlgorithmStyle) -> plt.Line2D:
+    return plt.Line2D([], [], color=style.color, ls=style.linestyle, marker=style.marker, ms=MARKER_SIZE, lw=1.5)
+
+
+def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle]) -> None:
+    handles = [_legend_handle(styles[algo]) for algo in algos]
     fig.legend(
         handles, list(algos), loc="lower center", ncol=min(len(algos), 5), frameon=False,
         bbox_to_anchor=(0.5, -0.02),
@@ -135,9 +182,21 @@ def _draw_band(ax: plt.Axes, band: Band, color: str, label: str) -> None:
     ax.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, linewidth=0)
 
 
+def _draw_styled_bands(ax: plt.Axes, bands: Mapping[str, Band], styles: Mapping[str, AlgorithmStyle]) -> None:
+    """Each algorithm's curve in its line style with markers, and its band; see LINESTYLE_DRAW_ORDER."""
+    algos = sorted(bands)
+    for index, algo in enumerate(algos):
+        style, band = styles[algo], bands[algo]
+        rank = LINESTYLE_DRAW_ORDER.index(style.linestyle) if style.linestyle in LINESTYLE_DRAW_ORDER else 0
+        offset = MARKER_SPACING * index / len(algos)
+        ax.fill_between(band.x, band.low, band.high, color=style.color, alpha=0.2, linewidth=0)
+        ax.plot(band.x, band.center, color=style.color, ls=style.linestyle, marker=style.marker, ms=MARKER_SIZE,
+                markevery=(offset, MARKER_SPACING), label=algo, zorder=2.0 + 0.1 * rank)
+
+
 def plot_learning_curves(
     bands: Mapping[str, Mapping[str, Band]],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     y_label: str = "Evaluation return",
     name: str = "learning_curves",
@@ -147,19 +206,18 @@ def plot_learning_curves(
     with paper_style():
         fig, axes = _panel_grid(len(bands))
         for ax, (env_id, per_algo) in zip(axes, sorted(bands.items())):
-            for algo in sorted(per_algo):
-                _draw_band(ax, per_algo[algo], colors[algo], algo)
+            _draw_styled_bands(ax, per_algo, styles)
             ax.set_title(env_id)
             ax.set_xlabel("Environment steps")
             ax.set_ylabel(y_label)
             _format_steps(ax)
-        _legend_below(fig, algos, colors)
+        _legend_below(fig, algos, styles)
         return save_figure(fig, out_dir, name)
 
 
 def plot_score_distributions(
     scores: Mapping[str, Mapping[str, ScoreSummary]],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     y_label: str,
     name: str = "score_distributions",
@@ -170,18 +228,16 @@ def plot_score_distributions(
         fig, axes = _panel_grid(len(scores))
         for ax, (env_id, per_algo) in zip(axes, sorted(scores.items())):
             order = sorted(per_algo)
-            labels = np.array([algo for algo in order for _ in per_algo[algo].values], dtype=object)
-            values = np.concatenate([per_algo[algo].values for algo in order]).astype(float)
-            sns.stripplot(
-                x=labels, y=values, hue=labels, order=order, hue_order=order,
-                palette={algo: colors[algo] for algo in order}, jitter=0.15, size=3.5,
-                alpha=0.7, legend=False, ax=ax,
-            )
             for position, algo in enumerate(order):
-                summary = per_algo[algo]
-                ax.plot([position + 0.3], [summary.mean], marker="D", color=colors[algo], ms=4)
+                summary, color = per_algo[algo], styles[algo].color
+                values = np.asarray(summary.values, dtype=float)
+                ax.scatter(position + _strip_jitter(algo, values.size), values, s=12, color=color, alpha=0.7,
+                           linewidths=0)
+                ax.plot([position + 0.3], [summary.mean], marker="D", color=color, ms=4)
                 if np.isfinite(summary.low) and np.isfinite(summary.high):
-                    ax.vlines(position + 0.3, summary.low, summary.high, color=colors[algo], lw=1.5)
+                    ax.vlines(position + 0.3, summary.low, summary.high, color=color, lw=1.5)
+            ax.set_xticks(range(len(order)), order)
+            ax.set_xlim(-0.5, len(order) - 0.5)
             ax.set_title(env_id)
             ax.set_ylabel(y_label)
             ax.set_xlabel("")
@@ -189,21 +245,41 @@ def plot_score_distributions(
         return save_figure(fig, out_dir, name)
 
 
+def _strip_jitter(algo: str, size: int) -> np.ndarray:
+    """Horizontal offsets of a strip's points, the same on every rebuild (see STRIP_JITTER_SEED)."""
+    if size < 2:
+        return np.zeros(size)
+    rng = np.random.default_rng([STRIP_JITTER_SEED, zlib.crc32(algo.encode())])
+    return rng.uniform(-STRIP_JITTER, STRIP_JITTER, size)
+
+
 def _interval_rows(
-    ax: plt.Axes, labels: Sequence[str], intervals: Sequence[IntervalEstimate], row_colors: Sequence[str]
+    ax: plt.Axes, labels: Sequence[str], intervals: Sequence[IntervalEstimate], row_styles: Sequence[AlgorithmStyle]
 ) -> None:
-    for row, (interval, color) in enumerate(zip(intervals, row_colors)):
-        ax.barh(
-            row, interval.high - interval.low, left=interval.low, height=0.6, color=color, alpha=0.75
-        )
+    """One row per interval: the CI as a bar, the estimate as a black tick on the row's marker,
+    which keeps a row visible when its interval has no width."""
+    for row, (interval, style) in enumerate(zip(intervals, row_styles)):
+        if np.isfinite(interval.low) and np.isfinite(interval.high):
+            ax.barh(row, interval.high - interval.low, left=interval.low, height=0.6, color=style.color, alpha=0.75)
+        ax.plot([interval.estimate], [row], marker=style.marker, color=style.color, ms=MARKER_SIZE + 1, ls="none",
+                mec="black", mew=0.6)
         ax.vlines(interval.estimate, row - 0.3, row + 0.3, color="black", lw=1.2)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
 
 
+def _interval_limits(intervals: Sequence[IntervalEstimate], low: float, high: float) -> tuple[float, float]:
+    """An axis from at most `low` to at least `high` (so 0 is always a tick of a score axis),
+    covering every interval, with INTERVAL_AXIS_MARGIN of room at both ends."""
+    values = [v for i in intervals for v in (i.low, i.high, i.estimate) if np.isfinite(v)]
+    low, high = min([low, *values]), max([high, *values])
+    margin = INTERVAL_AXIS_MARGIN * (high - low)
+    return low - margin, high + margin
+
+
 def plot_aggregate_intervals(
     aggregates: Mapping[str, Mapping[str, IntervalEstimate]],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     metric_labels: Mapping[str, str],
     name: str = "aggregate_intervals",
@@ -216,7 +292,10 @@ def plot_aggregate_intervals(
         )
         for index, (ax, (metric, per_algo)) in enumerate(zip(axes.flat, aggregates.items())):
             algos = sorted(per_algo)
-            _interval_rows(ax, algos, [per_algo[a] for a in algos], [colors[a] for a in algos])
+            intervals = [per_algo[a] for a in algos]
+            _interval_rows(ax, algos, intervals, [styles[a] for a in algos])
+            # normalised scores: 0 is the random policy and 1 the reference, so both are on the axis
+            ax.set_xlim(*_interval_limits(intervals, 0.0, 1.0))
             ax.set_title(metric_labels.get(metric, metric))
             ax.set_xlabel("Normalised score")
             if index:
@@ -231,18 +310,17 @@ def _max_rows(aggregates: Mapping[str, Mapping[str, IntervalEstimate]]) -> int:
 
 def plot_performance_profiles(
     profiles: Mapping[str, Band],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     name: str = "performance_profiles",
 ) -> list[Path]:
     """Fraction of runs with a normalised score above τ, against τ, with bootstrap bands."""
     with paper_style():
         fig, ax = plt.subplots(figsize=(PANEL_WIDTH_IN, PANEL_HEIGHT_IN))
-        for algo in sorted(profiles):
-            _draw_band(ax, profiles[algo], colors[algo], algo)
+        _draw_styled_bands(ax, profiles, styles)
         ax.set_xlabel(r"Normalised score $\tau$")
         ax.set_ylabel(r"Fraction of runs with score $> \tau$")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-INTERVAL_AXIS_MARGIN, 1 + INTERVAL_AXIS_MARGIN)  # markers at 0 and 1 clear the frame
         ax.legend(frameon=False)
         fig.tight_layout()
         return save_figure(fig, out_dir, name)
@@ -250,7 +328,7 @@ def plot_performance_profiles(
 
 def plot_probability_of_improvement(
     pairs: Sequence[tuple[str, str, IntervalEstimate]],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     name: str = "probability_of_improvement",
 ) -> list[Path]:
@@ -258,9 +336,10 @@ def plot_probability_of_improvement(
     with paper_style():
         fig, ax = plt.subplots(figsize=(PANEL_WIDTH_IN, 0.35 * len(pairs) + 0.9))
         labels = [f"P({a} > {b})" for a, b, _ in pairs]
-        _interval_rows(ax, labels, [interval for _, _, interval in pairs], [colors[a] for a, _, _ in pairs])
+        _interval_rows(ax, labels, [interval for _, _, interval in pairs], [styles[a] for a, _, _ in pairs])
         ax.axvline(0.5, color="grey", ls="--", lw=1)
-        ax.set_xlim(0, 1)
+        ax.set_xlim(*_interval_limits([], 0.0, 1.0))
+        ax.set_xticks([0.0, 0.25, 0.5, 0.75, 1.0])
         ax.set_xlabel("Probability of improvement")
         fig.tight_layout()
         return save_figure(fig, out_dir, name)
@@ -268,15 +347,14 @@ def plot_probability_of_improvement(
 
 def plot_sample_efficiency(
     curves: Mapping[str, Band],
-    colors: Mapping[str, str],
+    styles: Mapping[str, AlgorithmStyle],
     out_dir: Path,
     name: str = "sample_efficiency",
 ) -> list[Path]:
     """IQM of the normalised eval score across all runs and tasks against env steps."""
     with paper_style():
         fig, ax = plt.subplots(figsize=(PANEL_WIDTH_IN, PANEL_HEIGHT_IN))
-        for algo in sorted(curves):
-            _draw_band(ax, curves[algo], colors[algo], algo)
+        _draw_styled_bands(ax, curves, styles)
         ax.set_xlabel("Environment steps")
         ax.set_ylabel("IQM normalised score")
         _format_steps(ax)

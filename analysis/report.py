@@ -11,7 +11,9 @@ the end, so a crash never leaves a half-written report.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
 import shutil
 import tempfile
@@ -45,7 +47,7 @@ from trbench.analysis.render import (
     render_html,
     render_markdown,
 )
-from trbench.errors import check_output_folder
+from trbench.errors import UsageError, check_output_folder
 
 SUMMARY_COLUMNS = ["algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high"]
 PAIRWISE_COLUMNS = [
@@ -88,6 +90,10 @@ AGGREGATE_LABELS = {
 STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILES, STREAM_EFFICIENCY = range(6)
 STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
 EVAL_METRICS = ("final_eval_return", "eval_return_at_step", "max_mean_eval_curve")
+# what the score of each metric is called where a table has no room for the description
+METRIC_LABELS = {"final": "final eval return", "auc": "mean eval return over training"}
+# the options a report was built with, so that a rebuild with others never replaces it unnoticed
+OPTIONS_FILE = "report_options.json"
 
 
 @dataclass(frozen=True)
@@ -467,7 +473,7 @@ def performance_profile_bands(
 
 def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> None:
     options, scored = analysis.options, analysis.scored
-    colors = plots.algorithm_colors(analysis.algos)
+    styles = plots.algorithm_styles(analysis.algos)
     metric_label = "Final eval return" if options.metric == "final" else "Mean eval return over training"
     notes = analysis.figure_notes
 
@@ -477,7 +483,7 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
     if curves.empty:
         notes.append("Learning curves: no run has evaluation rows in progress.csv.")
     else:
-        plots.plot_learning_curves(learning_curve_bands(curves, options), colors, figure_dir)
+        plots.plot_learning_curves(learning_curve_bands(curves, options), styles, figure_dir)
         add(
             "learning_curves",
             "Learning curves: mean deterministic evaluation return over runs against env steps, "
@@ -492,7 +498,7 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             values, row.mean, row.ci_low, row.ci_high
         )
     if score_summaries:
-        plots.plot_score_distributions(score_summaries, colors, figure_dir, metric_label)
+        plots.plot_score_distributions(score_summaries, styles, figure_dir, metric_label)
         add(
             "score_distributions",
             f"{metric_label} of every run (points), with the mean (diamond) and its "
@@ -511,16 +517,16 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
         }
         for metric in stats.AGGREGATE_METRICS
     }
-    plots.plot_aggregate_intervals(intervals, colors, figure_dir, AGGREGATE_LABELS)
+    plots.plot_aggregate_intervals(intervals, styles, figure_dir, AGGREGATE_LABELS)
     add(
         "aggregate_intervals",
         f"Aggregate normalised {options.metric} scores over {len(envs)} env(s): point estimate "
-        f"(black tick) and {options.confidence_level:.0%} stratified-bootstrap CI (bar). "
+        f"(black tick on the algorithm's marker) and {options.confidence_level:.0%} stratified-bootstrap CI (bar). "
         "Lower is better for the optimality gap.",
     )
     plots.plot_performance_profiles(
         performance_profile_bands(scored, analysis.normalization, envs, analysis.algos, options),
-        colors,
+        styles,
         figure_dir,
     )
     add(
@@ -537,7 +543,7 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             for row in improvement_rows.itertuples(index=False)
             if row.algo_a < row.algo_b
         ]
-        plots.plot_probability_of_improvement(pairs, colors, figure_dir)
+        plots.plot_probability_of_improvement(pairs, styles, figure_dir)
         add(
             "probability_of_improvement",
             "Probability that a run of X scores higher than a run of Y on the same env (ties "
@@ -548,7 +554,7 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
     if isinstance(efficiency, Unavailable):
         notes.append(f"Sample efficiency: {efficiency.reason}.")
     else:
-        plots.plot_sample_efficiency(efficiency, colors, figure_dir)
+        plots.plot_sample_efficiency(efficiency, styles, figure_dir)
         add(
             "sample_efficiency",
             "Sample efficiency: IQM over all runs and envs of the normalised evaluation return "
@@ -737,6 +743,11 @@ def _distinct(values: pd.Series) -> str:
     return ", ".join(str(value) for value in sorted(values.dropna().unique(), key=str)) or "unknown"
 
 
+def _distinct_counts(values: pd.Series) -> str:
+    """Distinct whole numbers in increasing order with thousands separators: '51,200'."""
+    return ", ".join(f"{int(value):,}" for value in sorted(values.dropna().unique())) or "unknown"
+
+
 def setup_section(analysis: Analysis) -> Section:
     loaded, options, scored = analysis.loaded, analysis.options, analysis.scored
     manifest = loaded.manifest or {}
@@ -755,11 +766,17 @@ def setup_section(analysis: Analysis) -> Section:
     if not scored.empty:
         grid = (
             scored.groupby(["env_id", "algo"], sort=True)
-            .agg(algorithm=("algorithm", _distinct), runs=("run_id", "size"), seeds=("seed", _distinct), steps=("steps", _distinct))
+            .agg(algorithm=("algorithm", _distinct), runs=("run_id", "size"), seeds=("seed", _distinct),
+                 steps=("steps", _distinct_counts))
             .reset_index()
         )
         blocks.append(
-            Table(grid.rename(columns={"env_id": "env"}), "Runs analysed per cell: algorithm, seeds and step budget.")
+            Table(
+                grid.rename(columns={"env_id": "env"}),
+                "Runs analysed per cell: algorithm, seeds and the environment steps each run took (its budget "
+                "rounded up to whole iterations).",
+                {"seeds": str, "steps": str},
+            )
         )
     if loaded.suite_toml:
         blocks += [Paragraph("The suite file that produced the grid:"), Preformatted(loaded.suite_toml)]
@@ -957,6 +974,24 @@ def summary_latex_table(summary: pd.DataFrame, metric: str) -> Table:
     )
 
 
+def headline_lines(summary: pd.DataFrame, metric: str) -> list[str]:
+    """The per-task table in a few lines for the terminal: per env and algorithm, the runs, the
+    mean score and its CI (from summary.csv)."""
+    if summary.empty:
+        return [f"no run has a '{metric}' score, so there is no result to show"]
+    rows = [("env", "algo", "runs", "mean", "95% CI")]
+    for record in summary.itertuples(index=False):
+        interval = (f"[{format_number(record.ci_low)}, {format_number(record.ci_high)}]"
+                    if math.isfinite(record.ci_low) else "none (one run)")
+        rows.append((record.env, record.algo, str(record.n_runs), format_number(record.mean), interval))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"{METRIC_LABELS[metric]} per algorithm (mean over runs, 95% bootstrap CI of the mean):"]
+    for row in rows:
+        cells = [cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
 def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> None:
     options = analysis.options
     analysis.summary.to_csv(target / "summary.csv", index=False)
@@ -991,15 +1026,18 @@ def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> 
 
 
 def build_report(results_dir: Path | str, out_dir: Path | str | None = None, options: ReportOptions | None = None) -> Path:
-    """Write the full report for ``results_dir`` into ``out_dir`` (default results_dir/report)
-    and return ``out_dir``. The folder appears complete or not at all."""
+    """Write the full report for ``results_dir`` into ``out_dir`` (default: results_dir/report,
+    or a sibling named by the options, see :func:`default_report_folder`) and return ``out_dir``.
+    The folder appears complete or not at all."""
     options = options or ReportOptions()
     loaded = load_results(results_dir)
-    out_dir = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    out_dir = Path(out_dir) if out_dir is not None else default_report_folder(results_dir, options)
     check_output_folder(out_dir)
+    record = options_record(options, loaded)
+    check_report_destination(out_dir, record)  # before the long part
     analysis = analyse(loaded, options)
     if options.reference is not None:  # a PublishedDataError is a UsageError: one line, exit 2
-        name = reference.resolve_reference(options.reference, (loaded.manifest or {}).get("suite"))
+        name = record["reference"]
         analysis.reproduction = reference.reproduction_table(
             results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples)
     # only now that every input has been checked: a refused report leaves no folder behind
@@ -1013,11 +1051,68 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None, opt
         if analysis.reproduction is not None:
             draw_reproduction_figure(analysis, figure_dir)
         write_outputs(analysis, document(analysis), staging)
+        (staging / OPTIONS_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         _replace_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def default_report_folder(results_dir: Path | str, options: ReportOptions) -> Path:
+    """``report/`` for the default options; each option that changes the numbers from its default
+    adds itself to the name (``report-auc/``, ``report-seed3/``, ``report-auc-mindiff0.2/``), so
+    that reports built with different options stand side by side instead of replacing each other.
+    ``--reference`` only adds a section, so it keeps the folder (see check_report_destination)."""
+    defaults = ReportOptions()
+    parts = ["report"]
+    if options.metric != defaults.metric:
+        parts.append(options.metric)
+    if options.seed != defaults.seed:
+        parts.append(f"seed{options.seed}")
+    if options.min_difference != defaults.min_difference:
+        parts.append(f"mindiff{options.min_difference:g}")
+    return Path(results_dir) / "-".join(parts)
+
+
+def options_record(options: ReportOptions, loaded: LoadedResults) -> dict:
+    """Every option the report is built with, the reference by the preset it resolves to."""
+    record = dataclasses.asdict(options)
+    if options.reference is not None:
+        record["reference"] = reference.resolve_reference(options.reference, (loaded.manifest or {}).get("suite"))
+    return record
+
+
+def _option_text(key: str, value: object) -> str:
+    flag = {"metric": "--metric", "seed": "--seed", "min_difference": "--min-diff", "reference": "--reference"}
+    return f"{flag.get(key, key)} {'none' if value is None else value}"
+
+
+def check_report_destination(out_dir: Path, record: dict) -> None:
+    """Refuse to replace a report built with other options, or a folder that holds no report.
+
+    A report folder replaced by one built with other options would lose its numbers silently;
+    one built with the same options is rebuilt in place. A report written before its options were
+    recorded (report.md but no OPTIONS_FILE) is replaced, as it always was."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    recorded_path = out_dir / OPTIONS_FILE
+    if not recorded_path.exists():
+        if (out_dir / "report.md").exists():
+            return
+        raise UsageError(f"{out_dir}: is not empty and holds no trbench report, so it is not replaced; "
+                         "choose a new or empty folder with --out")
+    try:
+        recorded = json.loads(recorded_path.read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"{recorded_path}: unreadable, so the options of that report are unknown; remove the "
+                         "report or choose another folder with --out") from None
+    differences = [key for key in record if recorded.get(key) != record[key]]
+    if differences:
+        was = ", ".join(_option_text(key, recorded.get(key)) for key in differences)
+        now = ", ".join(_option_text(key, record[key]) for key in differences)
+        raise UsageError(f"{out_dir}: holds a report built with {was}, not {now}; rebuild it with the same "
+                         "options, or write this one elsewhere with --out")
 
 
 def _replace_directory(new: Path, destination: Path) -> None:

@@ -116,10 +116,13 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     import torch
 
+    from trbench.algos.library_warnings import silence_env_building_warnings
     from trbench.algos.registry import BUILTIN, resolve_algorithm
     from trbench.runs import execute_run, resolve
 
     torch.set_num_threads(1)
+    # the runner built every env of the grid when it read the suite, and showed their warnings
+    silence_env_building_warnings()
     # A worker lives for the whole grid. Importing every built-in algorithm now, rather than at
     # its first run, makes the worker's code one snapshot: a source edit during a long grid can
     # then not pair an old config module with a new algorithm module in one process.
@@ -293,9 +296,11 @@ def ray_available() -> bool:
 def _ray_task(spec: RunSpec, progress_queue) -> tuple[dict[str, Any], dict[str, bytes]]:
     import torch
 
+    from trbench.algos.library_warnings import silence_env_building_warnings
     from trbench.runs import execute_run, resolve
 
     torch.set_num_threads(1)
+    silence_env_building_warnings()  # the runner showed them when it read the suite
     run = resolve(spec)
 
     def report(row: dict[str, Any]) -> None:

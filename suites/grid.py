@@ -21,7 +21,6 @@ import datetime as _dt
 import difflib
 import functools
 import itertools
-import math
 import re
 import tomllib
 import types
@@ -89,7 +88,8 @@ class Suite:
 
     @property
     def total_steps(self) -> int:
-        return sum(run.spec.steps for run in self.runs)
+        """The environment steps the grid takes (each budget rounded up to whole iterations)."""
+        return sum(run.steps_taken for run in self.runs)
 
     def manifest(self) -> dict[str, Any]:
         return {"suite": self.name, "runs": [manifest_entry(run) for run in self.runs]}
@@ -103,8 +103,7 @@ def manifest_entry(run: ResolvedRun) -> dict[str, Any]:
 
 def steps_taken(run: ResolvedRun) -> int:
     """Whole iterations are collected, so a run takes its budget rounded up to one."""
-    per_iteration = run.config.steps_per_iteration
-    return math.ceil(run.spec.steps / per_iteration) * per_iteration
+    return run.steps_taken
 
 
 def load_suite(path: Path | str) -> Suite:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trbench.errors import UsageError, check_output_folder
-from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text
+from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
 
 from .executors import ray_available, run_local, run_ray
 from .grid import Suite
@@ -170,8 +170,8 @@ def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: s
     for run in suite.runs:
         states[run.run_id] = run_state(runs_dir / run.run_id)
         starts = str(todo.get(run.run_id, "-"))
-        stream.write(f"{run.run_id:<{id_width}}  {states[run.run_id]:<8}  {run.spec.steps:>10,}  {starts:>6}\n")
-    todo_steps = sum(run.spec.steps for run in suite.runs if run.run_id in todo)
+        stream.write(f"{run.run_id:<{id_width}}  {states[run.run_id]:<8}  {run.steps_taken:>10,}  {starts:>6}\n")
+    todo_steps = sum(run.steps_taken for run in suite.runs if run.run_id in todo)
     complete = sum(state == "complete" for state in states.values())
     failed = sum(state == "failed" for state in states.values())
     shape = f"{len(suite.arms)} arms x {len(suite.envs)} envs x {len(suite.seeds)} seeds"
@@ -179,6 +179,8 @@ def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: s
         shape += ", times the grid axes"
     stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs ({shape}), {suite.total_steps:,} steps in all; "
                  f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}\n")
+    if note := rounding_note(suite.runs):
+        stream.write(note + "\n")
     return 0
 
 
@@ -208,7 +210,9 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         already_done = len(selected) - len(todo)
         scope = f", {len(selected)} of them on {', '.join(only_envs)}" if only_envs else ""
         stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "
-                     f"{len(todo)} to run ({sum(r.spec.steps for r in todo):,} steps) on {where} -> {out}\n")
+                     f"{len(todo)} to run ({sum(r.steps_taken for r in todo):,} steps) on {where} -> {out}\n")
+        if note := rounding_note(todo):
+            stream.write(note + "\n")
         if moved_out or moved_back:
             stream.write(f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED}/, "
                          f"{moved_back} brought back from it\n")

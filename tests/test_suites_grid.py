@@ -55,7 +55,7 @@ def test_grid_counts_arms_envs_seeds_and_axes(tmp_path):
     assert labels["trpo[damping=0.01,max_kl=0.02]"] == 6
     assert labels["ppo[clip_range=0.3]"] == 6
     assert labels["vpg"] == 6
-    assert suite.total_steps == 512 * len(suite.runs)
+    assert suite.total_steps == 2048 * len(suite.runs)  # each 512-step budget is one iteration of 2048
     # seeds outermost, so a partial grid covers every arm and env for the first seeds
     assert [run.spec.seed for run in suite.runs] == sorted(run.spec.seed for run in suite.runs)
 

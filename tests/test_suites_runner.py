@@ -122,9 +122,12 @@ def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeyp
     assert main(["run", "grid.toml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     suite = load_suite(tmp_path / "grid.toml")
-    listed = dict(line.split()[:2] for line in out.splitlines()[1:-1])
+    listed = dict(line.split()[:2] for line in out.splitlines()[1:-2])
     assert listed == {run.run_id: "missing" for run in suite.runs}
-    assert "9 runs" in out and "9,000 steps in all" in out and "9 to run (9,000 steps)" in out
+    # whole iterations of 256 steps: the counts are the steps the runs will take, the rounding said once
+    assert all(line.split()[2] == "1,024" for line in out.splitlines()[1:-2])
+    assert "9 runs" in out and "9,216 steps in all" in out and "9 to run (9,216 steps)" in out
+    assert out.count("the budget of 1,000 becomes 1,024 steps (9 of 9 runs)") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 
 

@@ -240,13 +240,16 @@ class TuneSettings:
     def overrides(self, env_id: str, params: dict[str, Any]) -> dict[str, Any]:
         return {**self.fixed, **self.env_fixed.get(env_id, {}), **params}
 
-    def stride(self) -> int:
-        """Environment steps one run takes: whole iterations, so the budget rounded up."""
+    def first_run(self):
+        """The trials' first run (trial seed 0 on the first env) at the searched settings' defaults."""
         from trbench.runs import RunSpec, resolve
 
-        per_iteration = resolve(RunSpec(self.algorithm, self.envs[0], self.steps, 0,
-                                        self.overrides(self.envs[0], {}))).config.steps_per_iteration
-        return math.ceil(self.steps / per_iteration) * per_iteration
+        return resolve(RunSpec(self.algorithm, self.envs[0], self.steps, TRIAL_SEED_BASE,
+                               self.overrides(self.envs[0], {})))
+
+    def stride(self) -> int:
+        """Environment steps one run takes: whole iterations, so the budget rounded up."""
+        return self.first_run().steps_taken
 
     def identity(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm, "arm": self.label, "envs": list(self.envs), "steps": self.steps,
@@ -564,7 +567,7 @@ def work(settings: TuneSettings, worker_index: int = 0) -> None:
             return
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed, SurplusTrial),
-                           callbacks=[lambda _study, trial: mine.append(trial)])
+                           callbacks=[lambda _study, trial: mine.append(trial), report_trial(settings)])
         except KeyboardInterrupt:
             # optuna has failed the interrupted trial; this process owns it, so it re-enqueues it
             interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -576,6 +579,45 @@ def work(settings: TuneSettings, worker_index: int = 0) -> None:
             raise
         if mine and SURPLUS_ATTR in mine[-1].user_attrs:
             return
+
+
+def trial_line(settings: TuneSettings, study, trial) -> str | None:
+    """What a finished trial gives a person watching: its outcome and value, its parameters, how
+    long it took, and how far the study is with the time left at the pace so far. None for a
+    trial that does not count (a surplus one, or one interrupted and enqueued again)."""
+    from optuna.trial import TrialState
+
+    from trbench.suites.progress import format_duration
+
+    if SURPLUS_ATTR in trial.user_attrs or not counts(trial):
+        return None
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"complete, value {trial.value:.4g}"
+    elif trial.state == TrialState.PRUNED:
+        reported = trial.intermediate_values
+        last = f", value {reported[max(reported)]:.4g} when pruned" if reported else ""
+        outcome = f"pruned ({trial.user_attrs.get(PRUNED_ATTR, 'by the pruner')}){last}"
+    else:
+        outcome = f"failed ({trial.user_attrs[COUNTED_FAIL_ATTR]})"
+    params = ", ".join(f"{name}={value:.4g}" for name, value in trial.params.items())
+    took = format_duration(trial.duration.total_seconds()) if trial.duration else "?"
+    finished = [t for t in study.get_trials(deepcopy=False) if counts(t) and t.duration is not None]
+    counted = sum(counts(t) for t in study.get_trials(deepcopy=False))
+    # the trials left, at the mean duration of the finished ones, shared by this machine's workers
+    mean_s = sum(t.duration.total_seconds() for t in finished) / len(finished) if finished else None
+    left = max(settings.trials - counted, 0)
+    eta = format_duration(None if mean_s is None else left * mean_s / settings.workers)
+    return f"trial {trial.number} {outcome}: {params}; took {took}; {counted}/{settings.trials} trials done, ETA {eta}"
+
+
+def report_trial(settings: TuneSettings):
+    """An Optuna callback that prints :func:`trial_line` for each trial this worker finishes."""
+    def callback(study, trial) -> None:
+        line = trial_line(settings, study, trial)
+        if line is not None:
+            print(line, flush=True)
+
+    return callback
 
 
 def _was_requeued(study, trial) -> bool:
@@ -598,7 +640,10 @@ def _worker_process(data: dict[str, Any], worker_index: int, parent_pid: int) ->
     _die_with_parent(parent_pid)
     import torch
 
+    from trbench.algos.library_warnings import silence_env_building_warnings
+
     torch.set_num_threads(1)
+    silence_env_building_warnings()  # the command built every env once and showed their warnings
     with contextlib.suppress(KeyboardInterrupt):
         work(TuneSettings.from_worker(data), worker_index)
 
@@ -1091,6 +1136,8 @@ def build_settings(args) -> TuneSettings:
 
 
 def run_tune(args) -> int:
+    from trbench.runs import rounding_note
+
     settings = build_settings(args)
     if settings.normalised:
         load_normalization_for(settings.envs)
@@ -1105,6 +1152,8 @@ def run_tune(args) -> int:
     space = ", ".join(p.text for p in settings.space)
     print(f"study {settings.study_name!r} in {settings.storage}: {counted}/{settings.trials} trials done; "
           f"{settings.objective_name()}; space {space}; {settings.workers} worker(s) -> {settings.out}", flush=True)
+    if note := rounding_note([settings.first_run()]):
+        print(note, flush=True)
     run_workers(settings)
     study = load_study(settings)
     counted, running, _ = study_progress(study)
