@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: a process pool on this machine (default); ray: Ray tasks (needs the ray extra)")
     p.add_argument("--address", default=None,
-                   help="Ray cluster address for --executor ray, e.g. auto or ray://head:10001 "
+                   help="Ray cluster address for --executor ray, e.g. auto or HEAD_HOST:6379 "
                         "(default: start a local Ray instance)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and the total steps; run nothing")
     p.add_argument("--skip-failed", action="store_true",

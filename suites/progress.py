@@ -82,6 +82,9 @@ class Progress:
         took = f" in {format_duration(wall)}" if wall is not None else ""
         self._print(f"[{self.ended}/{self.total}] {describe(run)}: {detail}{took} ({run.run_id})")
 
+    def resubmitted(self, run: ResolvedRun, reason: str) -> None:
+        self._print(f"[retry] {describe(run)}: {reason} ({run.run_id})")
+
     def tick(self) -> None:
         self._refresh()
 

@@ -18,7 +18,7 @@ from typing import TextIO
 from trbench.errors import UsageError, check_output_folder
 from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
 
-from .executors import ray_available, run_local, run_ray
+from .executors import ray_available, ray_session, run_local, run_ray
 from .grid import Suite
 from .progress import Progress, format_duration
 from .status import read_result, run_state
@@ -68,13 +68,30 @@ def check_executor(executor: str, address: str | None, workers: int | None) -> N
         raise UsageError(f"--workers: must be >= 1, got {workers}")
     if address and executor != "ray":
         raise UsageError("--address: only used with --executor ray")
+    if address and address.startswith("ray://"):
+        raise UsageError(f"--address: {address}: Ray Client (ray://) cannot stream a run's checkpoints back; run "
+                         "trbench on a node of the cluster with --address auto or --address HEAD_HOST:PORT")
     if executor == "ray" and not ray_available():
         raise UsageError("--executor ray: ray is not installed; install the extra: pip install 'trbench[ray]'")
 
 
 @contextlib.contextmanager
+def connected_to_cluster(executor: str, address: str | None, workers: int | None):
+    """Connected to the Ray cluster at `address` for the block, when one is given. Connecting
+    before the results folder is written means a refused connection (a wrong address, a missing
+    token) leaves it as it was; a new local Ray instance starts later, only if there is work."""
+    if executor != "ray" or not address:
+        yield
+        return
+    with ray_session(address, workers or default_workers()):
+        yield
+
+
+@contextlib.contextmanager
 def exclusive(out: Path):
-    """One runner per results folder; the lock goes away with the process, even on SIGKILL."""
+    """One runner per results folder (created here); the lock goes away with the process, even
+    on SIGKILL."""
+    out.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # no advisory locks on this platform: trust the user
@@ -192,8 +209,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
     check_selection(suite, order, only_envs)
     check_executor(executor, address, workers)
     check_results_readable(out, suite)
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out):
+    with connected_to_cluster(executor, address, workers), exclusive(out):
         remove_stale_temp_files(out)
         atomic_write_text(out / "suite.toml", suite.text)
         atomic_write_json(out / "manifest.json", suite.manifest())

@@ -133,6 +133,7 @@ def test_the_valid_base_suite_passes_the_dry_run(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--workers", "0"], "--workers: must be >= 1, got 0"),
     (["--address", "auto"], "--address: only used with --executor ray"),
+    (["--executor", "ray", "--address", "ray://head:10001"], "Ray Client (ray://) cannot stream"),
 ])
 def test_bad_options_exit_2_before_anything_is_written(tmp_path, monkeypatch, capsys, extra, expected):
     (tmp_path / "ok.toml").write_text(VALID)

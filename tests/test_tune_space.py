@@ -47,6 +47,7 @@ def test_bad_search_space_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys
     (["--env", "InvertedPendulum-v5", "--env", "Pendulum-v1"], "--env Pendulum-v1: no normalisation constants"),
     (["--set", "num_envs=3"], "steps_per_iteration: must be a multiple of num_envs=3"),
     (["--storage", "not-a-url"], "--storage: 'not-a-url' is not a storage URL"),
+    (["--heartbeat-interval", "10", "--heartbeat-grace", "10"], "--heartbeat-grace: must be > --heartbeat-interval"),
 ])
 def test_bad_settings_exit_2_and_write_nothing(tmp_path, capsys, extra, expected):
     out = tmp_path / "tune"
@@ -76,7 +77,7 @@ def _args(**overrides):
     defaults = dict(algo=None, envs=[], trials=None, seeds=None, steps=None, params=[], overrides=[], suite=None,
                     storage=None, study_name=None, workers=1, pruner="patient", pruner_startup_trials=5,
                     pruner_warmup_steps=None, patience=2, sampler="tpe", sampler_startup_trials=10,
-                    sampler_seed=None, out=None, reevaluate=0, top_k=3)
+                    sampler_seed=None, out=None, reevaluate=0, top_k=3, heartbeat_interval=30, heartbeat_grace=120)
     defaults.update(overrides)
     return argparse.Namespace(**defaults)
 

@@ -18,22 +18,25 @@ from trbench.analysis.load import load_results
 from trbench.cli import main
 from trbench.suites.grid import load_suite
 from trbench.tune import (COUNTED_FAIL_ATTR, PRUNED_ATTR, REEVALUATION_SEED_BASE, RETRY_ATTR, WORKER_ATTR,
-                          counts, default_storage)
+                          counts, default_storage, open_storage)
 
 ENV = "InvertedPendulum-v5"
 STEPS = 1024  # two iterations of 512 steps: one run takes a couple of seconds on one core
+# Runs of the tests that kill a worker mid-run: once a run has logged its first iteration, three
+# more and an evaluation are left, so polling catches it unfinished even on a much faster machine.
+KILLED_STEPS = 4 * 512
 TINY = ["--set", "steps_per_iteration=512", "--set", "num_envs=4", "--set", "eval_interval_steps=0",
         "--set", "save_model=false", "--set", "critic_epochs=2"]
 STUDY = "tiny"
 
 
-def tune_argv(out, trials, *extra, seeds=1):
-    return ["tune", "--env", ENV, "--steps", str(STEPS), "--trials", str(trials), "--seeds", str(seeds),
+def tune_argv(out, trials, *extra, seeds=1, steps=STEPS):
+    return ["tune", "--env", ENV, "--steps", str(steps), "--trials", str(trials), "--seeds", str(seeds),
             "--study-name", STUDY, "--sampler-seed", "0", "--out", str(out), *TINY, *extra]
 
 
-def study_of(out):
-    return optuna.load_study(study_name=STUDY, storage=default_storage(Path(out)))
+def study_of(out, storage=None):
+    return optuna.load_study(study_name=STUDY, storage=open_storage(storage or default_storage(Path(out))))
 
 
 def counted(out):
@@ -179,9 +182,10 @@ def test_a_configuration_that_errors_fails_its_trial_and_still_counts(tmp_path):
     assert "update exploded on purpose" in trials[0].user_attrs[COUNTED_FAIL_ATTR]
 
 
-def _tune_process(out, trials, *extra, seeds=1):
+def _tune_process(out, trials, *extra, seeds=1, steps=STEPS):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen([sys.executable, "-m", "trbench.cli", *tune_argv(out, trials, *extra, seeds=seeds)], env=env,
+    argv = tune_argv(out, trials, *extra, seeds=seeds, steps=steps)
+    return subprocess.Popen([sys.executable, "-m", "trbench.cli", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -206,7 +210,7 @@ def _logged_rows(folder: Path) -> int:
         return 0
 
 
-def _trial_in_its_first_run(out: Path):
+def _trial_in_its_first_run(out: Path, study):
     """A RUNNING trial whose first run (of two seeds) has logged an iteration and is still training.
 
     Killing then leaves at least the rest of that run and the whole second run undone: several
@@ -215,33 +219,42 @@ def _trial_in_its_first_run(out: Path):
     started = [folder for folder in (out / "runs").glob("*") if _logged_rows(folder) > 0]
     if not started:
         return None  # cheap file checks first; the storage is read only once there is a candidate
-    for trial in study_of(out).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_ids = trial.user_attrs.get("run_ids", [])
         if len(run_ids) == 1 and _logged_rows(out / "runs" / run_ids[0]) > 0:
             return trial
     return None
 
 
-@pytest.mark.slow
-def test_killed_tune_resumes_to_n_with_none_lost_or_duplicated(tmp_path):
-    out = tmp_path / "tune"
-    process = _tune_process(out, 3, "--workers", "2", seeds=2)
+def _kill_mid_trial(process: subprocess.Popen, out: Path, storage: str | None = None):
+    """SIGKILL the tune process (and its workers) once a trial is mid-run (its runs need
+    KILLED_STEPS); returns that trial."""
     deadline = time.monotonic() + 240
-    victim = None
+    study = victim = None
     while victim is None:
         assert process.poll() is None, f"tune ended before a trial was mid-run:\n{process.communicate()[0]}"
         assert time.monotonic() < deadline, "no trial started training within 240 s"
-        if (out / "study.db").exists() and (out / "runs").is_dir():
-            victim = _trial_in_its_first_run(out)
+        if study is None and (out / "runs").is_dir():  # made once the study exists
+            study = study_of(out, storage)
+        if study is not None:
+            victim = _trial_in_its_first_run(out, study)
         if victim is None:
-            time.sleep(0.1)
+            time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    return victim
+
+
+@pytest.mark.slow
+def test_killed_tune_resumes_to_n_with_none_lost_or_duplicated(tmp_path):
+    out = tmp_path / "tune"
+    process = _tune_process(out, 3, "--workers", "2", seeds=2, steps=KILLED_STEPS)
+    victim = _kill_mid_trial(process, out)
     after_kill = study_of(out).get_trials()
     assert after_kill[victim.number].state == TrialState.RUNNING and not counts(after_kill[victim.number])
     assert len([t for t in after_kill if counts(t)]) < 3
 
-    process = _tune_process(out, 3, "--workers", "2", seeds=2)
+    process = _tune_process(out, 3, "--workers", "2", seeds=2, steps=KILLED_STEPS)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     trials = study_of(out).get_trials()
@@ -251,6 +264,33 @@ def test_killed_tune_resumes_to_n_with_none_lost_or_duplicated(tmp_path):
     for t in interrupted:
         if t.params:  # killed before sampling leaves nothing to retry
             assert len([r for r in trials if r.user_attrs.get(RETRY_ATTR) == t.number]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_a_dead_remote_workers_trial_goes_stale_and_the_next_worker_retries_it(tmp_path, backend):
+    out = tmp_path / "tune"
+    storage = default_storage(out) if backend == "sqlite" else f"journal:{tmp_path / 'journal.log'}"
+    heartbeat = ("--storage", storage, "--heartbeat-interval", "1", "--heartbeat-grace", "3")
+    victim = _kill_mid_trial(_tune_process(out, 1, *heartbeat, seeds=2, steps=KILLED_STEPS), out, storage)
+
+    # seen from another machine: the dead worker's pid says nothing there, only its silent heartbeat does
+    watcher = open_storage(storage, heartbeat_interval_s=1, heartbeat_grace_s=3)
+    watcher.set_trial_user_attr(victim._trial_id, WORKER_ATTR, {"host": "another-machine", "pid": 1})
+    study_id = watcher.get_study_id_from_name(STUDY)
+    deadline = time.monotonic() + 60
+    while victim._trial_id not in watcher._get_stale_trial_ids(study_id):  # the storage's own staleness test
+        assert time.monotonic() < deadline, "the killed worker's trial never went stale"
+        time.sleep(0.2)
+
+    process = _tune_process(out, 1, *heartbeat, seeds=2, steps=KILLED_STEPS)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    trials = study_of(out, storage).get_trials()
+    assert trials[victim.number].state == TrialState.FAIL and not counts(trials[victim.number])
+    retries = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params
+    assert [t.number for t in trials if counts(t)] == [retries[0].number]
 
 
 @pytest.mark.slow

@@ -86,9 +86,12 @@ BOOTSTRAP_SEED = 0
 
 # SQLite locks the whole file per write; workers wait this long for it instead of failing.
 SQLITE_BUSY_TIMEOUT_S = 60
-# RDB storages record a heartbeat for running trials; one silent for HEARTBEAT_GRACE_S (a worker
-# on another machine that died) is failed and its configuration enqueued again. A trial's
-# process on this machine is checked directly (is its pid alive?), with no wait.
+# Running trials record a heartbeat every HEARTBEAT_INTERVAL_S (Optuna's on RDB storages, the
+# same interface in trbench.tune_heartbeat on journal storages); one silent for HEARTBEAT_GRACE_S
+# (a worker on another machine that died) is failed by the next worker that looks and its
+# configuration enqueued again. The grace is four beats, so a worker held up by a busy storage
+# for a while is not declared dead. A trial's process on this machine is checked directly (is
+# its pid alive?), with no wait. Both are --heartbeat-interval / --heartbeat-grace.
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 
@@ -224,6 +227,8 @@ class TuneSettings:
     reevaluate: int = 0
     top_k: int = DEFAULT_TOP_K
     arm: str = ""
+    heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S  # seconds between two heartbeats of a running trial
+    heartbeat_grace_s: int = HEARTBEAT_GRACE_S  # seconds of silence after which a running trial is stale
 
     @property
     def label(self) -> str:
@@ -285,24 +290,30 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
-def open_storage(url: str):
-    """An RDB URL (sqlite:///, postgresql://, mysql://) or ``journal:PATH`` for a journal file."""
+def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
+                 heartbeat_grace_s: int = HEARTBEAT_GRACE_S):
+    """An RDB URL (sqlite:///, postgresql://, mysql://) or ``journal:PATH`` for a journal file,
+    either way with trial heartbeats whose stale trials are enqueued again (requeue_trial)."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
     if url.startswith("journal:"):
+        from trbench.tune_heartbeat import HeartbeatJournalStorage
+
         path = url.removeprefix("journal:")
         if not path:
             raise UsageError("--storage: journal:PATH needs a file path, e.g. journal:results/tune/journal.log")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+        return HeartbeatJournalStorage(JournalFileBackend(path), heartbeat_interval=heartbeat_interval_s,
+                                       grace_period=heartbeat_grace_s, heartbeat_stale_trial_callback=requeue_trial)
     if "://" not in url:
         raise UsageError(f"--storage: {url!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
                          f"mysql://... or journal:PATH")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats; optuna is pinned
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                          grace_period=HEARTBEAT_GRACE_S,
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval_s,
+                                          grace_period=heartbeat_grace_s,
                                           heartbeat_stale_trial_callback=requeue_trial)
     except Exception as exc:  # noqa: BLE001 - a driver that is not installed, a server that does not answer
         raise UsageError(f"--storage: cannot open {url!r}: {str(exc).splitlines()[0] or type(exc).__name__}") from None
@@ -345,7 +356,7 @@ def load_study(settings: TuneSettings, *, worker_index: int = 0, create: bool = 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats, PatientPruner and the matplotlib plots are marked experimental; we pin optuna
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, settings.heartbeat_interval_s, settings.heartbeat_grace_s)
     stride = settings.stride()
     if create:
         study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
@@ -950,6 +961,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--study-name", default=None, help="study name in the storage (default: ALGO-ENVS)")
     p.add_argument("--workers", type=_positive_int("--workers"), default=1,
                    help="worker processes sharing the study on this machine (default 1)")
+    p.add_argument("--heartbeat-interval", type=_positive_int("--heartbeat-interval"), default=HEARTBEAT_INTERVAL_S,
+                   metavar="S", help=f"seconds between two heartbeats of a running trial (default {HEARTBEAT_INTERVAL_S})")
+    p.add_argument("--heartbeat-grace", type=_positive_int("--heartbeat-grace"), default=HEARTBEAT_GRACE_S,
+                   metavar="S", help=f"seconds without a heartbeat after which a running trial's worker counts as dead "
+                                     f"and the trial is retried (default {HEARTBEAT_GRACE_S})")
     p.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
                    help=f"patient: median rule after {PRUNER_PATIENCE} reports without improvement (default); "
                         "median; hyperband; none")
@@ -1126,13 +1142,17 @@ def build_settings(args) -> TuneSettings:
     if not (storage.startswith("journal:") or "://" in storage):
         raise UsageError(f"--storage: {storage!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
                          f"mysql://... or journal:PATH")
+    if args.heartbeat_grace <= args.heartbeat_interval:
+        raise UsageError(f"--heartbeat-grace: must be > --heartbeat-interval ({args.heartbeat_interval} s), got "
+                         f"{args.heartbeat_grace}, or live trials would be failed between two heartbeats")
     return TuneSettings(
         algorithm=algorithm, envs=tuple(envs), steps=steps, seeds=seeds, space=tuple(space), fixed=fixed,
         env_fixed=env_fixed, trials=trials, out=out, storage=storage, study_name=study_name, workers=args.workers,
         pruner=args.pruner, pruner_startup_trials=args.pruner_startup_trials,
         pruner_warmup_steps=args.pruner_warmup_steps, patience=args.patience, sampler=args.sampler,
         sampler_startup_trials=args.sampler_startup_trials, sampler_seed=args.sampler_seed,
-        reevaluate=args.reevaluate, top_k=args.top_k, arm=label if label != algorithm else "")
+        reevaluate=args.reevaluate, top_k=args.top_k, arm=label if label != algorithm else "",
+        heartbeat_interval_s=args.heartbeat_interval, heartbeat_grace_s=args.heartbeat_grace)
 
 
 def run_tune(args) -> int:
