@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trbench.errors import UsageError, check_output_folder
-from trbench.runs import ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
+from trbench.runs import CHECKPOINT_FILE, ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
 
 from .executors import ray_available, ray_session, run_local, run_ray
 from .grid import Suite
@@ -225,8 +225,10 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         selected = selected_runs(suite, only_envs)
         already_done = len(selected) - len(todo)
         scope = f", {len(selected)} of them on {', '.join(only_envs)}" if only_envs else ""
+        resuming = sum((runs_dir / run.run_id / CHECKPOINT_FILE).is_file() for run in todo)
+        resume_note = f", {resuming} resume from a checkpoint" if resuming else ""
         stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "
-                     f"{len(todo)} to run ({sum(r.steps_taken for r in todo):,} steps) on {where} -> {out}\n")
+                     f"{len(todo)} to run{resume_note} ({sum(r.steps_taken for r in todo):,} steps) on {where} -> {out}\n")
         if note := rounding_note(todo):
             stream.write(note + "\n")
         if moved_out or moved_back:

@@ -343,6 +343,7 @@ def test_report_on_a_real_tiny_suite(tmp_path):
     assert config["versions"]["gymnasium"] in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_analysis_reads_results_only_and_never_imports_training_code():
     code = (
         "import sys, trbench.analysis.report, trbench.analysis.cli; "

@@ -30,6 +30,7 @@ eval_interval_steps = 0
 final_eval_episodes = 10
 critic_minibatch_size = 64
 save_model = false
+checkpoint_interval_steps = 512
 """
 FAILING = "plugins_for_tests.failing"
 
@@ -267,7 +268,30 @@ def runner_command(suite: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "trbench.cli", "run", str(suite), "--out", str(out), *extra]
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first, then the parent pid)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(int(stat.parent.name))
+        if fields is not None and int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def process_gone(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X")  # exited (a zombie runs nothing)
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runner's workers through /proc")
 def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_path):
     path = write_suite(tmp_path, """
         name = "killed"
@@ -285,28 +309,35 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
         while time.monotonic() < deadline and runner.poll() is None:
             finished = list(out.glob("runs/*/result.json"))
             in_progress = list(out.glob("runs/*/progress.csv.partial"))
-            if finished and in_progress:
+            checkpointed = list(out.glob("runs/*/checkpoint.pt"))
+            if finished and in_progress and checkpointed:
                 break
             time.sleep(0.05)
         assert runner.poll() is None, "the grid ended before it could be interrupted; make the runs longer"
+        workers = child_pids(runner.pid)
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
     finally:
         if runner.poll() is None:
             runner.kill()
+    # the workers die with the runner (PR_SET_PDEATHSIG): wait until every one is gone, after
+    # which nothing can move in the run folders any more
+    assert workers
+    deadline = time.monotonic() + 60
+    while not all(process_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the runner"
+        time.sleep(0.02)
     interrupted = {p.parent.name for p in out.glob("runs/*/progress.csv.partial")}
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert interrupted and done_before and len(done_before) < len(suite.runs)
-
-    # the workers die with the runner: nothing moves in the run folders any more
-    sizes = {p: p.stat().st_size for p in out.glob("runs/*/progress.csv.partial")}
-    time.sleep(2.0)
-    assert {p: p.stat().st_size for p in out.glob("runs/*/progress.csv.partial")} == sizes
+    checkpointed = {p.parent.name for p in out.glob("runs/*/checkpoint.pt")}
+    assert checkpointed and checkpointed <= interrupted
     assert {p.parent.name for p in out.glob("runs/*/result.json")} == set(done_before)
 
     resumed = subprocess.run(runner_command(path, out, "--workers", "2"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(done_before)} already done" in resumed.stdout
+    assert f"{len(checkpointed)} resume from a checkpoint" in resumed.stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert [entry["run_id"] for entry in manifest["runs"]] == [run.run_id for run in suite.runs]
@@ -315,6 +346,10 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
         assert check_intact(out / "runs" / run.run_id, steps_taken(run))["status"] == "complete"
     assert leftovers(out) == []
     assert not (out / "superseded").exists()
+    # the runs interrupted after a checkpoint went on from it; finished, none keeps its checkpoint
+    for run_id in checkpointed:
+        assert json.loads((out / "runs" / run_id / "result.json").read_text())["resumed_at_steps"]
+    assert not list(out.glob("runs/*/checkpoint.pt"))
     # runs finished before the kill were kept, not redone
     assert {run_id: (out / "runs" / run_id / "result.json").stat().st_mtime_ns for run_id in done_before} == done_before
     assert (out / "suite.toml").read_text() == path.read_text()
@@ -410,6 +445,7 @@ def test_env_outside_the_suite_is_a_one_line_usage_error(tmp_path, monkeypatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 
 
+@pytest.mark.slow
 def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_path):
     suite = load_suite(write_suite(tmp_path, """
         name = "select"
