@@ -20,8 +20,6 @@ from trbench.suites.grid import load_suite
 from trbench.tune import (COUNTED_FAIL_ATTR, PRUNED_ATTR, REEVALUATION_SEED_BASE, RETRY_ATTR, WORKER_ATTR,
                           counts, default_storage, open_storage)
 
-pytestmark = pytest.mark.slow  # every test here runs a study, which trains
-
 ENV = "InvertedPendulum-v5"
 STEPS = 1024  # two iterations of 512 steps: one run takes a couple of seconds on one core
 # Runs of the tests that kill a worker mid-run: once a run has logged its first iteration, three
@@ -38,7 +36,10 @@ def tune_argv(out, trials, *extra, seeds=1, steps=STEPS):
 
 
 def study_of(out, storage=None):
-    return optuna.load_study(study_name=STUDY, storage=open_storage(storage or default_storage(Path(out))))
+    """The study, through its URL on SQLite (a storage with heartbeats would warn at the tests'
+    own study.ask) or through trbench's journal storage, which optuna cannot open from a URL."""
+    url = storage or default_storage(Path(out))
+    return optuna.load_study(study_name=STUDY, storage=open_storage(url) if url.startswith("journal:") else url)
 
 
 def counted(out):
