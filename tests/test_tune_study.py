@@ -20,6 +20,8 @@ from trbench.suites.grid import load_suite
 from trbench.tune import (COUNTED_FAIL_ATTR, PRUNED_ATTR, REEVALUATION_SEED_BASE, RETRY_ATTR, WORKER_ATTR,
                           counts, default_storage, open_storage)
 
+pytestmark = pytest.mark.slow  # every test here runs a study, which trains
+
 ENV = "InvertedPendulum-v5"
 STEPS = 1024  # two iterations of 512 steps: one run takes a couple of seconds on one core
 # Runs of the tests that kill a worker mid-run: once a run has logged its first iteration, three
