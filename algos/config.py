@@ -282,6 +282,11 @@ class OnPolicyConfig(ConfigBase):
         False, "keep the last checkpoint after the run has finished (it is removed by default, so finished "
         "results stay compact)",
     )
+    tensorboard: bool = setting(
+        False, "also write each progress.csv row, and the resolved config as text, to TensorBoard event files in "
+        "the run folder, to watch runs live (needs the tensorboard extra; off costs nothing)",
+        source="trbench; the peers' habit (SB3, CleanRL, Tianshou log to TensorBoard)",
+    )
 
     def check(self) -> None:
         if self.steps_per_iteration % self.num_envs:

@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--metric",
         default="final",
-        help="final: final deterministic eval return; auc: mean eval return over training (default: final)",
+        help=("final: final deterministic eval return; auc: mean eval return over training; last100: mean "
+              "return of the last 100 training episodes, which every imported run has (default: final)"),
     )
     parser.add_argument(
         "--reference",

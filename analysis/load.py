@@ -9,7 +9,11 @@ Only files are read here; nothing is computed beyond the two per-run metrics:
   ``eval_return`` against ``step`` (progress.csv rows that have an evaluation) divided by the
   step span it covers, i.e. a mean over training *steps*, so that runs evaluated at different
   step intervals weigh every part of training alike. With evenly spaced evaluations it is close
-  to the plain mean of the evaluations; a run with a single evaluation gets that value.
+  to the plain mean of the evaluations; a run with a single evaluation gets that value;
+- ``last100``: the mean return of the last 100 training episodes (progress.csv's
+  ``train_return`` weighted by ``train_episodes``), the training-curve metric of OpenAI Baselines
+  and CleanRL. It is the one metric every imported run has: CleanRL and Spinning Up's on-policy
+  algorithms run no deterministic evaluation, so they have no ``final`` or ``auc``.
 
 Runs whose status is not ``complete``, folders without result.json (interrupted) and unreadable
 or damaged folders (a result.json or progress.csv that does not parse or was cut short) are
@@ -32,14 +36,25 @@ import pandas as pd
 
 from trbench.errors import UsageError
 
-METRICS = ("final", "auc")
+METRICS = ("final", "auc", "last100")
 METRIC_DESCRIPTIONS = {
     "final": "final deterministic evaluation return of each run (final_eval_return)",
     "auc": (
         "mean evaluation return over training (Duan et al. 2016's average-over-training): "
         "area under the eval-return curve against env steps, divided by the step span"
     ),
+    "last100": (
+        "mean return of the last 100 training episodes of each run (the stochastic policy while it learns, "
+        "as OpenAI Baselines and CleanRL report it), from progress.csv's train_return and train_episodes"
+    ),
 }
+# why a complete run can lack each metric (an imported run's source block says it in its own terms)
+MISSING_REASONS = {
+    "final": ("final_eval_return missing", "final_eval_return"),
+    "auc": ("no evaluation rows in progress.csv", "eval_return"),
+    "last100": ("no training episodes in progress.csv", "train_return"),
+}
+LAST_EPISODES = 100
 
 RUN_COLUMNS = [
     "run_id",
@@ -51,6 +66,8 @@ RUN_COLUMNS = [
     "status",
     "final",
     "auc",
+    "last100",
+    "source",
     "wall_time_s",
     "steps_per_second",
 ]
@@ -66,7 +83,8 @@ class LoadedResults:
 
     ``runs``: one row per complete run (RUN_COLUMNS); ``curves``: one row per evaluation of a
     complete run (CURVE_COLUMNS); ``excluded``: runs left out and why (EXCLUDED_COLUMNS);
-    ``versions``: for each versions key, the sorted distinct values seen in config.json files.
+    ``versions``: for each versions key, the sorted distinct values seen in config.json files;
+    ``sources``: for each imported run (by run id), the source block of its config.json.
     """
 
     results_dir: Path
@@ -76,6 +94,7 @@ class LoadedResults:
     manifest: dict | None = None
     suite_toml: str | None = None
     versions: dict[str, list[str]] = field(default_factory=dict)
+    sources: dict[str, dict] = field(default_factory=dict)
 
 
 class RunFolderError(Exception):
@@ -133,7 +152,11 @@ def read_eval_curve(progress_csv: Path) -> pd.DataFrame:
     """(step, eval_return) of the rows that have an evaluation, sorted by step."""
     if not progress_csv.exists():
         return pd.DataFrame({"step": pd.Series(dtype=float), "eval_return": pd.Series(dtype=float)})
-    progress = read_progress(progress_csv)
+    return eval_curve(read_progress(progress_csv))
+
+
+def eval_curve(progress: pd.DataFrame) -> pd.DataFrame:
+    """(step, eval_return) of the progress rows that have an evaluation, sorted by step."""
     missing = {"step", "eval_return"} - set(progress.columns)
     if missing:
         raise RunFolderError(f"progress.csv lacks column(s) {', '.join(sorted(missing))}")
@@ -145,6 +168,50 @@ def read_eval_curve(progress_csv: Path) -> pd.DataFrame:
     )
     curve = curve[np.isfinite(curve["step"]) & np.isfinite(curve["eval_return"])]
     return curve.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def last_episodes_mean(steps: np.ndarray, returns: np.ndarray, counts: np.ndarray, at: np.ndarray,
+                       n: int = LAST_EPISODES) -> np.ndarray:
+    """Mean return of the last ``n`` training episodes that ended at or before each step in ``at``.
+
+    Each progress row holds the mean return and the number of the episodes that ended in that
+    iteration; the oldest row needed contributes only as many episodes as are still missing.
+    Where fewer than ``n`` episodes ended, all of them count; where none did, NaN.
+    """
+    counts = np.where(np.isfinite(returns), counts, 0.0)
+    sums = np.where(counts > 0, returns * counts, 0.0)
+    episodes_before = np.concatenate([[0.0], np.cumsum(counts)])  # P[i] = episodes in rows < i
+    return_before = np.concatenate([[0.0], np.cumsum(sums)])
+    out = np.full(len(at), np.nan)
+    for k, step in enumerate(np.asarray(at, dtype=float)):
+        end = int(np.searchsorted(steps, step, side="right"))  # rows [0, end) ended by `step`
+        total = episodes_before[end]
+        if total <= 0:
+            continue
+        if total <= n:
+            out[k] = return_before[end] / total
+            continue
+        # oldest row j still needed: the last j with episodes in rows [j, end) >= n
+        j = int(np.searchsorted(episodes_before, total - n, side="right")) - 1
+        full_sum = return_before[end] - return_before[j + 1]
+        full_count = total - episodes_before[j + 1]
+        partial = n - full_count
+        out[k] = (full_sum + partial * returns[j]) / n if partial > 0 else full_sum / full_count
+    return out
+
+
+def last100(progress: pd.DataFrame) -> float:
+    """The mean return of the run's last 100 training episodes (NaN when none ended)."""
+    if progress.empty or not {"step", "train_return", "train_episodes"} <= set(progress.columns):
+        return math.nan
+    table = pd.DataFrame({column: pd.to_numeric(progress[column], errors="coerce").astype(float)
+                          for column in ("step", "train_return", "train_episodes")})
+    table = table[np.isfinite(table["step"])].sort_values("step", kind="stable")
+    steps = table["step"].to_numpy()
+    if steps.size == 0:
+        return math.nan
+    return float(last_episodes_mean(steps, table["train_return"].to_numpy(),
+                                    np.nan_to_num(table["train_episodes"].to_numpy()), steps[-1:])[0])
 
 
 def _float_or_nan(value: object) -> float:
@@ -182,12 +249,17 @@ def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, p
     if status != "complete":
         error = result.get("error") or "no error message"
         raise RunFolderError(f"{status}: {error}", status=str(status))
-    curve = read_eval_curve(run_dir / "progress.csv")
+    progress_csv = run_dir / "progress.csv"
+    progress = read_progress(progress_csv) if progress_csv.exists() else pd.DataFrame(columns=["step", "eval_return"])
+    curve = eval_curve(progress)
+    source = config.get("source")
     row = {
         **identity,
         "status": status,
         "final": _float_or_nan(result.get("final_eval_return")),
         "auc": area_mean(curve["step"].to_numpy(), curve["eval_return"].to_numpy()),
+        "last100": last100(progress),
+        "source": source.get("library", "") if isinstance(source, dict) else "",
         "wall_time_s": _float_or_nan(result.get("wall_time_s")),
         "steps_per_second": _float_or_nan(result.get("steps_per_second")),
     }
@@ -266,7 +338,22 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         manifest=manifest,
         suite_toml=suite_toml,
         versions=_versions(run_dirs),
+        sources=_sources(run_dirs, set(runs["run_id"])),
     )
+
+
+def _sources(run_dirs: Iterable[Path], run_ids: set[str]) -> dict[str, dict]:
+    """The source block of each complete imported run (written by `trbench import`)."""
+    sources = {}
+    for run_dir in run_dirs:
+        try:
+            config = _read_json(run_dir / "config.json")
+        except RunFolderError:
+            continue
+        run_id = config.get("run_id") or run_dir.name
+        if run_id in run_ids and isinstance(config.get("source"), dict):
+            sources[run_id] = config["source"]
+    return sources
 
 
 def _read_suite_file(path: Path, parse: Callable[[str], T]) -> T | None:
@@ -309,7 +396,14 @@ def scored_runs(loaded: LoadedResults, metric: str) -> tuple[pd.DataFrame, pd.Da
     runs = loaded.runs
     finite = np.isfinite(runs[metric].to_numpy(dtype=float))
     missing = runs.loc[~finite]
-    reason = "final_eval_return missing" if metric == "final" else "no evaluation rows in progress.csv"
+    reason, meaning_key = MISSING_REASONS[metric]
+
+    def why(run_id: str) -> str:
+        # an imported run: the source's own account of the number it lacks
+        source = loaded.sources.get(run_id, {})
+        said = (source.get("meaning") or {}).get(meaning_key) if isinstance(source, dict) else None
+        return f"imported from {source.get('library')}: {said}" if said else reason
+
     extra = pd.DataFrame(
         {
             "run_id": missing["run_id"],
@@ -317,7 +411,7 @@ def scored_runs(loaded: LoadedResults, metric: str) -> tuple[pd.DataFrame, pd.Da
             "env_id": missing["env_id"],
             "seed": missing["seed"],
             "status": "complete",
-            "reason": f"{reason}, so it has no '{metric}' score",
+            "reason": [f"{why(run_id)}; so it has no '{metric}' score" for run_id in missing["run_id"]],
         },
         columns=EXCLUDED_COLUMNS,
     )

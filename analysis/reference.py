@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.analysis import stats
-from trbench.analysis.load import RunFolderError, read_progress
+from trbench.analysis.load import RunFolderError, last_episodes_mean, read_progress
 from trbench.errors import UsageError
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -81,7 +81,6 @@ NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing val
 # `above` or `below` drawn from 2-4 seeds would claim more than the interval holds.
 MIN_SEEDS_FOR_VERDICT = 5
 TOO_FEW_SEEDS = "too few seeds"
-LAST_EPISODES = 100
 
 REPRODUCTION_COLUMNS = [
     "arm", "env_id", "source", "algo", "setting", "env_version", "steps", "metric", "published",
@@ -350,6 +349,11 @@ def read_runs(results_dir: Path | str) -> list[RunRecord]:
             continue
         steps = table["step"].to_numpy()
         iteration = float(np.min(np.diff(steps))) if len(steps) > 1 else float(steps[0])
+        source = config.get("source")
+        if isinstance(source, dict) and isinstance(source.get("iteration_steps"), int):
+            # an imported run has a row wherever its log recorded something; its rollout or epoch
+            # is what "reaching a step" is measured in, as an iteration is for a trbench run
+            iteration = float(source["iteration_steps"])
         final_eval = result.get("final_eval_return")
         runs.append(RunRecord(
             run_id=str(config.get("run_id", run_dir.name)),
@@ -362,36 +366,6 @@ def read_runs(results_dir: Path | str) -> list[RunRecord]:
             progress=table,
         ))
     return runs
-
-
-def last_episodes_mean(steps: np.ndarray, returns: np.ndarray, counts: np.ndarray, at: np.ndarray,
-                       n: int = LAST_EPISODES) -> np.ndarray:
-    """Mean return of the last ``n`` training episodes that ended at or before each step in ``at``.
-
-    Each progress row holds the mean return and the number of the episodes that ended in that
-    iteration; the oldest row needed contributes only as many episodes as are still missing.
-    Where fewer than ``n`` episodes ended, all of them count; where none did, NaN.
-    """
-    counts = np.where(np.isfinite(returns), counts, 0.0)
-    sums = np.where(counts > 0, returns * counts, 0.0)
-    episodes_before = np.concatenate([[0.0], np.cumsum(counts)])  # P[i] = episodes in rows < i
-    return_before = np.concatenate([[0.0], np.cumsum(sums)])
-    out = np.full(len(at), np.nan)
-    for k, step in enumerate(np.asarray(at, dtype=float)):
-        end = int(np.searchsorted(steps, step, side="right"))  # rows [0, end) ended by `step`
-        total = episodes_before[end]
-        if total <= 0:
-            continue
-        if total <= n:
-            out[k] = return_before[end] / total
-            continue
-        # oldest row j still needed: the last j with episodes in rows [j, end) >= n
-        j = int(np.searchsorted(episodes_before, total - n, side="right")) - 1
-        full_sum = return_before[end] - return_before[j + 1]
-        full_count = total - episodes_before[j + 1]
-        partial = n - full_count
-        out[k] = (full_sum + partial * returns[j]) / n if partial > 0 else full_sum / full_count
-    return out
 
 
 def _within_budget(run: RunRecord, steps: float) -> bool:

@@ -33,6 +33,7 @@ from trbench.analysis.load import (
     scored_runs,
     step_grid,
 )
+from trbench.analysis.imported import imported_section
 from trbench.analysis.normalization import NormalizationConstants, load_normalization
 from trbench.analysis.render import (
     BulletList,
@@ -91,7 +92,8 @@ STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILE
 STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
 EVAL_METRICS = ("final_eval_return", "eval_return_at_step", "max_mean_eval_curve")
 # what the score of each metric is called where a table has no room for the description
-METRIC_LABELS = {"final": "final eval return", "auc": "mean eval return over training"}
+METRIC_LABELS = {"final": "final eval return", "auc": "mean eval return over training",
+                 "last100": "training return, last 100 episodes"}
 # the options a report was built with, so that a rebuild with others never replaces it unnoticed
 OPTIONS_FILE = "report_options.json"
 
@@ -474,7 +476,7 @@ def performance_profile_bands(
 def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> None:
     options, scored = analysis.options, analysis.scored
     styles = plots.algorithm_styles(analysis.algos)
-    metric_label = "Final eval return" if options.metric == "final" else "Mean eval return over training"
+    metric_label = METRIC_LABELS[options.metric].capitalize()
     notes = analysis.figure_notes
 
     def add(name: str, caption: str) -> None:
@@ -933,8 +935,10 @@ def excluded_section(analysis: Analysis) -> Section:
 
 def document(analysis: Analysis) -> list[Section]:
     reproduction = [reproduction_section(analysis)] if analysis.reproduction is not None else []
+    imported = imported_section(analysis.loaded, analysis.options.metric)
     return [
         setup_section(analysis),
+        *([imported] if imported is not None else []),
         *reproduction,
         per_task_section(analysis),
         aggregate_section(analysis),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
-from .grid import load_suite
+from trbench.runs import resolve
+
+from .grid import Suite, load_suite
 from .runner import EXECUTORS, ORDERS, check_executor, check_out_dir, default_out, dry_run, run_suite
 from .status import print_status
 
@@ -35,6 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--env", action="append", default=[], dest="only_envs", metavar="ENV",
                    help="run only this env's runs of the grid now (repeatable; with --order cells, in the order "
                         "given); the other runs and their results stay as they are")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="every run also writes TensorBoard event files in its folder (the setting tensorboard = true; "
+                        "needs the tensorboard extra); watch with: tensorboard --logdir OUT/runs")
     p.set_defaults(func=run_command)
 
     s = subparsers.add_parser(
@@ -47,6 +53,8 @@ def add_parser(subparsers) -> None:
 
 def run_command(args) -> int:
     suite = load_suite(args.suite)
+    if args.tensorboard:
+        suite = with_event_files(suite)
     out = args.out if args.out is not None else default_out(suite)
     check_executor(args.executor, args.address, args.workers)
     if args.dry_run:
@@ -56,6 +64,15 @@ def run_command(args) -> int:
     return run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
                      redo_failed=not args.skip_failed, stream=sys.stdout, order=args.order,
                      only_envs=tuple(args.only_envs))
+
+
+def with_event_files(suite: Suite) -> Suite:
+    """The suite with the setting tensorboard on in every run. It is set in each run's overrides,
+    which travel to the workers (and Ray nodes) with the run; being execution-only, it leaves the
+    run ids, and so the results already there, as they are."""
+    runs = tuple(resolve(dataclasses.replace(run.spec, overrides={**run.spec.overrides, "tensorboard": True}))
+                 for run in suite.runs)
+    return dataclasses.replace(suite, runs=runs)
 
 
 def status_command(args) -> int:

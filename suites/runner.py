@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trbench.errors import UsageError, check_output_folder
+from trbench.importers.writer import is_imported_run
 from trbench.runs import CHECKPOINT_FILE, ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
 
 from .executors import ray_available, ray_session, run_local, run_ray
@@ -50,9 +51,16 @@ def check_out_dir(out: Path, suite: Suite) -> None:
         if previous != suite.name:
             raise UsageError(f"--out: {out} holds the results of suite {previous!r}, not {suite.name!r}; "
                              "choose another folder")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(out.iterdir()) and not holds_only_imported_runs(out):
         raise UsageError(f"--out: {out} is not empty and holds no suite results (no manifest.json); "
                          "choose a new or empty folder")
+
+
+def holds_only_imported_runs(out: Path) -> bool:
+    """A folder `trbench import` made: a suite may run into it, beside the imported runs."""
+    runs_dir = out / "runs"
+    return ({path.name for path in out.iterdir()} <= {"runs", LOCK_FILE} and runs_dir.is_dir()
+            and all(is_imported_run(folder) for folder in runs_dir.iterdir()))
 
 
 def check_results_readable(out: Path, suite: Suite) -> None:
@@ -114,7 +122,8 @@ def sort_run_folders(out: Path, suite: Suite) -> tuple[int, int]:
     moved_out = moved_back = 0
     if runs_dir.is_dir():
         for folder in runs_dir.iterdir():
-            if folder.is_dir() and folder.name not in wanted:
+            # imported runs belong to no grid: they stay beside the suite's runs for its reports
+            if folder.is_dir() and folder.name not in wanted and not is_imported_run(folder):
                 superseded.mkdir(exist_ok=True)
                 target = superseded / folder.name
                 if target.exists():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from trbench.errors import UsageError
+from trbench.importers.writer import is_imported_run
 
 STATES = ("complete", "failed", "missing")
 
@@ -57,10 +58,36 @@ def read_manifest(out: Path) -> dict[str, Any]:
     return manifest
 
 
+def imported_folders(runs_dir: Path) -> list[Path]:
+    """The run folders `trbench import` wrote: no suite's grid names them."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted(folder for folder in runs_dir.iterdir() if folder.is_dir() and is_imported_run(folder))
+
+
+def print_imported(folders: list[Path], stream: TextIO) -> bool:
+    """Table of the imported runs by arm and env; whether every one is complete."""
+    counts: dict[tuple[str, str], Counter] = {}
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())
+        counts.setdefault((str(config.get("algo")), str(config.get("env_id"))), Counter())[run_state(folder)] += 1
+    algo_width = max([len("algo")] + [len(algo) for algo, _ in counts])
+    env_width = max([len("env")] + [len(env) for _, env in counts])
+    stream.write(f"{len(folders)} imported run(s) (trbench import; no suite runs them):\n")
+    stream.write(f"{'algo':<{algo_width}}  {'env':<{env_width}}  {'complete':>8}  {'failed':>8}\n")
+    for (algo, env), counter in sorted(counts.items()):
+        stream.write(f"{algo:<{algo_width}}  {env:<{env_width}}  {counter['complete']:>8}  {counter['failed']:>8}\n")
+    return all(counter["failed"] == 0 for counter in counts.values())
+
+
 def print_status(out: Path, stream: TextIO) -> int:
-    """Table of runs by algorithm and env; exit code 0 when every run is complete, else 1."""
-    manifest = read_manifest(out)
+    """Table of runs by algorithm and env, then the imported runs; exit code 0 when every run is
+    complete, else 1. A folder of imported runs alone needs no manifest."""
     runs_dir = out / "runs"
+    imported = imported_folders(runs_dir)
+    if imported and not (out / "manifest.json").exists():
+        return 0 if print_imported(imported, stream) else 1
+    manifest = read_manifest(out)
     counts: dict[tuple[str, str], Counter] = {}
     totals: Counter = Counter()
     problems: list[str] = []
@@ -85,9 +112,11 @@ def print_status(out: Path, stream: TextIO) -> int:
     stream.write(f"{'total':<{algo_width}}  {'':<{env_width}}  " + "  ".join(f"{totals[s]:>8}" for s in STATES) + "\n")
     if problems:
         stream.write("not complete:\n" + "\n".join(problems) + "\n")
+    imported_complete = print_imported(imported, stream) if imported else True
     if runs_dir.is_dir():
-        unlisted = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in listed)
+        unlisted = sorted(p.name for p in runs_dir.iterdir()
+                          if p.is_dir() and p.name not in listed and p not in imported)
         if unlisted:
             stream.write(f"{len(unlisted)} run folder(s) in runs/ are not in the manifest "
                          "(left by an earlier version of the suite); reports read them too\n")
-    return 0 if totals["complete"] == len(manifest["runs"]) else 1
+    return 0 if totals["complete"] == len(manifest["runs"]) and imported_complete else 1

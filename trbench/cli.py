@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "trbench.train_cli",
     "trbench.suites.cli",
     "trbench.analysis.cli",
+    "trbench.importers.cli",
     "trbench.tune",
     "trbench.reproduce",
     "trbench.bench",

@@ -34,9 +34,11 @@ from trbench.algos.config import OnPolicyConfig
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resolve_device, steps_collected
 from trbench.errors import UsageError
+from trbench.tensorboard_log import EVENT_FILE_PREFIX, RunEvents, require_tensorboard
 
 # fields that change how a run executes but not what it computes; kept out of the run id
-EXECUTION_ONLY_FIELDS = ("device", "save_model", "linesearch_mode", "checkpoint_interval_steps", "keep_checkpoint")
+EXECUTION_ONLY_FIELDS = ("device", "save_model", "linesearch_mode", "checkpoint_interval_steps", "keep_checkpoint",
+                         "tensorboard")
 
 # Bump when a change alters what an existing configuration computes (a changed default, a fix
 # in an update rule), so that resumed grids redo their runs instead of mixing old and new.
@@ -104,6 +106,8 @@ def resolve(spec: RunSpec) -> ResolvedRun:
         raise UsageError(f"seed: must be an integer >= 0, got {spec.seed!r}")
     config = cls.Config.from_overrides(spec.overrides)
     resolve_device(config.device)
+    if config.tensorboard:
+        require_tensorboard()
     return ResolvedRun(spec, cls, config)
 
 
@@ -222,8 +226,13 @@ def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
 PROGRESS_FIXED_COLUMNS = ["iteration", "step", "wall_time_s", "train_return", "train_episodes", "eval_return",
                           "eval_return_std"]
 CHECKPOINT_FILE = "checkpoint.pt"
-# every file a run folder can hold (besides the temporary files of atomic writes, ".NAME.*.tmp")
+# every file a run folder can hold (besides the temporary files of atomic writes, ".NAME.*.tmp", and
+# the TensorBoard event files of the setting tensorboard, EVENT_FILE_PREFIX + "...")
 RUN_FILES = ("config.json", "progress.csv", "progress.csv.partial", CHECKPOINT_FILE, "model.pt", "result.json")
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_FILES or name.startswith(EVENT_FILE_PREFIX)
 
 
 class ProgressWriter:
@@ -285,6 +294,8 @@ def clear_unfinished(folder: Path, keep_checkpoint: bool = False) -> None:
     for name in RUN_FILES:
         if name not in keep:
             (folder / name).unlink(missing_ok=True)
+    for events in folder.glob(EVENT_FILE_PREFIX + "*"):  # a resumed run writes its event file anew
+        events.unlink(missing_ok=True)
     for leftover in folder.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
 
@@ -354,7 +365,7 @@ def inspect_run_folder(folder: Path, run: ResolvedRun, option: str = "--out") ->
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     if not names:
         return "new"
-    foreign = sorted(n for n in names if n not in RUN_FILES and not (n.startswith(".") and n.endswith(".tmp")))
+    foreign = sorted(n for n in names if not is_run_file(n) and not (n.startswith(".") and n.endswith(".tmp")))
     if foreign:
         raise UsageError(f"{option}: {folder} holds files that are not a trbench run ({foreign[0]!r}, ...); "
                          "give a new or empty folder, or the folder of an interrupted run of the same settings")
@@ -406,11 +417,16 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
     earlier_wall_time_s = checkpoint["trainer"]["loop"]["wall_time_s"] if checkpoint else 0.0
     progress = ProgressWriter(folder, checkpoint["progress_csv"] if checkpoint else "")
     steps_seen = checkpoint["step"] if checkpoint else 0
+    events = RunEvents(folder) if run.config.tensorboard else None
+    if events is not None and checkpoint:
+        events.replay(checkpoint["progress_csv"])
 
     def record(row: dict[str, Any]) -> None:
         nonlocal steps_seen
         steps_seen = row["step"]
         progress.write(row)
+        if events is not None:
+            events.row(row)
         if trainer.checkpoint_due:
             path = write_checkpoint(folder, run, trainer, progress, resumed_at_steps)
             if on_checkpoint is not None:
@@ -423,6 +439,8 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
                           resume_from=checkpoint["trainer"] if checkpoint else None)
         if not (folder / "config.json").exists():
             atomic_write_json(folder / "config.json", config_record(run, str(trainer.device)))
+        if events is not None:
+            events.config((folder / "config.json").read_text())
         outcome = trainer.run(record)
         returns = outcome.final_eval_returns
         result.update(status="complete", final_eval_return=float(returns.mean()),
@@ -438,6 +456,8 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
         result.update(status="pruned", error=str(exc), steps=steps_seen)
     except UsageError:
         progress.close()
+        if events is not None:
+            events.close()
         clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
         if not any(folder.iterdir()):
             folder.rmdir()
@@ -447,6 +467,8 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
     finally:
         if trainer is not None:
             trainer.close()
+        if events is not None:
+            events.close()
     if not (folder / "config.json").exists():
         atomic_write_json(folder / "config.json", config_record(run, run.config.device))
     progress.close()
