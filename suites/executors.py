@@ -363,10 +363,14 @@ def store_run_files(folder: Path, files: dict[str, bytes]) -> None:
     """Write a run's files with result.json last, each atomically; whatever an earlier attempt
     left (a checkpoint that reached the runner, for one) goes first."""
     folder.mkdir(parents=True, exist_ok=True)
-    clear_unfinished(folder)
+    # the checkpoint that reached the runner stays until result.json is in place: a runner killed
+    # in between still resumes the run instead of starting it over
+    clear_unfinished(folder, keep_checkpoint=True)
     names = sorted(files, key=lambda n: RUN_FILES_ORDER.index(n) if n in RUN_FILES_ORDER else -1)
     for name in names:
         atomic_write_bytes(folder / name, files[name])
+    if CHECKPOINT_FILE not in files:
+        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def _failure_text(exc: BaseException) -> str:

@@ -140,6 +140,15 @@ def sort_run_folders(out: Path, suite: Suite) -> tuple[int, int]:
     return moved_out, moved_back
 
 
+def remove_finished_checkpoints(runs_dir: Path, suite: Suite) -> None:
+    """A run killed between writing its result.json and removing its checkpoint is complete with
+    a checkpoint left over; remove it, as the run would have (unless the run keeps it)."""
+    for run in suite.runs:
+        folder = runs_dir / run.run_id
+        if not run.config.keep_checkpoint and (folder / CHECKPOINT_FILE).is_file() and run_state(folder) == "complete":
+            (folder / CHECKPOINT_FILE).unlink()
+
+
 def remove_stale_temp_files(out: Path) -> None:
     for leftover in out.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
@@ -225,6 +234,7 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         moved_out, moved_back = sort_run_folders(out, suite)
         runs_dir = out / "runs"
         runs_dir.mkdir(exist_ok=True)
+        remove_finished_checkpoints(runs_dir, suite)
         todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
         if executor == "local":
             workers = min(workers or default_workers(), max(len(todo), 1))

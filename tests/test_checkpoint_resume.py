@@ -200,8 +200,11 @@ def test_a_run_sigkilled_again_and_again_resumes_bit_identically(tmp_path, algo)
     assert before["step"] == 2 * SMALL["checkpoint_interval_steps"]
     resumed_from = [before["step"]]
     for target in sorted(rng.choice(np.arange(7, 13), size=2, replace=False)):
+        left_by_the_last_attempt = (out / "progress.csv.partial").stat().st_mtime_ns
         process = start_train(train_argv(algo, out))
-        wait_for(lambda: progress_rows(out) >= target, process, f"progress row {target}")
+        # rows counted once this attempt has rewritten the file from its checkpoint, not the last one's
+        wait_for(lambda: (out / "progress.csv.partial").stat().st_mtime_ns != left_by_the_last_attempt
+                 and progress_rows(out) >= target, process, f"progress row {target}")
         kill(process)
         resumed_from.append(torch.load(out / CHECKPOINT_FILE, weights_only=False)["step"])
     process = start_train(train_argv(algo, out))
@@ -254,8 +257,13 @@ BAD_FOLDERS = {
     "a suite's results": (lambda f: (f.mkdir(), (f / "manifest.json").write_text("{}"),
                                      (f / "runs").mkdir())[0], "not a trbench run"),
     "another run": (lambda f: interrupted_run_folder(f, "trpo", max_kl=0.02), "holds run 'trpo__InvertedPendulum-v5"),
-    "a finished run": (lambda f: (interrupted_run_folder(f), (f / "result.json").write_text("{}"))[0],
-                       "already holds this run, finished"),
+    "a finished run": (lambda f: (interrupted_run_folder(f), (f / "result.json").write_text('{"status": "complete"}'))[0],
+                       "already holds this run, complete"),
+    "a failed run without a checkpoint": (lambda f: (interrupted_run_folder(f),
+                                                     (f / "result.json").write_text('{"status": "failed"}'))[0],
+                                          "already holds this run, failed"),
+    "another tool's files": (lambda f: (f.mkdir(), (f / "progress.csv").write_text("step,return\n1,2\n"),
+                                        (f / "model.pt").write_bytes(b"weights"))[0], "but no config.json"),
     "a torn checkpoint": (lambda f: (interrupted_run_folder(f), (f / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 torn"))[0],
                           f"{CHECKPOINT_FILE}: unreadable checkpoint"),
     "a file": (lambda f: f.write_text("x"), "exists and is not a folder"),
@@ -289,3 +297,46 @@ def test_an_interrupted_envpool_run_is_refused_with_one_line_and_writes_no_check
     trainer = Trainer(cls, cls.Config.from_overrides({"env_backend": "envpool"}), "InvertedPendulum-v5", 1024, 0)
     assert "cannot save its simulator state" in trainer.checkpoint_unsupported_reason
     trainer.close()
+
+
+@pytest.mark.slow
+def test_a_failed_run_resumes_from_its_checkpoint_and_other_settings_are_refused_or_start_over(tmp_path, capsys):
+    argv = ["train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "2048", "--seed", "1",
+            "--set", "steps_per_iteration=512", "--set", "checkpoint_interval_steps=512"]
+    reference = tmp_path / "reference"
+    assert main([*argv, "--out", str(reference), "--quiet"]) == 0
+    failed = tmp_path / "failed"
+    assert main([*argv, "--set", "keep_checkpoint=true", "--out", str(failed), "--quiet"]) == 0
+    # as a run left by a worker that died after its last checkpoint: failed, the checkpoint kept
+    (failed / "result.json").write_text(json.dumps({"status": "failed", "error": "worker process killed by SIGKILL"}))
+    (failed / "progress.csv").rename(failed / "progress.csv.partial")
+    capsys.readouterr()
+
+    # another execution setting: the pickled algorithm would keep the old one, so train refuses ...
+    before = snapshot(tmp_path)
+    assert main([*argv, "--set", "linesearch_mode=batched", "--out", str(failed), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written with linesearch_mode='sequential', this run has linesearch_mode='batched'" in err[0]
+    assert snapshot(tmp_path) == before
+    # ... and the same settings resume it, to the same result as the run never interrupted
+    assert main([*argv, "--out", str(failed)]) == 0
+    assert "resuming the interrupted run from its checkpoint at step 1536" in capsys.readouterr().out
+    result, expected = (json.loads((f / "result.json").read_text()) for f in (failed, reference))
+    assert result["status"] == "complete" and result["resumed_at_steps"] == [1536]
+    assert result["final_eval_return"] == expected["final_eval_return"]
+    assert read_rows(failed / "progress.csv") == read_rows(reference / "progress.csv")
+    assert not (failed / CHECKPOINT_FILE).exists()
+
+    # in a grid, a checkpoint of other settings is not resumed but started over, with the reason recorded
+    kept = resolve(RunSpec("trpo", "InvertedPendulum-v5", 2048, 1, overrides={
+        "steps_per_iteration": 512, "checkpoint_interval_steps": 512, "keep_checkpoint": True}))
+    grid_folder = tmp_path / "grid-run"
+    execute_run(kept, grid_folder)
+    (grid_folder / "result.json").unlink()
+    other = resolve(RunSpec("trpo", "InvertedPendulum-v5", 2048, 1, overrides={
+        "steps_per_iteration": 512, "linesearch_mode": "batched"}))
+    assert other.run_id == kept.run_id
+    restarted = execute_run(other, grid_folder)
+    assert restarted["status"] == "complete" and "resumed_at_steps" not in restarted
+    assert "linesearch_mode" in restarted["discarded_checkpoint"]
+    assert restarted["final_eval_return"] == expected["final_eval_return"]

@@ -21,7 +21,7 @@ from trbench.runs import atomic_write_json
 from trbench.suites.executors import record_failure
 from trbench.suites.grid import load_suite, steps_taken
 from trbench.suites.progress import Progress
-from trbench.suites.runner import run_suite, sort_run_folders
+from trbench.suites.runner import remove_finished_checkpoints, run_suite, sort_run_folders
 
 TINY_HPARAMS = """
 [hparams.all]
@@ -309,7 +309,7 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
         while time.monotonic() < deadline and runner.poll() is None:
             finished = list(out.glob("runs/*/result.json"))
             in_progress = list(out.glob("runs/*/progress.csv.partial"))
-            checkpointed = list(out.glob("runs/*/checkpoint.pt"))
+            checkpointed = [p for p in out.glob("runs/*/checkpoint.pt") if not (p.parent / "result.json").exists()]
             if finished and in_progress and checkpointed:
                 break
             time.sleep(0.05)
@@ -327,11 +327,11 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
     while not all(process_gone(pid) for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived the runner"
         time.sleep(0.02)
-    interrupted = {p.parent.name for p in out.glob("runs/*/progress.csv.partial")}
+    interrupted = {p.name for p in out.glob("runs/*") if not (p / "result.json").exists()}
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert interrupted and done_before and len(done_before) < len(suite.runs)
-    checkpointed = {p.parent.name for p in out.glob("runs/*/checkpoint.pt")}
-    assert checkpointed and checkpointed <= interrupted
+    checkpointed = {name for name in interrupted if (out / "runs" / name / "checkpoint.pt").exists()}
+    assert checkpointed
     assert {p.parent.name for p in out.glob("runs/*/result.json")} == set(done_before)
 
     resumed = subprocess.run(runner_command(path, out, "--workers", "2"), capture_output=True, text=True, timeout=300)
@@ -468,3 +468,28 @@ def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_
     # the rest of the grid then resumes as usual
     assert run_suite(suite, out, workers=1, executor="local", address=None, redo_failed=True, stream=log) == 0
     assert check_intact(out / "runs" / first.run_id, 512)["status"] == "complete"
+
+
+def test_a_complete_run_left_with_its_checkpoint_loses_it_unless_it_keeps_checkpoints(tmp_path):
+    path = write_suite(tmp_path, """
+        name = "leftover"
+        steps = 512
+        seeds = 1
+        envs = ["InvertedPendulum-v5"]
+        algos = ["trpo", "vpg"]
+        [hparams.vpg]
+        keep_checkpoint = true
+    """)
+    suite = load_suite(path)
+    runs_dir = tmp_path / "runs"
+    for run in suite.runs:  # killed between writing result.json and removing the checkpoint
+        folder = runs_dir / run.run_id
+        folder.mkdir(parents=True)
+        atomic_write_json(folder / "result.json", {"status": "complete"})
+        (folder / "checkpoint.pt").write_bytes(b"state")
+    unfinished = runs_dir / "not-in-the-grid"
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes(b"state")
+    remove_finished_checkpoints(runs_dir, suite)
+    left = {p.parent.name.split("__")[0] for p in runs_dir.glob("*/checkpoint.pt")}
+    assert left == {"vpg", "not-in-the-grid"}

@@ -307,6 +307,18 @@ class RunPruned(Exception):
 
 # --- checkpoints -------------------------------------------------------------------------------------
 
+# settings a resumed attempt may change: they decide what is written, not what is computed
+RESUMABLE_CHANGES = ("checkpoint_interval_steps", "keep_checkpoint", "save_model", "tensorboard")
+
+
+def _checkpoint_settings(run: ResolvedRun) -> dict[str, Any]:
+    """What a checkpoint must have been written with to be resumed: every setting (the
+    execution-only ones too, such as ``device``, since the pickled algorithm keeps them) but those
+    in :data:`RESUMABLE_CHANGES`, and the device ``auto`` resolved to."""
+    settings = {k: v for k, v in run.config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return settings | {"device": str(resolve_device(run.config.device))}
+
+
 def _checkpoint_versions() -> dict[str, str]:
     """The versions a bit-identical resume depends on; a checkpoint from others is not resumed."""
     versions = library_versions()
@@ -324,7 +336,7 @@ def read_checkpoint(folder: Path, run: ResolvedRun) -> dict[str, Any] | None:
     try:
         # the checkpoint holds the live training objects (see Trainer.checkpoint_state), which
         # only a full unpickle restores; it is a file this run wrote for itself
-        payload = torch.load(path, map_location="cpu" if run.config.device == "cpu" else None, weights_only=False)
+        payload = torch.load(path, map_location=resolve_device(run.config.device), weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise UsageError(f"{path}: unreadable checkpoint ({type(exc).__name__}); remove it to start the run "
                          "over from step 0") from None
@@ -335,6 +347,12 @@ def read_checkpoint(folder: Path, run: ResolvedRun) -> dict[str, Any] | None:
     if payload.get("versions") != _checkpoint_versions():
         raise UsageError(f"{path}: written with {payload.get('versions')}, but this is {_checkpoint_versions()}, "
                          "so resuming would not continue the same computation; remove it to start over")
+    written_with, wanted = payload.get("settings", {}), _checkpoint_settings(run)
+    changed = sorted(k for k in wanted.keys() | written_with.keys() if written_with.get(k) != wanted.get(k))
+    if changed:
+        key = changed[0]
+        raise UsageError(f"{path}: written with {key}={written_with.get(key)!r}, this run has {key}="
+                         f"{wanted.get(key)!r}; resume with the same settings, or remove it to start over")
     return payload
 
 
@@ -344,7 +362,8 @@ def write_checkpoint(folder: Path, run: ResolvedRun, trainer: Trainer, progress:
     stays in place until the new one is complete."""
     import torch
 
-    payload = {"run_id": run.run_id, "versions": _checkpoint_versions(), "step": trainer.loop.steps,
+    payload = {"run_id": run.run_id, "versions": _checkpoint_versions(), "settings": _checkpoint_settings(run),
+               "step": trainer.loop.steps,
                "resumed_at_steps": list(resumed_at_steps), "progress_csv": progress.text(),
                "trainer": trainer.checkpoint_state()}
     buffer = io.BytesIO()
@@ -378,14 +397,36 @@ def inspect_run_folder(folder: Path, run: ResolvedRun, option: str = "--out") ->
             raise UsageError(f"{option}: {folder} holds run {other!r}, not {run.run_id} (other settings, seed or "
                              "budget); give a new folder, or the same arguments to resume it")
     if "result.json" in names:
-        raise UsageError(f"{option}: {folder} already holds this run, finished (result.json); choose another folder")
+        status = _recorded_status(folder / "result.json", option)
+        if status != "failed" or CHECKPOINT_FILE not in names:
+            raise UsageError(f"{option}: {folder} already holds this run, {status} (result.json); choose another "
+                             "folder, or remove it to run again")
     if CHECKPOINT_FILE in names:
-        read_checkpoint(folder, run)  # refuse an unreadable one now, before anything is written
+        read_checkpoint(folder, run)  # refuse an unusable one now, before anything is written
         return "resume"
+    if "config.json" not in names and not _only_an_empty_start(folder, names):
+        # trbench's file names alone do not make a folder trbench's: another tool's progress.csv
+        # or model.pt must not be deleted as the leftovers of an interrupted run
+        raise UsageError(f"{option}: {folder} holds {', '.join(sorted(names))} but no config.json, so not a "
+                         "trbench run; give a new or empty folder")
     if run.config.env_backend == "envpool" and "progress.csv.partial" in names:
         raise UsageError(f"{option}: {folder} holds an interrupted envpool run, which cannot resume: envpool cannot "
                          "save its simulator state; remove the folder to start the run over")
     return "restart"
+
+
+def _recorded_status(path: Path, option: str) -> str:
+    try:
+        return str(json.loads(path.read_text()).get("status"))
+    except (OSError, ValueError, AttributeError):
+        raise UsageError(f"{option}: {path} is unreadable; remove the folder to start over") from None
+
+
+def _only_an_empty_start(folder: Path, names: set[str]) -> bool:
+    """A run killed before it wrote config.json leaves an empty progress.csv.partial (and maybe
+    temporary files of atomic writes), nothing else."""
+    leftovers = {n for n in names if not (n.startswith(".") and n.endswith(".tmp"))}
+    return leftovers <= {"progress.csv.partial"} and all((folder / n).stat().st_size == 0 for n in leftovers)
 
 
 # --- executing a run -----------------------------------------------------------------------------------
@@ -406,7 +447,13 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = read_checkpoint(folder, run)
+    try:
+        checkpoint = read_checkpoint(folder, run)
+        discarded = None
+    except UsageError as exc:
+        # unusable (damaged, or written with other settings or library versions): resuming from it
+        # would not continue this run, and refusing would fail it at every rerun; start over
+        checkpoint, discarded = None, str(exc)
     clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
     start = time.perf_counter()
     result: dict[str, Any] = {"status": "failed", "error": None, "final_eval_return": None,
@@ -477,11 +524,13 @@ def execute_run(run: ResolvedRun, folder: Path, on_iteration=None,
     result["steps_per_second"] = result["steps"] / wall if wall > 0 else None
     if resumed_at_steps:
         result["resumed_at_steps"] = resumed_at_steps
+    if discarded:
+        result["discarded_checkpoint"] = discarded
     for key in ("final_eval_return", "final_eval_return_std"):
         if result[key] is not None and not math.isfinite(result[key]):
             result.update(status="diverged", error=f"non-finite {key}")
     atomic_write_json(folder / "result.json", result)
-    # a failed run keeps its checkpoint, so `--redo-failed` resumes it after, say, a full disk
+    # a failed run keeps its checkpoint, so the rerun that redoes it resumes it (after a full disk, say)
     if result["status"] != "failed" and not run.config.keep_checkpoint:
         (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return result
