@@ -226,7 +226,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     root = make_results(tmp_path / "s", grid_specs(seeds=(0,)))
     assert trbench_main(["report", str(root), "--metric", "best"]) == 2
     error = capsys.readouterr().err
-    assert "--metric: must be one of final, auc, got 'best'" in error and error.count("\n") == 1
+    assert "--metric: must be one of final, auc, last100, got 'best'" in error and error.count("\n") == 1
 
     (tmp_path / "empty" / "runs").mkdir(parents=True)
     assert trbench_main(["report", str(tmp_path / "empty")]) == 2
