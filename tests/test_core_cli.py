@@ -72,7 +72,7 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path):
     out.mkdir()
     (out / "result.json").write_text('{"status": "complete"}')
     proc = trbench("train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "512", "--out", str(out))
-    assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
+    assert proc.returncode == 2 and "already holds this run, complete (result.json)" in proc.stderr
     assert json.loads((out / "result.json").read_text()) == {"status": "complete"}
 
 
