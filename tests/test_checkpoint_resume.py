@@ -166,6 +166,13 @@ def progress_rows(folder: Path) -> int:
         return 0
 
 
+def modified_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def wait_for(condition, process, what, timeout_s=300.0):
     """Poll until `condition()` holds; the process must still be running then."""
     deadline = time.monotonic() + timeout_s
@@ -200,10 +207,11 @@ def test_a_run_sigkilled_again_and_again_resumes_bit_identically(tmp_path, algo)
     assert before["step"] == 2 * SMALL["checkpoint_interval_steps"]
     resumed_from = [before["step"]]
     for target in sorted(rng.choice(np.arange(7, 13), size=2, replace=False)):
-        left_by_the_last_attempt = (out / "progress.csv.partial").stat().st_mtime_ns
+        left_by_the_last_attempt = modified_ns(out / "progress.csv.partial")
         process = start_train(train_argv(algo, out))
         # rows counted once this attempt has rewritten the file from its checkpoint, not the last one's
-        wait_for(lambda: (out / "progress.csv.partial").stat().st_mtime_ns != left_by_the_last_attempt
+        # (the attempt removes the file before it writes it again: missing is not rewritten yet)
+        wait_for(lambda: modified_ns(out / "progress.csv.partial") not in (None, left_by_the_last_attempt)
                  and progress_rows(out) >= target, process, f"progress row {target}")
         kill(process)
         resumed_from.append(torch.load(out / CHECKPOINT_FILE, weights_only=False)["step"])
