@@ -22,15 +22,23 @@ class OnPolicyAlgorithm:
     name: ClassVar[str] = ""
     Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
 
-    def __init__(self, config: OnPolicyConfig, obs_dim: int, act_dim: int, device: torch.device,
-                 generator: torch.Generator):
+    def __init__(
+        self, config: OnPolicyConfig, obs_dim: int, act_dim: int, device: torch.device, generator: torch.Generator
+    ):
         self.config = config
         self.device = device
         # minibatch shuffling draws from its own seeded stream, on the CPU, so it is identical
         # whichever device the update runs on
         self.generator = generator
-        self.policy = GaussianPolicy(obs_dim, act_dim, config.policy_hidden, config.activation, config.init,
-                                     config.policy_output_gain, config.log_std_init).to(device)
+        self.policy = GaussianPolicy(
+            obs_dim,
+            act_dim,
+            config.policy_hidden,
+            config.activation,
+            config.init,
+            config.policy_output_gain,
+            config.log_std_init,
+        ).to(device)
         self.value_fn = ValueNetwork(obs_dim, config.value_hidden, config.activation, config.init).to(device)
         # foreach: the same arithmetic as the default per-tensor loop on the CPU (bit-identical),
         # in fewer calls; the critic takes hundreds of small steps per iteration
@@ -54,8 +62,13 @@ class OnPolicyAlgorithm:
             diagnostics["entropy"] = self.policy.entropy()
         diagnostics.update(self.update_critic(batch))
         # one transfer of every diagnostic at the end, not one per value inside the update
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(())
-                              for v in diagnostics.values()]).cpu().tolist()
+        values = (
+            torch.stack(
+                [torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in diagnostics.values()]
+            )
+            .cpu()
+            .tolist()
+        )
         return dict(zip(diagnostics.keys(), values))
 
     def annealed(self, lr: float) -> float:
@@ -68,7 +81,7 @@ class OnPolicyAlgorithm:
             return
         order = torch.randperm(size, generator=self.generator).to(self.device)
         for start in range(0, size, minibatch_size):
-            yield order[start:start + minibatch_size]
+            yield order[start : start + minibatch_size]
 
     def shuffled_minibatches(self, size: int, minibatch_size: int, *tensors: torch.Tensor):
         """The minibatches of :meth:`minibatches` (same random order, same generator draws), as
@@ -80,7 +93,7 @@ class OnPolicyAlgorithm:
         order = torch.randperm(size, generator=self.generator).to(self.device)
         gathered = [t[order] for t in tensors]
         for start in range(0, size, minibatch_size):
-            yield tuple(t[start:start + minibatch_size] for t in gathered)
+            yield tuple(t[start : start + minibatch_size] for t in gathered)
 
     def update_critic(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Regress V onto the GAE value targets for `critic_epochs` passes (optionally clipped

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 
 def setting(
@@ -152,16 +152,16 @@ class ConfigBase:
         known = set(cls.field_names())
         for key in overrides:
             if key not in known:
-                raise UsageError(
-                    f"{key}: unknown setting for {cls.__name__}; allowed: {', '.join(sorted(known))}"
-                )
+                raise UsageError(f"{key}: unknown setting for {cls.__name__}; allowed: {', '.join(sorted(known))}")
         return cls(**overrides)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
@@ -198,92 +198,149 @@ class OnPolicyConfig(ConfigBase):
 
     # --- rollouts -----------------------------------------------------------------------------
     num_envs: int = setting(
-        8, "parallel environments in the training vector env",
-        source="trbench choice (Tianshou uses 16 vector envs); 8 keeps a 2-core machine busy", ge=1,
+        8,
+        "parallel environments in the training vector env",
+        source="trbench choice (Tianshou uses 16 vector envs); 8 keeps a 2-core machine busy",
+        ge=1,
     )
     env_backend: str = setting(
-        "gymnasium", "what steps the envs: gymnasium's SyncVectorEnv, or envpool's C++ ports of the MuJoCo tasks "
+        "gymnasium",
+        "what steps the envs: gymnasium's SyncVectorEnv, or envpool's C++ ports of the MuJoCo tasks "
         "(optional extra; different dynamics code and MuJoCo build, so results are not interchangeable)",
-        source="trbench; envpool (Weng et al. 2022) as in Tianshou and CleanRL", choices=("gymnasium", "envpool"),
+        source="trbench; envpool (Weng et al. 2022) as in Tianshou and CleanRL",
+        choices=("gymnasium", "envpool"),
     )
     acting_backend: str = setting(
-        "torch", "what computes the rollout's actions, on the CPU: the policy network in torch, or its weights "
+        "torch",
+        "what computes the rollout's actions, on the CPU: the policy network in torch, or its weights "
         "in numpy float32 (a third of torch's per-step cost at a few envs, but other rounding of the mean "
         "action, so the same seed gives a different trajectory; updates and evaluation stay in torch)",
-        source="trbench", choices=("torch", "numpy"),
+        source="trbench",
+        choices=("torch", "numpy"),
     )
     steps_per_iteration: int = setting(
-        2048, "environment steps (all envs together) collected per policy update",
-        source="sb3-contrib TRPO n_steps=2048", ge=1,
+        2048,
+        "environment steps (all envs together) collected per policy update",
+        source="sb3-contrib TRPO n_steps=2048",
+        ge=1,
     )
     gamma: float = setting(
-        0.99, "discount factor", source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou",
-        gt=0, le=1,
+        0.99,
+        "discount factor",
+        source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou",
+        gt=0,
+        le=1,
     )
     gae_lambda: float = setting(0.95, "GAE lambda", source="sb3-contrib, Tianshou (Spinning Up: 0.97)", ge=0, le=1)
     normalize_advantages: bool = setting(
         True, "standardise advantages to zero mean, unit std per batch", source="sb3-contrib, Tianshou"
     )
     bootstrap_truncated: bool = setting(
-        True, "bootstrap an episode cut by the time limit with V(its last observation); false treats the "
-              "cut as a terminal state (value 0), which biases value targets near the limit",
+        True,
+        "bootstrap an episode cut by the time limit with V(its last observation); false treats the "
+        "cut as a terminal state (value 0), which biases value targets near the limit",
         source="on: Pardo et al. 2018 (Time Limits in RL), sb3, Tianshou, Spinning Up; "
-               "off: OpenAI Baselines trpo_mpi (gym's TimeLimit done is an ordinary episode end)",
+        "off: OpenAI Baselines trpo_mpi (gym's TimeLimit done is an ordinary episode end)",
     )
     # --- normalisation --------------------------------------------------------------------------
     normalize_obs: bool = setting(
-        True, "running mean/std observation normalisation (frozen during evaluation)",
+        True,
+        "running mean/std observation normalisation (frozen during evaluation)",
         source="OpenAI Baselines trpo_mpi, Tianshou, RL Zoo",
     )
-    obs_clip: float = setting(10.0, "clip normalised observations to [-obs_clip, obs_clip]", source="Baselines VecNormalize", gt=0)
+    obs_clip: float = setting(
+        10.0, "clip normalised observations to [-obs_clip, obs_clip]", source="Baselines VecNormalize", gt=0
+    )
     normalize_reward: bool = setting(
-        False, "scale rewards by the running std of the discounted return (training only)",
+        False,
+        "scale rewards by the running std of the discounted return (training only)",
         source="off in Baselines trpo_mpi; on in RL Zoo (VecNormalize) and Engstrom et al. 2020 PPO",
     )
-    reward_clip: float = setting(10.0, "clip scaled rewards to [-reward_clip, reward_clip]", source="Baselines VecNormalize", gt=0)
+    reward_clip: float = setting(
+        10.0, "clip scaled rewards to [-reward_clip, reward_clip]", source="Baselines VecNormalize", gt=0
+    )
     # --- networks ---------------------------------------------------------------------------------
-    policy_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the policy MLP", source="sb3-contrib, Tianshou, Baselines (64-64 tanh)", ge=1)
-    value_hidden: tuple[int, ...] = setting((64, 64), "hidden layer sizes of the value MLP", source="sb3-contrib, Tianshou", ge=1)
-    activation: str = setting("tanh", "hidden activation", source="OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou", choices=("tanh", "relu", "elu"))
+    policy_hidden: tuple[int, ...] = setting(
+        (64, 64), "hidden layer sizes of the policy MLP", source="sb3-contrib, Tianshou, Baselines (64-64 tanh)", ge=1
+    )
+    value_hidden: tuple[int, ...] = setting(
+        (64, 64), "hidden layer sizes of the value MLP", source="sb3-contrib, Tianshou", ge=1
+    )
+    activation: str = setting(
+        "tanh",
+        "hidden activation",
+        source="OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou",
+        choices=("tanh", "relu", "elu"),
+    )
     init: str = setting(
-        "orthogonal", "weight initialisation: orthogonal with gains sqrt(2) hidden / policy_output_gain / 1 value, or PyTorch's default",
+        "orthogonal",
+        "weight initialisation: orthogonal with gains sqrt(2) hidden / policy_output_gain / 1 value, or PyTorch's default",
         source="Tianshou, SB3 (orthogonal); Engstrom et al. 2020 list it as a code-level optimisation",
         choices=("orthogonal", "default"),
     )
-    policy_output_gain: float = setting(0.01, "orthogonal gain of the policy mean's output layer", source="Tianshou, SB3", gt=0)
-    log_std_init: float = setting(0.0, "initial state-independent log standard deviation", source="SB3 (Spinning Up, Tianshou: -0.5)")
-    # --- critic -----------------------------------------------------------------------------------
-    critic_lr: float = setting(1e-3, "Adam learning rate of the value network", source="sb3-contrib, Spinning Up, Tianshou", gt=0)
-    critic_epochs: int = setting(10, "passes over the batch per critic update", source="sb3-contrib n_critic_updates=10", ge=1)
-    critic_minibatch_size: int = setting(128, "critic minibatch size (0 = full batch)", source="sb3-contrib batch_size=128", ge=0)
-    value_clip: float = setting(
-        0.0, "clip value predictions to within this distance of the old ones in the critic loss (0 = off)",
-        source="PPO2 value clipping, a code-level optimisation in Engstrom et al. 2020", ge=0,
+    policy_output_gain: float = setting(
+        0.01, "orthogonal gain of the policy mean's output layer", source="Tianshou, SB3", gt=0
     )
-    critic_max_grad_norm: float = setting(0.0, "clip the critic gradient's global norm (0 = off)", source="Engstrom et al. 2020 (gradient clipping switch)", ge=0)
-    anneal_lr: bool = setting(False, "anneal every learning rate linearly to 0 over the run", source="PPO2 / Engstrom et al. 2020 code-level optimisation")
+    log_std_init: float = setting(
+        0.0, "initial state-independent log standard deviation", source="SB3 (Spinning Up, Tianshou: -0.5)"
+    )
+    # --- critic -----------------------------------------------------------------------------------
+    critic_lr: float = setting(
+        1e-3, "Adam learning rate of the value network", source="sb3-contrib, Spinning Up, Tianshou", gt=0
+    )
+    critic_epochs: int = setting(
+        10, "passes over the batch per critic update", source="sb3-contrib n_critic_updates=10", ge=1
+    )
+    critic_minibatch_size: int = setting(
+        128, "critic minibatch size (0 = full batch)", source="sb3-contrib batch_size=128", ge=0
+    )
+    value_clip: float = setting(
+        0.0,
+        "clip value predictions to within this distance of the old ones in the critic loss (0 = off)",
+        source="PPO2 value clipping, a code-level optimisation in Engstrom et al. 2020",
+        ge=0,
+    )
+    critic_max_grad_norm: float = setting(
+        0.0,
+        "clip the critic gradient's global norm (0 = off)",
+        source="Engstrom et al. 2020 (gradient clipping switch)",
+        ge=0,
+    )
+    anneal_lr: bool = setting(
+        False,
+        "anneal every learning rate linearly to 0 over the run",
+        source="PPO2 / Engstrom et al. 2020 code-level optimisation",
+    )
     # --- evaluation -------------------------------------------------------------------------------
     eval_interval_steps: int = setting(
-        25_000, "evaluate the deterministic policy every this many environment steps (0 = only at the end)",
-        source="trbench choice; gives 40 points on a 1M-step curve for the auc metric", ge=0,
+        25_000,
+        "evaluate the deterministic policy every this many environment steps (0 = only at the end)",
+        source="trbench choice; gives 40 points on a 1M-step curve for the auc metric",
+        ge=0,
     )
     eval_episodes: int = setting(5, "episodes per periodic evaluation", source="trbench choice", ge=1)
-    final_eval_episodes: int = setting(10, "episodes in the final evaluation (final_eval_return)", source="Tianshou: 10 test episodes", ge=10)
+    final_eval_episodes: int = setting(
+        10, "episodes in the final evaluation (final_eval_return)", source="Tianshou: 10 test episodes", ge=10
+    )
     # --- execution --------------------------------------------------------------------------------
     device: str = setting("cpu", "device of the update: cpu, cuda, cuda:N or auto")
     save_model: bool = setting(True, "save final networks and normalisation statistics to model.pt")
     checkpoint_interval_steps: int = setting(
-        50_000, "save the whole training state every this many environment steps (0 = never), so that a run "
+        50_000,
+        "save the whole training state every this many environment steps (0 = never), so that a run "
         "killed mid-way resumes from its last checkpoint bit for bit; rounded to whole iterations",
         source="trbench: a kill loses at most 5% of a 1M-step run; writing one costs well under 1% of the "
-               "steps between two (trbench bench --checkpoint, docs/performance.md)", ge=0,
+        "steps between two (trbench bench --checkpoint, docs/performance.md)",
+        ge=0,
     )
     keep_checkpoint: bool = setting(
-        False, "keep the last checkpoint after the run has finished (it is removed by default, so finished "
+        False,
+        "keep the last checkpoint after the run has finished (it is removed by default, so finished "
         "results stay compact)",
     )
     tensorboard: bool = setting(
-        False, "also write each progress.csv row, and the resolved config as text, to TensorBoard event files in "
+        False,
+        "also write each progress.csv row, and the resolved config as text, to TensorBoard event files in "
         "the run folder, to watch runs live (needs the tensorboard extra; off costs nothing)",
         source="trbench; the peers' habit (SB3, CleanRL, Tianshou log to TensorBoard)",
     )
@@ -307,21 +364,36 @@ class NaturalGradientConfig(OnPolicyConfig):
     """The trust-region numerics shared by TRPO and NPG."""
 
     max_kl: float = setting(
-        0.01, "trust-region radius delta on the mean KL(old || new)",
-        source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou", gt=0,
+        0.01,
+        "trust-region radius delta on the mean KL(old || new)",
+        source="Schulman et al. 2015; OpenAI Baselines trpo_mpi, Spinning Up, sb3-contrib, Tianshou",
+        gt=0,
     )
     damping: float = setting(
-        0.1, "added to the Fisher matrix (F + damping*I) in conjugate gradient",
-        source="Spinning Up, sb3-contrib, Tianshou, Baselines (rllab/garage: 1e-5)", ge=0,
+        0.1,
+        "added to the Fisher matrix (F + damping*I) in conjugate gradient",
+        source="Spinning Up, sb3-contrib, Tianshou, Baselines (rllab/garage: 1e-5)",
+        ge=0,
     )
-    cg_iters: int = setting(10, "conjugate-gradient iterations (fixed count, masked early stop)", source="Schulman et al. 2015 App. C.1; Spinning Up, Tianshou", ge=1)
-    cg_tol: float = setting(1e-10, "stop CG once the squared residual is below this", source="Spinning Up / Baselines residual_tol", ge=0)
+    cg_iters: int = setting(
+        10,
+        "conjugate-gradient iterations (fixed count, masked early stop)",
+        source="Schulman et al. 2015 App. C.1; Spinning Up, Tianshou",
+        ge=1,
+    )
+    cg_tol: float = setting(
+        1e-10, "stop CG once the squared residual is below this", source="Spinning Up / Baselines residual_tol", ge=0
+    )
     fvp_subsample: float = setting(
-        1.0, "fraction of the batch used for Fisher-vector products",
-        source="1.0 in Spinning Up / sb3-contrib; Schulman et al. 2015 App. C.1 used 0.1", gt=0, le=1,
+        1.0,
+        "fraction of the batch used for Fisher-vector products",
+        source="1.0 in Spinning Up / sb3-contrib; Schulman et al. 2015 App. C.1 used 0.1",
+        gt=0,
+        le=1,
     )
     fvp_subsample_mode: str = setting(
-        "random", "how fvp_subsample < 1 picks states: a fresh random subset each update, or every "
+        "random",
+        "how fvp_subsample < 1 picks states: a fresh random subset each update, or every "
         "round(1/fvp_subsample)-th state of the batch",
         source="strided: OpenAI Baselines trpo_mpi (arr[::5]); random: Engstrom et al. 2020 code",
         choices=("random", "strided"),
@@ -330,15 +402,24 @@ class NaturalGradientConfig(OnPolicyConfig):
 
 @dataclass(frozen=True)
 class TRPOConfig(NaturalGradientConfig):
-    backtrack_coeff: float = setting(0.8, "line-search shrink factor per backtrack", source="Spinning Up, sb3-contrib, Tianshou", gt=0, lt=1)
-    backtrack_iters: int = setting(10, "maximum line-search candidates", source="Spinning Up, sb3-contrib, Tianshou (rllab: 15)", ge=1)
+    backtrack_coeff: float = setting(
+        0.8, "line-search shrink factor per backtrack", source="Spinning Up, sb3-contrib, Tianshou", gt=0, lt=1
+    )
+    backtrack_iters: int = setting(
+        10, "maximum line-search candidates", source="Spinning Up, sb3-contrib, Tianshou (rllab: 15)", ge=1
+    )
     kl_accept_factor: float = setting(
-        1.0, "accept a line-search candidate only if its mean KL <= kl_accept_factor * max_kl",
-        source="Spinning Up, sb3-contrib, Tianshou: 1.0; OpenAI Baselines trpo_mpi: 1.5", ge=1.0,
+        1.0,
+        "accept a line-search candidate only if its mean KL <= kl_accept_factor * max_kl",
+        source="Spinning Up, sb3-contrib, Tianshou: 1.0; OpenAI Baselines trpo_mpi: 1.5",
+        ge=1.0,
     )
     accept_ratio: float = setting(
-        0.0, "accept a candidate only if its surrogate improvement exceeds this fraction of the linearly expected one (0 = any improvement)",
-        source="modular_rl used 0.1; Spinning Up and sb3-contrib accept any improvement", ge=0, lt=1,
+        0.0,
+        "accept a candidate only if its surrogate improvement exceeds this fraction of the linearly expected one (0 = any improvement)",
+        source="modular_rl used 0.1; Spinning Up and sb3-contrib accept any improvement",
+        ge=0,
+        lt=1,
     )
     linesearch_mode: str = setting(
         "sequential",
@@ -346,7 +427,7 @@ class TRPOConfig(NaturalGradientConfig):
         "surrogate back and stops at the first acceptable one; batched evaluates all backtrack_iters candidates "
         "on the device and picks with tensor ops, with no host synchronisation inside the search",
         source="trbench choice by measurement: on the CPU sequential is faster, since most updates accept the "
-               "first candidate (docs/performance.md)",
+        "first candidate (docs/performance.md)",
         choices=("sequential", "batched"),
     )
 
@@ -368,9 +449,13 @@ class PPOConfig(OnPolicyConfig):
     clip_range: float = setting(0.2, "clip parameter epsilon of the ratio", source="Schulman et al. 2017", gt=0)
     epochs: int = setting(10, "passes over the batch per update", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
     minibatch_size: int = setting(64, "policy minibatch size", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
-    target_kl: float = setting(0.0, "stop the epochs once the approximate KL exceeds this (0 = off)", source="SB3 / CleanRL option", ge=0)
+    target_kl: float = setting(
+        0.0, "stop the epochs once the approximate KL exceeds this (0 = off)", source="SB3 / CleanRL option", ge=0
+    )
     entropy_coef: float = setting(0.0, "entropy bonus coefficient", source="Schulman et al. 2017 (MuJoCo: 0)", ge=0)
-    policy_max_grad_norm: float = setting(0.5, "clip the policy gradient's global norm (0 = off)", source="SB3 / CleanRL PPO", ge=0)
+    policy_max_grad_norm: float = setting(
+        0.5, "clip the policy gradient's global norm (0 = off)", source="SB3 / CleanRL PPO", ge=0
+    )
 
     def check(self) -> None:
         super().check()

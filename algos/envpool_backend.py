@@ -27,7 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 # envpool links its own MuJoCo into its extension modules; this is the version the pinned
 # envpool release carries (read from the version string inside mujoco_gym_envpool.so).
@@ -51,9 +51,11 @@ def supported_env_ids() -> list[str]:
     envpool also ports v2/v3, but gymnasium 1.x cannot run those (they need mujoco-py), so there
     would be no reference to check them against; they are left out."""
     envpool = _import_envpool()
-    return sorted(e for e in envpool.list_all_envs()
-                  if e in gym.registry and "mujoco" in str(gym.registry[e].entry_point)
-                  and (gym.registry[e].version or 0) >= 4)
+    return sorted(
+        e
+        for e in envpool.list_all_envs()
+        if e in gym.registry and "mujoco" in str(gym.registry[e].entry_point) and (gym.registry[e].version or 0) >= 4
+    )
 
 
 def envpool_versions() -> dict[str, str]:
@@ -72,7 +74,9 @@ class EnvpoolVectorEnv:
         self._envpool = _import_envpool()
         supported = supported_env_ids()
         if env_id not in supported:
-            raise UsageError(f"env: {env_id!r} is not available with env_backend=envpool; allowed: {', '.join(supported)}")
+            raise UsageError(
+                f"env: {env_id!r} is not available with env_backend=envpool; allowed: {', '.join(supported)}"
+            )
         self.env_id = env_id
         self.num_envs = num_envs
         spec_limit = gym.spec(env_id).max_episode_steps
@@ -91,8 +95,12 @@ class EnvpoolVectorEnv:
         if self._pool is not None:
             self._pool.close()
         self._pool = self._envpool.make_gymnasium(
-            self.env_id, num_envs=self.num_envs, batch_size=self.num_envs, seed=int(env_seeds[0]),
-            env_seed=[int(s) for s in env_seeds], max_episode_steps=self.max_episode_steps,
+            self.env_id,
+            num_envs=self.num_envs,
+            batch_size=self.num_envs,
+            seed=int(env_seeds[0]),
+            env_seed=[int(s) for s in env_seeds],
+            max_episode_steps=self.max_episode_steps,
             num_threads=1,  # one thread per worker, like the gymnasium path; the runner parallelises runs
         )
 
@@ -139,4 +147,3 @@ def _int32_seed(seed: int) -> int:
     if seed < 2**31:
         return seed
     return 2**30 + (seed - 2**31) % 2**30
-

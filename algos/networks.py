@@ -32,8 +32,16 @@ def mlp(sizes: list[int], activation: str, init: str, output_gain: float) -> nn.
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2), with log_std a free parameter vector."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], activation: str,
-                 init: str, output_gain: float, log_std_init: float):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...],
+        activation: str,
+        init: str,
+        output_gain: float,
+        log_std_init: float,
+    ):
         super().__init__()
         self.mean_net = mlp([obs_dim, *hidden, act_dim], activation, init, output_gain)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
@@ -69,8 +77,9 @@ def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor,
-                mean_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
     """KL(p || q) between diagonal Gaussians, per state (summed over action dimensions)."""
     var_p = torch.exp(2 * log_std_p)
     var_q = torch.exp(2 * log_std_q)

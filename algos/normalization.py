@@ -70,7 +70,7 @@ class ObservationNormalizer:
         np.minimum(normalized, self.clip, out=normalized)
         return normalized.astype(np.float32)
 
-    def frozen_copy(self) -> "ObservationNormalizer":
+    def frozen_copy(self) -> ObservationNormalizer:
         clone = copy.deepcopy(self)
         clone.frozen = True
         return clone

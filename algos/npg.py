@@ -28,15 +28,24 @@ class NPG(OnPolicyAlgorithm):
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
         ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device,
-                                   cfg.fvp_subsample_mode)
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device, cfg.fvp_subsample_mode)
         step = natural_gradient_step(
             (ratio * advantages).mean(),
             self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
-            actor_params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
+            actor_params,
+            cfg.max_kl,
+            cfg.damping,
+            cfg.cg_iters,
+            cfg.cg_tol,
+        )
         # an unusable step has beta = 0, so applying it leaves the parameters unchanged without
         # a host round trip to decide
         assign_flat_parameters(actor_params, flat_parameters(actor_params) + step.full_step)
-        return {"cg_residual": step.cg.residual_norm, "cg_iterations": step.cg.iterations, "sFs": step.sFs,
-                "expected_improvement": step.expected_improvement, "step_size": step.beta,
-                "update_skipped": (~step.valid).to(torch.float64)}
+        return {
+            "cg_residual": step.cg.residual_norm,
+            "cg_iterations": step.cg.iterations,
+            "sFs": step.sFs,
+            "expected_improvement": step.expected_improvement,
+            "step_size": step.beta,
+            "update_skipped": (~step.valid).to(torch.float64),
+        }

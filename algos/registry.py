@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 from .base import OnPolicyAlgorithm
 
@@ -75,7 +75,8 @@ def resolve_algorithm(name: str) -> type[OnPolicyAlgorithm]:
         if not matches:
             raise UsageError(
                 f"algo: unknown algorithm {name!r}; allowed: {', '.join(available_algorithms())} "
-                "or an import path module:Class")
+                "or an import path module:Class"
+            )
         cls = matches[0].load()
     _check(name, cls)
     return cls

@@ -18,7 +18,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 from .library_warnings import env_building
 from .networks import GaussianPolicy
@@ -61,12 +61,18 @@ class FinalObsInfoSyncVectorEnv(gym.vector.VectorWrapper):
             terminated.append(term)
             truncated.append(trunc)
         # the dtypes SyncVectorEnv stores these in
-        return (np.stack(observations).astype(self._obs_dtype, copy=False), np.array(rewards, dtype=np.float64),
-                np.array(terminated, dtype=np.bool_), np.array(truncated, dtype=np.bool_), info)
+        return (
+            np.stack(observations).astype(self._obs_dtype, copy=False),
+            np.array(rewards, dtype=np.float64),
+            np.array(terminated, dtype=np.bool_),
+            np.array(truncated, dtype=np.bool_),
+            info,
+        )
 
 
-def make_vector_env(env_id: str, num_envs: int, backend: str = "gymnasium",
-                    full_info: bool = False) -> gym.vector.VectorEnv:
+def make_vector_env(
+    env_id: str, num_envs: int, backend: str = "gymnasium", full_info: bool = False
+) -> gym.vector.VectorEnv:
     """A synchronous vector env with SAME_STEP autoreset; UsageError for unknown ids or
     non-Box action spaces. ``backend="envpool"`` gives the envpool adapter with the same semantics.
 
@@ -85,23 +91,38 @@ def make_vector_env(env_id: str, num_envs: int, backend: str = "gymnasium",
     else:
         try:
             with env_building():
-                env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                                   vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+                env = gym.make_vec(
+                    env_id,
+                    num_envs=num_envs,
+                    vectorization_mode="sync",
+                    vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                )
         except gym.error.Error as exc:
             raise UsageError(f"env: {env_id!r} cannot be created: {str(exc).splitlines()[0]}") from exc
     if not isinstance(env.single_action_space, gym.spaces.Box):
         env.close()
-        raise UsageError(f"env: {env_id!r} has a {type(env.single_action_space).__name__} action space; only Box is supported")
+        raise UsageError(
+            f"env: {env_id!r} has a {type(env.single_action_space).__name__} action space; only Box is supported"
+        )
     if not isinstance(env.single_observation_space, gym.spaces.Box):
         env.close()
-        raise UsageError(f"env: {env_id!r} has a {type(env.single_observation_space).__name__} observation space; only Box is supported")
+        raise UsageError(
+            f"env: {env_id!r} has a {type(env.single_observation_space).__name__} observation space; only Box is supported"
+        )
     if backend == "gymnasium" and not full_info:
         env = FinalObsInfoSyncVectorEnv(env)
     return env
 
 
-def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
-                terminated: np.ndarray, done: np.ndarray, gamma: float, lam: float):
+def compute_gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    done: np.ndarray,
+    gamma: float,
+    lam: float,
+):
     """Generalised advantage estimation over a (time, env) block.
 
     delta_t = r_t + gamma * V(s'_t) * (1 - terminated_t) - V(s_t)
@@ -136,9 +157,15 @@ def _numpy_layers(mean_net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray,
     layers: list = []
     for module in mean_net:
         if type(module) is nn.Linear and module.bias is not None:
-            layers.append((module.weight.detach().cpu().numpy().T.copy(), module.bias.detach().cpu().numpy().copy(), None))
-        elif type(module) in _NUMPY_ACTIVATIONS and layers and layers[-1][2] is None \
-                and getattr(module, "alpha", 1.0) == 1.0:
+            layers.append(
+                (module.weight.detach().cpu().numpy().T.copy(), module.bias.detach().cpu().numpy().copy(), None)
+            )
+        elif (
+            type(module) in _NUMPY_ACTIVATIONS
+            and layers
+            and layers[-1][2] is None
+            and getattr(module, "alpha", 1.0) == 1.0
+        ):
             layers[-1] = (*layers[-1][:2], _NUMPY_ACTIVATIONS[type(module)])
         else:
             return None
@@ -176,7 +203,8 @@ class RolloutActor:
     def __init__(self, actor: GaussianPolicy, num_envs: int, backend: str = "torch"):
         self.actor = actor
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in actor.modules()) or bool(
-            nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+        )
         self.fast = type(actor) is GaussianPolicy and type(actor.mean_net) is nn.Sequential and not hooked
         if self.fast:
             self.layers = self._buffered_layers(actor.mean_net, num_envs)
@@ -189,8 +217,10 @@ class RolloutActor:
         if backend == "numpy":
             self.numpy_layers = _numpy_layers(actor.mean_net) if self.fast else None
             if self.numpy_layers is None:
-                raise UsageError("acting_backend: 'numpy' needs a plain GaussianPolicy (Linear layers with tanh, relu "
-                                 f"or elu between them, no hooks), got {type(actor).__name__}; allowed for it: torch")
+                raise UsageError(
+                    "acting_backend: 'numpy' needs a plain GaussianPolicy (Linear layers with tanh, relu "
+                    f"or elu between them, no hooks), got {type(actor).__name__}; allowed for it: torch"
+                )
             self.numpy_std = self.std.numpy()
         elif backend != "torch":
             raise UsageError(f"acting_backend: must be one of torch, numpy, got {backend!r}")
@@ -280,8 +310,14 @@ class RolloutCollector:
     they are, for a collector whose state :meth:`load_state_dict` brings back from a checkpoint
     (the envs' own state is restored apart, see :mod:`.env_state`)."""
 
-    def __init__(self, env: gym.vector.VectorEnv, env_seed: int | None, obs_normalizer: ObservationNormalizer,
-                 reward_scaler: RewardScaler, generator: torch.Generator):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        env_seed: int | None,
+        obs_normalizer: ObservationNormalizer,
+        reward_scaler: RewardScaler,
+        generator: torch.Generator,
+    ):
         self.env = env
         self.num_envs = env.num_envs
         self.obs_normalizer = obs_normalizer
@@ -299,17 +335,28 @@ class RolloutCollector:
     def state_dict(self) -> dict[str, np.ndarray]:
         """What the collector carries from one rollout to the next: the current (normalised)
         observations and the running episode returns and lengths."""
-        return {"obs": self.obs.copy(), "episode_return": self.episode_return.copy(),
-                "episode_length": self.episode_length.copy()}
+        return {
+            "obs": self.obs.copy(),
+            "episode_return": self.episode_return.copy(),
+            "episode_length": self.episode_length.copy(),
+        }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.obs = state["obs"].copy()
         self.episode_return = state["episode_return"].copy()
         self.episode_length = state["episode_length"].copy()
 
-    def collect(self, actor: GaussianPolicy, value_fn, steps_per_env: int, gamma: float, lam: float,
-                device: torch.device, bootstrap_truncated: bool = True,
-                acting_backend: str = "torch") -> tuple[dict[str, np.ndarray], RolloutStats]:
+    def collect(
+        self,
+        actor: GaussianPolicy,
+        value_fn,
+        steps_per_env: int,
+        gamma: float,
+        lam: float,
+        device: torch.device,
+        bootstrap_truncated: bool = True,
+        acting_backend: str = "torch",
+    ) -> tuple[dict[str, np.ndarray], RolloutStats]:
         """Run `steps_per_env` vector steps and return the arrays GAE needs. With
         `bootstrap_truncated` false, a time-limit cut counts as a termination in GAE;
         `acting_backend` is :class:`RolloutActor`'s."""
@@ -334,7 +381,8 @@ class RolloutCollector:
                 # the Gaussian is unbounded; the env sees the clipped action, the policy its sample
                 # (maximum then minimum is np.clip's definition, NaN included, without its wrapper)
                 raw_obs, rewards, terminated, truncated, info = self.env.step(
-                    np.minimum(np.maximum(actions_np, self.action_low), self.action_high))
+                    np.minimum(np.maximum(actions_np, self.action_low), self.action_high)
+                )
                 done = terminated | truncated
                 self.episode_return += rewards
                 self.episode_length += 1
@@ -362,7 +410,7 @@ class RolloutCollector:
         values = all_values[: T * n].reshape(T, n)
         next_values = np.empty_like(values)
         next_values[:-1] = values[1:]
-        next_values[-1] = all_values[T * n: T * n + n]
+        next_values[-1] = all_values[T * n : T * n + n]
         for k, (t, i, _) in enumerate(final_obs):
             next_values[t, i] = all_values[T * n + n + k]
         advantages, returns = compute_gae(rew_buf, values, next_values, term_buf, done_buf, gamma, lam)
@@ -381,8 +429,13 @@ def to_batch(arrays: dict[str, np.ndarray], device: torch.device, dtype: torch.d
     return Batch(**{k: torch.as_tensor(v, dtype=dtype).to(device) for k, v in arrays.items()})
 
 
-def evaluate_policy(actor: GaussianPolicy, env: gym.vector.VectorEnv, obs_normalizer: ObservationNormalizer,
-                    episodes: int, first_seed: int) -> np.ndarray:
+def evaluate_policy(
+    actor: GaussianPolicy,
+    env: gym.vector.VectorEnv,
+    obs_normalizer: ObservationNormalizer,
+    episodes: int,
+    first_seed: int,
+) -> np.ndarray:
     """Raw returns of `episodes` episodes with the deterministic (mean) action.
 
     Each episode starts from its own reset seed, first_seed + k, so periodic evaluations are

@@ -11,13 +11,14 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 from .base import OnPolicyAlgorithm
 from .config import OnPolicyConfig
@@ -93,8 +94,15 @@ class Trainer:
     config's ``checkpoint_interval_steps`` asks for one; the caller decides where it goes.
     """
 
-    def __init__(self, algorithm_cls: type[OnPolicyAlgorithm], config: OnPolicyConfig, env_id: str,
-                 total_steps: int, seed: int, resume_from: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        algorithm_cls: type[OnPolicyAlgorithm],
+        config: OnPolicyConfig,
+        env_id: str,
+        total_steps: int,
+        seed: int,
+        resume_from: dict[str, Any] | None = None,
+    ):
         if total_steps < 1:
             raise UsageError(f"steps: must be >= 1, got {total_steps}")
         self.algorithm_cls = algorithm_cls
@@ -165,8 +173,12 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "algorithm_class": f"{self.algorithm_cls.__module__}.{self.algorithm_cls.__qualname__}",
             "loop": dataclasses.asdict(self.loop) | {"wall_time_s": self._wall_time_s()},
-            "learning": {"algorithm": self.algorithm, "obs_normalizer": self.obs_normalizer,
-                         "reward_scaler": self.reward_scaler, "generator": self.generator},
+            "learning": {
+                "algorithm": self.algorithm,
+                "obs_normalizer": self.obs_normalizer,
+                "reward_scaler": self.reward_scaler,
+                "generator": self.generator,
+            },
             "collector": self.collector.state_dict(),
             "envs": capture_env_state(self.env),
             "global_rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
@@ -188,8 +200,9 @@ class Trainer:
             self.algorithm = self.algorithm_cls(cfg, obs_dim, act_dim, self.device, self.generator)
             self.obs_normalizer = ObservationNormalizer((obs_dim,), cfg.normalize_obs, cfg.obs_clip)
             self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.normalize_reward, cfg.reward_clip)
-            self.collector = RolloutCollector(self.env, self.seeds["env"], self.obs_normalizer, self.reward_scaler,
-                                              self.generator)
+            self.collector = RolloutCollector(
+                self.env, self.seeds["env"], self.obs_normalizer, self.reward_scaler, self.generator
+            )
             return
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')!r}; this trbench reads {CHECKPOINT_FORMAT}")
@@ -228,9 +241,16 @@ class Trainer:
         while loop.iteration < iterations:
             iteration = loop.iteration + 1
             t0 = time.perf_counter()
-            arrays, stats = collector.collect(actor, algorithm.value_fn, steps_per_env, cfg.gamma,
-                                              cfg.gae_lambda, self.device, cfg.bootstrap_truncated,
-                                              cfg.acting_backend)
+            arrays, stats = collector.collect(
+                actor,
+                algorithm.value_fn,
+                steps_per_env,
+                cfg.gamma,
+                cfg.gae_lambda,
+                self.device,
+                cfg.bootstrap_truncated,
+                cfg.acting_backend,
+            )
             steps = loop.steps + cfg.steps_per_iteration
             t1 = time.perf_counter()
             batch = to_batch(arrays, self.device, torch.float32)
@@ -254,7 +274,10 @@ class Trainer:
             }
             if iteration == iterations:
                 final_returns = self._evaluate(actor, obs_normalizer, cfg.final_eval_episodes)
-                record["eval_return"], record["eval_return_std"] = float(final_returns.mean()), float(final_returns.std())
+                record["eval_return"], record["eval_return_std"] = (
+                    float(final_returns.mean()),
+                    float(final_returns.std()),
+                )
             elif steps >= loop.next_eval:
                 returns = self._evaluate(actor, obs_normalizer, cfg.eval_episodes)
                 record["eval_return"], record["eval_return_std"] = float(returns.mean()), float(returns.std())
@@ -272,8 +295,12 @@ class Trainer:
             yield record
             self.checkpoint_due = False
 
-        self.outcome = TrainingOutcome(steps=loop.steps, wall_time_s=self._wall_time_s(),
-                                       final_eval_returns=final_returns, state=self.final_state())
+        self.outcome = TrainingOutcome(
+            steps=loop.steps,
+            wall_time_s=self._wall_time_s(),
+            final_eval_returns=final_returns,
+            state=self.final_state(),
+        )
 
     def final_state(self) -> dict[str, Any]:
         """Networks and normalisation statistics, as model.pt stores them."""

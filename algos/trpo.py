@@ -13,8 +13,8 @@ Each update (Section 6 and Appendix C of the paper):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -61,20 +61,37 @@ class TRPO(OnPolicyAlgorithm):
         # the line search's KL bound; Baselines accepts up to 1.5 delta (kl_accept_factor)
         accept_kl = cfg.kl_accept_factor * cfg.max_kl
 
-        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device,
-                                   cfg.fvp_subsample_mode)
+        fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device, cfg.fvp_subsample_mode)
         step = natural_gradient_step(
-            surrogate(), self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
-            actor_params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol)
-        diagnostics = {"cg_residual": step.cg.residual_norm, "cg_iterations": step.cg.iterations,
-                       "sFs": step.sFs, "expected_improvement": step.expected_improvement}
+            surrogate(),
+            self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
+            actor_params,
+            cfg.max_kl,
+            cfg.damping,
+            cfg.cg_iters,
+            cfg.cg_tol,
+        )
+        diagnostics = {
+            "cg_residual": step.cg.residual_norm,
+            "cg_iterations": step.cg.iterations,
+            "sFs": step.sFs,
+            "expected_improvement": step.expected_improvement,
+        }
 
         if cfg.linesearch_mode == "batched":
             # no host read anywhere: an unusable step is exactly zero, which the search rejects
             # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
             search = batched_line_search(
-                actor_params, step.full_step, surrogate_and_kl, step.surrogate_before, step.expected_improvement,
-                accept_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+                actor_params,
+                step.full_step,
+                surrogate_and_kl,
+                step.surrogate_before,
+                step.expected_improvement,
+                accept_kl,
+                cfg.backtrack_coeff,
+                cfg.backtrack_iters,
+                cfg.accept_ratio,
+            )
             return diagnostics | {
                 "update_skipped": (~step.valid).double(),
                 "linesearch_accepted": search.accepted.double(),
@@ -83,12 +100,24 @@ class TRPO(OnPolicyAlgorithm):
                 "surrogate_improvement": search.improvement,
             }
         if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
-            return diagnostics | {"update_skipped": 1.0, "linesearch_accepted": 0.0, "backtracks": 0.0,
-                                  "step_size": 0.0, "surrogate_improvement": 0.0}
+            return diagnostics | {
+                "update_skipped": 1.0,
+                "linesearch_accepted": 0.0,
+                "backtracks": 0.0,
+                "step_size": 0.0,
+                "surrogate_improvement": 0.0,
+            }
         search = backtracking_line_search(
-            actor_params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
-            float(step.expected_improvement), accept_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
-            cfg.accept_ratio)
+            actor_params,
+            step.full_step,
+            surrogate_and_kl,
+            float(step.surrogate_before),
+            float(step.expected_improvement),
+            accept_kl,
+            cfg.backtrack_coeff,
+            cfg.backtrack_iters,
+            cfg.accept_ratio,
+        )
         return diagnostics | {
             "update_skipped": 0.0,
             "linesearch_accepted": float(search.accepted),
@@ -96,4 +125,3 @@ class TRPO(OnPolicyAlgorithm):
             "step_size": float(step.beta) * search.step_fraction,
             "surrogate_improvement": search.improvement,
         }
-

@@ -15,8 +15,8 @@ operations, trading extra evaluations for no host round trip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -30,7 +30,7 @@ def assign_flat_parameters(params: list[torch.nn.Parameter], flat: torch.Tensor)
     with torch.no_grad():
         for p in params:
             n = p.numel()
-            p.copy_(flat[offset:offset + n].view_as(p))
+            p.copy_(flat[offset : offset + n].view_as(p))
             offset += n
 
 
@@ -65,8 +65,9 @@ class CGResult:
     iterations: torch.Tensor  # iterations that changed x, a 0-d tensor
 
 
-def conjugate_gradient(matrix_vector: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
-                       max_iters: int, tol: float) -> CGResult:
+def conjugate_gradient(
+    matrix_vector: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iters: int, tol: float
+) -> CGResult:
     """Solve A x = b for symmetric positive-definite A, starting from x0 = 0.
 
     Runs exactly `max_iters` products; once the squared residual drops to `tol` or below, the
@@ -190,8 +191,13 @@ def batched_line_search(
             surrogate, kl = evaluate()
         surrogate, kl = surrogate.detach().double(), kl.detach().double()
         improvement = surrogate - before
-        acceptable = (torch.isfinite(surrogate) & torch.isfinite(kl) & (kl <= max_kl) & (improvement > 0)
-                      & (improvement > threshold * fraction))
+        acceptable = (
+            torch.isfinite(surrogate)
+            & torch.isfinite(kl)
+            & (kl <= max_kl)
+            & (improvement > 0)
+            & (improvement > threshold * fraction)
+        )
         take = acceptable & ~found  # the first acceptable candidate, and only the first
         chosen = torch.where(take, candidate, chosen)
         backtracks = torch.where(take, k, backtracks)
@@ -200,8 +206,9 @@ def batched_line_search(
         chosen_improvement = torch.where(take, improvement, chosen_improvement)
         found = found | acceptable
     assign_flat_parameters(params, chosen)
-    return LineSearchResult(accepted=found, backtracks=backtracks, step_fraction=step_fraction, kl=chosen_kl,
-                            improvement=chosen_improvement)
+    return LineSearchResult(
+        accepted=found, backtracks=backtracks, step_fraction=step_fraction, kl=chosen_kl, improvement=chosen_improvement
+    )
 
 
 @dataclass
@@ -217,8 +224,15 @@ class NaturalStep:
     cg: CGResult
 
 
-def natural_gradient_step(surrogate: torch.Tensor, fvp_mean_kl: torch.Tensor, params: list[torch.nn.Parameter],
-                          max_kl: float, damping: float, cg_iters: int, cg_tol: float) -> NaturalStep:
+def natural_gradient_step(
+    surrogate: torch.Tensor,
+    fvp_mean_kl: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    max_kl: float,
+    damping: float,
+    cg_iters: int,
+    cg_tol: float,
+) -> NaturalStep:
     """From a differentiable surrogate and mean KL at theta_old to the KL-scaled natural step.
 
     `params` are the actor's parameters, chosen explicitly by the caller; the critic never
@@ -230,13 +244,20 @@ def natural_gradient_step(surrogate: torch.Tensor, fvp_mean_kl: torch.Tensor, pa
     beta, sFs, valid = trust_region_step_size(cg.solution, fvp(cg.solution), max_kl)
     # an unusable step must be exactly zero: beta = 0 times a NaN direction would still be NaN
     full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
-    return NaturalStep(full_step=full_step, beta=beta, sFs=sFs, valid=valid,
-                       expected_improvement=torch.dot(gradient, full_step),
-                       surrogate_before=surrogate.detach(), cg=cg)
+    return NaturalStep(
+        full_step=full_step,
+        beta=beta,
+        sFs=sFs,
+        valid=valid,
+        expected_improvement=torch.dot(gradient, full_step),
+        surrogate_before=surrogate.detach(),
+        cg=cg,
+    )
 
 
-def fisher_subsample(size: int, fraction: float, generator: torch.Generator, device: torch.device,
-                     mode: str = "random") -> torch.Tensor:
+def fisher_subsample(
+    size: int, fraction: float, generator: torch.Generator, device: torch.device, mode: str = "random"
+) -> torch.Tensor:
     """Indices of the states used for Fisher-vector products (all of them at fraction 1).
 
     ``random``: round(fraction * size) states drawn without replacement. ``strided``: every

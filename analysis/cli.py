@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from trbench.analysis.load import METRICS
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path, help="folder holding runs/<run_id>/")
     parser.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help=(
             "output folder (default: RESULTS_DIR/report; with a non-default --metric, --seed or --min-diff, "
             "RESULTS_DIR/report-auc, report-seed3, ...). A report built with other options is never replaced"
@@ -30,8 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--metric",
         default="final",
-        help=("final: final deterministic eval return; auc: mean eval return over training; last100: mean "
-              "return of the last 100 training episodes, which every imported run has (default: final)"),
+        help=(
+            "final: final deterministic eval return; auc: mean eval return over training; last100: mean "
+            "return of the last 100 training episodes, which every imported run has (default: final)"
+        ),
     )
     parser.add_argument(
         "--reference",

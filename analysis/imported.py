@@ -27,32 +27,38 @@ def imported_section(loaded: LoadedResults, metric: str) -> Section | None:
     unknown = []
     for arm, sources in sorted(by_arm.items()):
         meanings = [source.get("meaning") or {} for source in sources]
-        rows.append({
-            "arm": arm,
-            "library": _distinct([str(source.get("library", "")) for source in sources]),
-            "version": _distinct([str(source.get("version") or "") for source in sources]),
-            "runs": len(sources),
-            "final (final_eval_return)": _distinct([meaning.get("final_eval_return", "") for meaning in meanings]),
-            "evaluation curve (eval_return)": _distinct([meaning.get("eval_return", "") for meaning in meanings]),
-            "training return (train_return)": _distinct([meaning.get("train_return", "") for meaning in meanings]),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "library": _distinct([str(source.get("library", "")) for source in sources]),
+                "version": _distinct([str(source.get("version") or "") for source in sources]),
+                "runs": len(sources),
+                "final (final_eval_return)": _distinct([meaning.get("final_eval_return", "") for meaning in meanings]),
+                "evaluation curve (eval_return)": _distinct([meaning.get("eval_return", "") for meaning in meanings]),
+                "training return (train_return)": _distinct([meaning.get("train_return", "") for meaning in meanings]),
+            }
+        )
         fields = list(dict.fromkeys(item for source in sources for item in source.get("unknown") or []))
         if fields:
             unknown.append(f"{arm}: " + "; ".join(fields))
     imported_ids = set(loaded.sources)
-    without = sorted({str(runs.loc[run_id, "algo"]) for run_id in imported_ids
-                      if pd.isna(runs.loc[run_id, metric])})
+    without = sorted({str(runs.loc[run_id, "algo"]) for run_id in imported_ids if pd.isna(runs.loc[run_id, metric])})
     blocks: list = [
-        Paragraph(f"{len(imported_ids)} of the complete runs were trained by other libraries and imported with "
-                  "`trbench import`; each library is an arm of its own. Their numbers are what each library "
-                  "logged, named below in its own terms, and the same statistics apply to them."),
+        Paragraph(
+            f"{len(imported_ids)} of the complete runs were trained by other libraries and imported with "
+            "`trbench import`; each library is an arm of its own. Their numbers are what each library "
+            "logged, named below in its own terms, and the same statistics apply to them."
+        ),
         Table(pd.DataFrame(rows), "What the numbers of each imported arm are"),
     ]
     if without:
-        blocks.append(Paragraph(
-            f"No '{metric}' score for {', '.join(without)}: their logs have no {MISSING_REASONS[metric][1]} "
-            "(the excluded runs below say why). `trbench report --metric last100` compares every arm on the "
-            "mean return of its last 100 training episodes."))
+        blocks.append(
+            Paragraph(
+                f"No '{metric}' score for {', '.join(without)}: their logs have no {MISSING_REASONS[metric][1]} "
+                "(the excluded runs below say why). `trbench report --metric last100` compares every arm on the "
+                "mean return of its last 100 training episodes."
+            )
+        )
     if unknown:
         blocks += [Paragraph("Not in the imported logs:"), BulletList(unknown)]
     return Section("Imported runs", blocks)

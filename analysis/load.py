@@ -23,7 +23,6 @@ describe the whole folder, is a UsageError instead.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -34,7 +33,9 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
+from trbench.base.results_folder import MANIFEST_FILE, RUNS_DIR, SUITE_FILE, run_folders
+from trbench.base.run_folder import SOURCE_KEY, RunFolderError, read_complete_run, read_config, read_config_or_empty
 
 METRICS = ("final", "auc", "last100")
 METRIC_DESCRIPTIONS = {
@@ -97,14 +98,6 @@ class LoadedResults:
     sources: dict[str, dict] = field(default_factory=dict)
 
 
-class RunFolderError(Exception):
-    """A run folder that cannot be used; the message says why, ``status`` classifies it."""
-
-    def __init__(self, reason: str, status: str = "unreadable") -> None:
-        super().__init__(reason)
-        self.status = status
-
-
 def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
     """Step-weighted mean of a piecewise-linear curve (trapezoid area / step span)."""
     steps = np.asarray(steps, dtype=float)
@@ -114,45 +107,6 @@ def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
     if steps.size == 1 or steps[-1] == steps[0]:
         return float(np.mean(values))
     return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"{path.name} missing") from None
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON, or bytes that are not UTF-8
-        raise RunFolderError(f"{path.name} unreadable: {str(exc).splitlines()[0]}") from None
-    if not isinstance(content, dict):
-        raise RunFolderError(f"{path.name} is not a JSON object")
-    return content
-
-
-def read_progress(progress_csv: Path) -> pd.DataFrame:
-    """progress.csv as written, or RunFolderError when it cannot be trusted.
-
-    Every row the writer emits ends in a newline, so a file that does not was cut short: its
-    last row is partial, and pandas would quietly fill the missing fields with NaN."""
-    try:
-        raw = progress_csv.read_bytes()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise RunFolderError(f"progress.csv unreadable: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise RunFolderError("progress.csv unreadable: not UTF-8 text") from None
-    if not text.endswith("\n"):
-        raise RunFolderError("progress.csv truncated: its last row is incomplete")
-    try:
-        return pd.read_csv(io.StringIO(text))
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise RunFolderError(f"progress.csv unreadable: {str(exc).splitlines()[0]}") from None
-
-
-def read_eval_curve(progress_csv: Path) -> pd.DataFrame:
-    """(step, eval_return) of the rows that have an evaluation, sorted by step."""
-    if not progress_csv.exists():
-        return pd.DataFrame({"step": pd.Series(dtype=float), "eval_return": pd.Series(dtype=float)})
-    return eval_curve(read_progress(progress_csv))
 
 
 def eval_curve(progress: pd.DataFrame) -> pd.DataFrame:
@@ -170,8 +124,9 @@ def eval_curve(progress: pd.DataFrame) -> pd.DataFrame:
     return curve.sort_values("step", kind="stable").reset_index(drop=True)
 
 
-def last_episodes_mean(steps: np.ndarray, returns: np.ndarray, counts: np.ndarray, at: np.ndarray,
-                       n: int = LAST_EPISODES) -> np.ndarray:
+def last_episodes_mean(
+    steps: np.ndarray, returns: np.ndarray, counts: np.ndarray, at: np.ndarray, n: int = LAST_EPISODES
+) -> np.ndarray:
     """Mean return of the last ``n`` training episodes that ended at or before each step in ``at``.
 
     Each progress row holds the mean return and the number of the episodes that ended in that
@@ -204,14 +159,21 @@ def last100(progress: pd.DataFrame) -> float:
     """The mean return of the run's last 100 training episodes (NaN when none ended)."""
     if progress.empty or not {"step", "train_return", "train_episodes"} <= set(progress.columns):
         return math.nan
-    table = pd.DataFrame({column: pd.to_numeric(progress[column], errors="coerce").astype(float)
-                          for column in ("step", "train_return", "train_episodes")})
+    table = pd.DataFrame(
+        {
+            column: pd.to_numeric(progress[column], errors="coerce").astype(float)
+            for column in ("step", "train_return", "train_episodes")
+        }
+    )
     table = table[np.isfinite(table["step"])].sort_values("step", kind="stable")
     steps = table["step"].to_numpy()
     if steps.size == 0:
         return math.nan
-    return float(last_episodes_mean(steps, table["train_return"].to_numpy(),
-                                    np.nan_to_num(table["train_episodes"].to_numpy()), steps[-1:])[0])
+    return float(
+        last_episodes_mean(
+            steps, table["train_return"].to_numpy(), np.nan_to_num(table["train_episodes"].to_numpy()), steps[-1:]
+        )[0]
+    )
 
 
 def _float_or_nan(value: object) -> float:
@@ -236,26 +198,15 @@ def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, p
     Raises RunFolderError (with the reason) for a run that must be excluded.
     """
     manifest_entry = manifest_entry or {}
-    config = _read_json(run_dir / "config.json")
+    run = read_complete_run(run_dir, identity_fallback=manifest_entry)
+    config, result, progress = run.config, run.result, run.progress
     identity = _identity(config, manifest_entry)
     identity["run_id"] = identity["run_id"] or run_dir.name
-    for key in ("algo", "env_id"):
-        if not identity[key]:
-            raise RunFolderError(f"config.json has no {key}")
-    if not (run_dir / "result.json").exists():
-        raise RunFolderError("interrupted: result.json missing", status="incomplete")
-    result = _read_json(run_dir / "result.json")
-    status = result.get("status", "unknown")
-    if status != "complete":
-        error = result.get("error") or "no error message"
-        raise RunFolderError(f"{status}: {error}", status=str(status))
-    progress_csv = run_dir / "progress.csv"
-    progress = read_progress(progress_csv) if progress_csv.exists() else pd.DataFrame(columns=["step", "eval_return"])
     curve = eval_curve(progress)
-    source = config.get("source")
+    source = config.get(SOURCE_KEY)
     row = {
         **identity,
-        "status": status,
+        "status": result["status"],
         "final": _float_or_nan(result.get("final_eval_return")),
         "auc": area_mean(curve["step"].to_numpy(), curve["eval_return"].to_numpy()),
         "last100": last100(progress),
@@ -278,7 +229,7 @@ def _versions(run_dirs: Iterable[Path]) -> dict[str, list[str]]:
     seen: dict[str, set[str]] = {}
     for run_dir in run_dirs:
         try:
-            versions = _read_json(run_dir / "config.json").get("versions") or {}
+            versions = read_config(run_dir).get("versions") or {}
         except RunFolderError:
             continue
         for key, value in versions.items():
@@ -296,18 +247,18 @@ def load_results(results_dir: Path | str) -> LoadedResults:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UsageError(f"{results_dir}: not a directory; expected a results folder with runs/<run_id>/")
-    runs_dir = results_dir / "runs"
+    runs_dir = results_dir / RUNS_DIR
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir}: missing; a results folder holds one folder per run under runs/")
-    run_dirs = sorted(path for path in runs_dir.iterdir() if path.is_dir())
+    run_dirs = run_folders(results_dir)
     if not run_dirs:
         raise UsageError(f"{runs_dir}: no run folders; run `trbench train` or a suite first")
 
-    manifest = _read_suite_file(results_dir / "manifest.json", json.loads)
+    manifest = _read_suite_file(results_dir / MANIFEST_FILE, json.loads)
     if manifest is not None and not isinstance(manifest, dict):
-        raise UsageError(f"{results_dir / 'manifest.json'}: not a JSON object; restore it or remove it")
+        raise UsageError(f"{results_dir / MANIFEST_FILE}: not a JSON object; restore it or remove it")
     entries = _manifest_entries(manifest)
-    suite_toml = _read_suite_file(results_dir / "suite.toml", str)
+    suite_toml = _read_suite_file(results_dir / SUITE_FILE, str)
 
     rows, curves, excluded = [], [], []
     for run_dir in run_dirs:
@@ -319,11 +270,7 @@ def load_results(results_dir: Path | str) -> LoadedResults:
             continue
         rows.append(row)
         if len(curve):
-            curves.append(
-                curve.assign(
-                    run_id=row["run_id"], algo=row["algo"], env_id=row["env_id"], seed=row["seed"]
-                )
-            )
+            curves.append(curve.assign(run_id=row["run_id"], algo=row["algo"], env_id=row["env_id"], seed=row["seed"]))
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     curve_table = (
         pd.concat(curves, ignore_index=True)[CURVE_COLUMNS]
@@ -346,13 +293,10 @@ def _sources(run_dirs: Iterable[Path], run_ids: set[str]) -> dict[str, dict]:
     """The source block of each complete imported run (written by `trbench import`)."""
     sources = {}
     for run_dir in run_dirs:
-        try:
-            config = _read_json(run_dir / "config.json")
-        except RunFolderError:
-            continue
+        config = read_config_or_empty(run_dir)
         run_id = config.get("run_id") or run_dir.name
-        if run_id in run_ids and isinstance(config.get("source"), dict):
-            sources[run_id] = config["source"]
+        if run_id in run_ids and isinstance(config.get(SOURCE_KEY), dict):
+            sources[run_id] = config[SOURCE_KEY]
     return sources
 
 
@@ -373,11 +317,7 @@ def _read_suite_file(path: Path, parse: Callable[[str], T]) -> T | None:
 
 
 def _excluded_row(run_dir: Path, manifest_entry: dict, error: RunFolderError) -> dict:
-    try:
-        config = _read_json(run_dir / "config.json")
-    except RunFolderError:
-        config = {}
-    identity = _identity(config, manifest_entry)
+    identity = _identity(read_config_or_empty(run_dir), manifest_entry)
     return {
         "run_id": identity["run_id"] or run_dir.name,
         "algo": identity["algo"],

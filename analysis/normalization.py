@@ -34,14 +34,10 @@ class NormalizationConstants:
     reference_source: str
 
     def normalize(self, returns: np.ndarray | float) -> np.ndarray:
-        return (np.asarray(returns, dtype=float) - self.random_return) / (
-            self.reference_return - self.random_return
-        )
+        return (np.asarray(returns, dtype=float) - self.random_return) / (self.reference_return - self.random_return)
 
     def denormalize(self, scores: np.ndarray | float) -> np.ndarray:
-        return self.random_return + np.asarray(scores, dtype=float) * (
-            self.reference_return - self.random_return
-        )
+        return self.random_return + np.asarray(scores, dtype=float) * (self.reference_return - self.random_return)
 
 
 def _parse_row(row: dict[str, str], origin: str) -> NormalizationConstants:

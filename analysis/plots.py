@@ -22,11 +22,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
-from trbench.analysis.stats import IntervalEstimate  # noqa: E402
+from trbench.analysis.stats import IntervalEstimate
 
 PANEL_WIDTH_IN = 3.3
 PANEL_HEIGHT_IN = 2.4
@@ -151,9 +151,7 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
 def _panel_grid(n_panels: int, max_columns: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
     columns = min(n_panels, max_columns)
     rows = math.ceil(n_panels / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows), squeeze=False
-    )
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows), squeeze=False)
     flat = list(axes.flat)
     for unused in flat[n_panels:]:
         unused.set_visible(False)
@@ -171,7 +169,11 @@ def _legend_handle(style: AlgorithmStyle) -> plt.Line2D:
 def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle]) -> None:
     handles = [_legend_handle(styles[algo]) for algo in algos]
     fig.legend(
-        handles, list(algos), loc="lower center", ncol=min(len(algos), 5), frameon=False,
+        handles,
+        list(algos),
+        loc="lower center",
+        ncol=min(len(algos), 5),
+        frameon=False,
         bbox_to_anchor=(0.5, -0.02),
     )
     fig.tight_layout(rect=(0, 0.08 if len(algos) else 0, 1, 1))
@@ -190,8 +192,17 @@ def _draw_styled_bands(ax: plt.Axes, bands: Mapping[str, Band], styles: Mapping[
         rank = LINESTYLE_DRAW_ORDER.index(style.linestyle) if style.linestyle in LINESTYLE_DRAW_ORDER else 0
         offset = MARKER_SPACING * index / len(algos)
         ax.fill_between(band.x, band.low, band.high, color=style.color, alpha=0.2, linewidth=0)
-        ax.plot(band.x, band.center, color=style.color, ls=style.linestyle, marker=style.marker, ms=MARKER_SIZE,
-                markevery=(offset, MARKER_SPACING), label=algo, zorder=2.0 + 0.1 * rank)
+        ax.plot(
+            band.x,
+            band.center,
+            color=style.color,
+            ls=style.linestyle,
+            marker=style.marker,
+            ms=MARKER_SIZE,
+            markevery=(offset, MARKER_SPACING),
+            label=algo,
+            zorder=2.0 + 0.1 * rank,
+        )
 
 
 def plot_learning_curves(
@@ -223,7 +234,6 @@ def plot_score_distributions(
     name: str = "score_distributions",
 ) -> list[Path]:
     """One panel per env: every run's score as a point, and the mean with its CI as a bar."""
-    algos = sorted({algo for per_algo in scores.values() for algo in per_algo})
     with paper_style():
         fig, axes = _panel_grid(len(scores))
         for ax, (env_id, per_algo) in zip(axes, sorted(scores.items())):
@@ -231,8 +241,9 @@ def plot_score_distributions(
             for position, algo in enumerate(order):
                 summary, color = per_algo[algo], styles[algo].color
                 values = np.asarray(summary.values, dtype=float)
-                ax.scatter(position + _strip_jitter(algo, values.size), values, s=12, color=color, alpha=0.7,
-                           linewidths=0)
+                ax.scatter(
+                    position + _strip_jitter(algo, values.size), values, s=12, color=color, alpha=0.7, linewidths=0
+                )
                 ax.plot([position + 0.3], [summary.mean], marker="D", color=color, ms=4)
                 if np.isfinite(summary.low) and np.isfinite(summary.high):
                     ax.vlines(position + 0.3, summary.low, summary.high, color=color, lw=1.5)
@@ -261,8 +272,16 @@ def _interval_rows(
     for row, (interval, style) in enumerate(zip(intervals, row_styles)):
         if np.isfinite(interval.low) and np.isfinite(interval.high):
             ax.barh(row, interval.high - interval.low, left=interval.low, height=0.6, color=style.color, alpha=0.75)
-        ax.plot([interval.estimate], [row], marker=style.marker, color=style.color, ms=MARKER_SIZE + 1, ls="none",
-                mec="black", mew=0.6)
+        ax.plot(
+            [interval.estimate],
+            [row],
+            marker=style.marker,
+            color=style.color,
+            ms=MARKER_SIZE + 1,
+            ls="none",
+            mec="black",
+            mew=0.6,
+        )
         ax.vlines(interval.estimate, row - 0.3, row + 0.3, color="black", lw=1.2)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
@@ -287,7 +306,9 @@ def plot_aggregate_intervals(
     """One panel per aggregate metric: each algorithm's estimate (black tick) and 95% CI (bar)."""
     with paper_style():
         fig, axes = plt.subplots(
-            1, len(aggregates), figsize=(1.9 * len(aggregates) + 0.6, 0.35 * _max_rows(aggregates) + 1.0),
+            1,
+            len(aggregates),
+            figsize=(1.9 * len(aggregates) + 0.6, 0.35 * _max_rows(aggregates) + 1.0),
             squeeze=False,
         )
         for index, (ax, (metric, per_algo)) in enumerate(zip(axes.flat, aggregates.items())):
@@ -377,8 +398,30 @@ class PublishedPoint:
 
 # one shape per published source, so no two sources share one in any figure (a test checks that
 # there are at least as many as sources in analysis/data/published_results.csv)
-SOURCE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p", "d", "8", "H", "+", "x", "1", "2", "3",
-                  "4", "|")
+SOURCE_MARKERS = (
+    "o",
+    "s",
+    "^",
+    "v",
+    "D",
+    "P",
+    "X",
+    "<",
+    ">",
+    "*",
+    "h",
+    "p",
+    "d",
+    "8",
+    "H",
+    "+",
+    "x",
+    "1",
+    "2",
+    "3",
+    "4",
+    "|",
+)
 
 
 def plot_reproduction(
@@ -392,8 +435,10 @@ def plot_reproduction(
     """One panel per env: our mean curve of each arm with its band, and each published value
     as a marker (shape per source, colour of the arm it is compared with) with its spread."""
     envs = sorted(set(curves) | set(published))
-    arms = sorted({arm for per_arm in curves.values() for arm in per_arm}
-                  | {point.arm for points in published.values() for point in points})
+    arms = sorted(
+        {arm for per_arm in curves.values() for arm in per_arm}
+        | {point.arm for points in published.values() for point in points}
+    )
     sources = sorted({point.source for points in published.values() for point in points})
     markers = {source: SOURCE_MARKERS[i % len(SOURCE_MARKERS)] for i, source in enumerate(sources)}
     with paper_style():
@@ -406,8 +451,17 @@ def plot_reproduction(
                 if np.isfinite(point.low) and np.isfinite(point.high):
                     error = [[point.value - point.low], [point.high - point.value]]
                 ax.errorbar(
-                    [point.step], [point.value], yerr=error, marker=markers[point.source], ms=5,
-                    color=colors[point.arm], mfc="white", mew=1.2, capsize=2, lw=1, ls="none",
+                    [point.step],
+                    [point.value],
+                    yerr=error,
+                    marker=markers[point.source],
+                    ms=5,
+                    color=colors[point.arm],
+                    mfc="white",
+                    mew=1.2,
+                    capsize=2,
+                    lw=1,
+                    ls="none",
                 )
             ax.set_title(env_id)
             ax.set_xlabel("Environment steps")
@@ -416,8 +470,9 @@ def plot_reproduction(
         handles = [plt.Line2D([], [], color=colors[arm], lw=2) for arm in arms]
         handles += [plt.Line2D([], [], color="black", marker=markers[s], mfc="white", ls="none") for s in sources]
         labels = [*arms, *sources]
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
-                   bbox_to_anchor=(0.5, -0.02))
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, bbox_to_anchor=(0.5, -0.02)
+        )
         legend_rows = math.ceil(len(labels) / 5)
         bottom = min((0.18 * legend_rows + 0.1) / fig.get_figheight(), 0.45)
         fig.tight_layout(rect=(0, bottom, 1, 1))

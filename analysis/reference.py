@@ -21,7 +21,6 @@ This module reads results folders only; it never imports training code.
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -32,16 +31,33 @@ import numpy as np
 import pandas as pd
 
 from trbench.analysis import stats
-from trbench.analysis.load import RunFolderError, last_episodes_mean, read_progress
-from trbench.errors import UsageError
+from trbench.analysis.load import eval_curve, last_episodes_mean
+from trbench.base.errors import UsageError
+from trbench.base.results_folder import run_folders
+from trbench.base.run_folder import RunFolderError, read_complete_run
 
 DATA_DIR = Path(__file__).parent / "data"
 PUBLISHED_CSV = DATA_DIR / "published_results.csv"
 REFERENCE_SETS_TOML = DATA_DIR / "reference_sets.toml"
 
 COLUMNS = [
-    "source", "algo", "setting", "env", "env_version", "steps", "seeds", "metric", "value", "spread",
-    "spread_kind", "ci_low", "ci_high", "digitized", "approximate", "citation", "note",
+    "source",
+    "algo",
+    "setting",
+    "env",
+    "env_version",
+    "steps",
+    "seeds",
+    "metric",
+    "value",
+    "spread",
+    "spread_kind",
+    "ci_low",
+    "ci_high",
+    "digitized",
+    "approximate",
+    "citation",
+    "note",
 ]
 KEY_COLUMNS = ["source", "algo", "setting", "env", "env_version", "steps", "metric"]
 REQUIRED_TEXT = ["source", "algo", "env", "env_version", "metric", "citation"]
@@ -49,17 +65,16 @@ REQUIRED_TEXT = ["source", "algo", "env", "env_version", "metric", "citation"]
 # metric -> what the source measured, and how we compute the same thing from our runs
 METRICS: dict[str, str] = {
     "final_eval_return": "deterministic evaluation return at the end of training (ours: the final "
-                         "evaluation's mean return, or the periodic evaluation at that step)",
+    "evaluation's mean return, or the periodic evaluation at that step)",
     "eval_return_at_step": "mean evaluation return at a step along the curve (ours: the periodic "
-                           "evaluation at that step)",
-    "train_return_last100": "mean return of the last 100 training episodes (ours: the same, from "
-                            "progress.csv)",
+    "evaluation at that step)",
+    "train_return_last100": "mean return of the last 100 training episodes (ours: the same, from progress.csv)",
     "train_return_curve": "a point of the (smoothed) training-episode return curve (ours: the mean "
-                          "of the last 100 training episodes up to that step)",
+    "of the last 100 training episodes up to that step)",
     "avg_train_return_all": "average return of every training episode up to that step (Duan et al. "
-                            "2016's average over all iterations)",
+    "2016's average over all iterations)",
     "max_mean_eval_curve": "maximum over the budget of the seed-averaged evaluation curve (Tianshou, "
-                           "TD3 paper convention); ours: the same over our periodic evaluations",
+    "TD3 paper convention); ours: the same over our periodic evaluations",
     "max_return": "maximum return over training, statistic not defined further (not computed)",
 }
 COMPUTED_METRICS = tuple(m for m in METRICS if m != "max_return")
@@ -83,9 +98,25 @@ MIN_SEEDS_FOR_VERDICT = 5
 TOO_FEW_SEEDS = "too few seeds"
 
 REPRODUCTION_COLUMNS = [
-    "arm", "env_id", "source", "algo", "setting", "env_version", "steps", "metric", "published",
-    "published_low", "published_high", "spread_kind", "n_seeds", "ours", "ours_ci_low", "ours_ci_high",
-    "verdict", "approximate", "citation",
+    "arm",
+    "env_id",
+    "source",
+    "algo",
+    "setting",
+    "env_version",
+    "steps",
+    "metric",
+    "published",
+    "published_low",
+    "published_high",
+    "spread_kind",
+    "n_seeds",
+    "ours",
+    "ours_ci_low",
+    "ours_ci_high",
+    "verdict",
+    "approximate",
+    "citation",
 ]
 
 
@@ -216,7 +247,9 @@ def _string_list(value: object, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def load_reference_sets(path: Path | str | None = None, published: pd.DataFrame | None = None) -> dict[str, ReferenceSet]:
+def load_reference_sets(
+    path: Path | str | None = None, published: pd.DataFrame | None = None
+) -> dict[str, ReferenceSet]:
     """Read the preset -> published-rows mapping; every selector must match some published row."""
     path = Path(path) if path is not None else REFERENCE_SETS_TOML
     try:
@@ -249,8 +282,10 @@ def load_reference_sets(path: Path | str | None = None, published: pd.DataFrame 
             )
             for source in comparison.sources:
                 if not (selected_rows(published, comparison)["source"] == source).any():
-                    raise PublishedDataError(f"{where}: no published row for source {source!r} and algo {comparison.algo!r}"
-                                             + (f" with settings {list(comparison.settings)}" if comparison.settings else ""))
+                    raise PublishedDataError(
+                        f"{where}: no published row for source {source!r} and algo {comparison.algo!r}"
+                        + (f" with settings {list(comparison.settings)}" if comparison.settings else "")
+                    )
             comparisons.append(comparison)
         if not comparisons:
             raise PublishedDataError(f"{path.name}: {name}: no [[{name}.compare]] entries")
@@ -272,7 +307,9 @@ def resolve_reference(name_or_path: str, manifest_suite: str | None = None) -> s
     file name without .toml); 'auto' means the suite named in the results folder's manifest."""
     if name_or_path == "auto":
         if not manifest_suite:
-            raise PublishedDataError("--reference: the results folder has no manifest naming its suite; name the preset")
+            raise PublishedDataError(
+                "--reference: the results folder has no manifest naming its suite; name the preset"
+            )
         return manifest_suite
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
@@ -326,25 +363,27 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
 def read_runs(results_dir: Path | str) -> list[RunRecord]:
     """Every complete run under results_dir/runs/ (others are skipped: the report lists them)."""
     runs = []
-    runs_dir = Path(results_dir) / "runs"
-    if not runs_dir.is_dir():
-        return runs
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    for run_dir in run_folders(Path(results_dir)):
         try:
-            result = json.loads((run_dir / "result.json").read_bytes().decode("utf-8"))
-            config = json.loads((run_dir / "config.json").read_bytes().decode("utf-8"))
-            progress = read_progress(run_dir / "progress.csv")
-        except (OSError, ValueError, RunFolderError):  # the report lists the run as excluded
+            # the same checks, and so the same exclusions, as the report's loader
+            complete = read_complete_run(run_dir)
+            eval_curve(complete.progress)
+        except RunFolderError:  # the report lists the run as excluded, with the reason
             continue
-        if (not isinstance(result, dict) or not isinstance(config, dict) or result.get("status") != "complete"
-                or "step" not in progress.columns):
-            continue
-        table = pd.DataFrame({
-            "step": _numeric(progress, "step"),
-            "train_return": _numeric(progress, "train_return"),
-            "train_episodes": np.nan_to_num(_numeric(progress, "train_episodes")),
-            "eval_return": _numeric(progress, "eval_return"),
-        }).dropna(subset=["step"]).sort_values("step", kind="stable").reset_index(drop=True)
+        config, result, progress = complete.config, complete.result, complete.progress
+        table = (
+            pd.DataFrame(
+                {
+                    "step": _numeric(progress, "step"),
+                    "train_return": _numeric(progress, "train_return"),
+                    "train_episodes": np.nan_to_num(_numeric(progress, "train_episodes")),
+                    "eval_return": _numeric(progress, "eval_return"),
+                }
+            )
+            .dropna(subset=["step"])
+            .sort_values("step", kind="stable")
+            .reset_index(drop=True)
+        )
         if table.empty:
             continue
         steps = table["step"].to_numpy()
@@ -355,16 +394,18 @@ def read_runs(results_dir: Path | str) -> list[RunRecord]:
             # is what "reaching a step" is measured in, as an iteration is for a trbench run
             iteration = float(source["iteration_steps"])
         final_eval = result.get("final_eval_return")
-        runs.append(RunRecord(
-            run_id=str(config.get("run_id", run_dir.name)),
-            arm=str(config.get("algo", "")),
-            env_id=str(config.get("env_id", "")),
-            seed=int(config.get("seed", -1)),
-            final_step=float(steps[-1]),
-            iteration_steps=iteration,
-            final_eval_return=float(final_eval) if isinstance(final_eval, (int, float)) else math.nan,
-            progress=table,
-        ))
+        runs.append(
+            RunRecord(
+                run_id=str(config.get("run_id", run_dir.name)),
+                arm=str(config.get("algo", "")),
+                env_id=str(config.get("env_id", "")),
+                seed=int(config.get("seed", -1)),
+                final_step=float(steps[-1]),
+                iteration_steps=iteration,
+                final_eval_return=float(final_eval) if isinstance(final_eval, (int, float)) else math.nan,
+                progress=table,
+            )
+        )
     return runs
 
 
@@ -381,8 +422,14 @@ def run_value(run: RunRecord, metric: str, steps: float) -> float:
     if table.empty:
         return math.nan
     if metric in ("train_return_last100", "train_return_curve"):
-        return float(last_episodes_mean(table["step"].to_numpy(), table["train_return"].to_numpy(),
-                                        table["train_episodes"].to_numpy(), np.array([steps + run.iteration_steps / 2]))[0])
+        return float(
+            last_episodes_mean(
+                table["step"].to_numpy(),
+                table["train_return"].to_numpy(),
+                table["train_episodes"].to_numpy(),
+                np.array([steps + run.iteration_steps / 2]),
+            )[0]
+        )
     if metric == "avg_train_return_all":
         counts = np.where(np.isfinite(table["train_return"]), table["train_episodes"], 0.0)
         total = counts.sum()
@@ -413,8 +460,13 @@ def _mean_eval_curve(runs: Sequence[RunRecord], steps: float) -> tuple[np.ndarra
     return np.asarray(common, dtype=float), np.vstack([c.loc[common].to_numpy(dtype=float) for c in curves])
 
 
-def cell_estimate(runs: Sequence[RunRecord], metric: str, steps: float, rng: np.random.Generator,
-                  n_resamples: int = stats.DEFAULT_RESAMPLES) -> tuple[float, float, float, int]:
+def cell_estimate(
+    runs: Sequence[RunRecord],
+    metric: str,
+    steps: float,
+    rng: np.random.Generator,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> tuple[float, float, float, int]:
     """(ours, ci_low, ci_high, n_seeds) for one arm x env cell and one published metric.
 
     Per-run metrics: the mean over seeds with the expanded-percentile bootstrap CI that the rest
@@ -443,8 +495,9 @@ def cell_estimate(runs: Sequence[RunRecord], metric: str, steps: float, rng: np.
     return float(values.mean()), float(low), float(high), int(values.size)
 
 
-def verdict(published: float, interval: tuple[float, float] | None, ours: float, low: float, high: float,
-            n_seeds: int) -> str:
+def verdict(
+    published: float, interval: tuple[float, float] | None, ours: float, low: float, high: float, n_seeds: int
+) -> str:
     """consistent when the published value lies in our CI or ours lies in the published spread;
     no verdict from fewer than MIN_SEEDS_FOR_VERDICT seeds, whatever the published spread."""
     if math.isnan(ours):
@@ -466,16 +519,22 @@ class Reproduction:
     notes: list[str] = field(default_factory=list)
 
 
-def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.Generator,
-                       published: pd.DataFrame | None = None,
-                       reference_sets: Mapping[str, ReferenceSet] | None = None,
-                       n_resamples: int = stats.DEFAULT_RESAMPLES) -> Reproduction:
+def reproduction_table(
+    results_dir: Path | str,
+    reference: str,
+    rng: np.random.Generator,
+    published: pd.DataFrame | None = None,
+    reference_sets: Mapping[str, ReferenceSet] | None = None,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> Reproduction:
     """Compare the complete runs of ``results_dir`` with the published rows of ``reference``."""
     published = published if published is not None else load_published()
     reference_sets = reference_sets if reference_sets is not None else load_reference_sets(published=published)
     if reference not in reference_sets:
-        raise PublishedDataError(f"--reference: no published reference set for preset {reference!r}; "
-                                 f"known: {', '.join(sorted(reference_sets))}")
+        raise PublishedDataError(
+            f"--reference: no published reference set for preset {reference!r}; "
+            f"known: {', '.join(sorted(reference_sets))}"
+        )
     reference_set = reference_sets[reference]
     runs = read_runs(results_dir)
     notes = []
@@ -502,22 +561,35 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
                 if row["metric"] in COMPUTED_METRICS:
                     key = (comparison.arm, env_id, row["metric"], steps)
                     if key not in estimates:
-                        estimates[key] = cell_estimate(cell, row["metric"], steps, stats.keyed_rng(base_seed, *key), n_resamples)
+                        estimates[key] = cell_estimate(
+                            cell, row["metric"], steps, stats.keyed_rng(base_seed, *key), n_resamples
+                        )
                     ours, low, high, n = estimates[key]
                 else:
                     ours, low, high, n = math.nan, math.nan, math.nan, 0
-                rows.append({
-                    "arm": comparison.arm, "env_id": env_id, "source": row["source"], "algo": row["algo"],
-                    "setting": row["setting"], "env_version": row["env_version"], "steps": steps,
-                    "metric": row["metric"], "published": row["value"],
-                    "published_low": interval[0] if interval else math.nan,
-                    "published_high": interval[1] if interval else math.nan,
-                    "spread_kind": row["spread_kind"], "n_seeds": n, "ours": ours,
-                    "ours_ci_low": low, "ours_ci_high": high,
-                    "verdict": verdict(row["value"], interval, ours, low, high, n),
-                    "approximate": bool(row["approximate"] or row["digitized"]),
-                    "citation": row["citation"],
-                })
+                rows.append(
+                    {
+                        "arm": comparison.arm,
+                        "env_id": env_id,
+                        "source": row["source"],
+                        "algo": row["algo"],
+                        "setting": row["setting"],
+                        "env_version": row["env_version"],
+                        "steps": steps,
+                        "metric": row["metric"],
+                        "published": row["value"],
+                        "published_low": interval[0] if interval else math.nan,
+                        "published_high": interval[1] if interval else math.nan,
+                        "spread_kind": row["spread_kind"],
+                        "n_seeds": n,
+                        "ours": ours,
+                        "ours_ci_low": low,
+                        "ours_ci_high": high,
+                        "verdict": verdict(row["value"], interval, ours, low, high, n),
+                        "approximate": bool(row["approximate"] or row["digitized"]),
+                        "citation": row["citation"],
+                    }
+                )
     table = pd.DataFrame(rows, columns=REPRODUCTION_COLUMNS)
     if not table.empty:
         table = table.sort_values(["env_id", "arm", "steps", "source", "setting"], kind="stable").reset_index(drop=True)
@@ -526,7 +598,11 @@ def reproduction_table(results_dir: Path | str, reference: str, rng: np.random.G
 
 def training_curve(run: RunRecord, grid: np.ndarray) -> np.ndarray:
     """A run's last-100-training-episode mean at each grid step (NaN past the run's end)."""
-    values = last_episodes_mean(run.progress["step"].to_numpy(), run.progress["train_return"].to_numpy(),
-                                run.progress["train_episodes"].to_numpy(), grid)
+    values = last_episodes_mean(
+        run.progress["step"].to_numpy(),
+        run.progress["train_return"].to_numpy(),
+        run.progress["train_episodes"].to_numpy(),
+        grid,
+    )
     values[grid > run.final_step] = np.nan
     return values

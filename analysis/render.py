@@ -152,10 +152,7 @@ pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 
 def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(column))}</th>" for column in table.frame.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in _cells(table)
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in _cells(table))
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

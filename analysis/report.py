@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from trbench.analysis import plots, reference, stats
+from trbench.analysis.imported import imported_section
 from trbench.analysis.load import (
     METRIC_DESCRIPTIONS,
     LoadedResults,
@@ -33,7 +34,6 @@ from trbench.analysis.load import (
     scored_runs,
     step_grid,
 )
-from trbench.analysis.imported import imported_section
 from trbench.analysis.normalization import NormalizationConstants, load_normalization
 from trbench.analysis.render import (
     BulletList,
@@ -48,7 +48,7 @@ from trbench.analysis.render import (
     render_html,
     render_markdown,
 )
-from trbench.errors import UsageError, check_output_folder
+from trbench.base.errors import UsageError, check_output_folder
 
 SUMMARY_COLUMNS = ["algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high"]
 PAIRWISE_COLUMNS = [
@@ -92,8 +92,11 @@ STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILE
 STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
 EVAL_METRICS = ("final_eval_return", "eval_return_at_step", "max_mean_eval_curve")
 # what the score of each metric is called where a table has no room for the description
-METRIC_LABELS = {"final": "final eval return", "auc": "mean eval return over training",
-                 "last100": "training return, last 100 episodes"}
+METRIC_LABELS = {
+    "final": "final eval return",
+    "auc": "mean eval return over training",
+    "last100": "training return, last 100 episodes",
+}
 # the options a report was built with, so that a rebuild with others never replaces it unnoticed
 OPTIONS_FILE = "report_options.json"
 
@@ -257,7 +260,7 @@ def power_table(
             else math.nan
         )
 
-        def needed(difference: float) -> float:
+        def needed(difference: float, spreads_known=spreads_known, sd_a=sd_a, sd_b=sd_b) -> float:
             if not spreads_known or not math.isfinite(difference):
                 return math.nan
             seeds = stats.seeds_for_power(difference, sd_a, sd_b, options.power, options.alpha)
@@ -321,8 +324,11 @@ def aggregate_table(
         for algo in algos:
             interval = _without_ci_for_single_runs(
                 stats.stratified_bootstrap_ci(
-                    per_algo[algo], aggregate, options.rng(STREAM_AGGREGATE, metric, algo),
-                    options.n_resamples, options.confidence_level,
+                    per_algo[algo],
+                    aggregate,
+                    options.rng(STREAM_AGGREGATE, metric, algo),
+                    options.n_resamples,
+                    options.confidence_level,
                 ),
                 per_algo[algo],
             )
@@ -330,9 +336,11 @@ def aggregate_table(
     for algo_a, algo_b in itertools.permutations(algos, 2):
         interval = _without_ci_for_single_runs(
             stats.probability_of_improvement_ci(
-                per_algo[algo_a], per_algo[algo_b],
+                per_algo[algo_a],
+                per_algo[algo_b],
                 options.rng(STREAM_AGGREGATE, "probability_of_improvement", algo_a, algo_b),
-                options.n_resamples, options.confidence_level,
+                options.n_resamples,
+                options.confidence_level,
             ),
             [*per_algo[algo_a], *per_algo[algo_b]],
         )
@@ -441,7 +449,9 @@ def sample_efficiency_bands(
         # (runs, grid) per task -> IQM along runs for every grid point
         point = stats.iqm_batch(np.concatenate(per_task, axis=0).T)
         rng = options.rng(STREAM_EFFICIENCY, algo)
-        resampled = [task[rng.integers(0, task.shape[0], size=(options.n_resamples, task.shape[0]))] for task in per_task]
+        resampled = [
+            task[rng.integers(0, task.shape[0], size=(options.n_resamples, task.shape[0]))] for task in per_task
+        ]
         replicates = stats.iqm_batch(np.concatenate(resampled, axis=1).transpose(0, 2, 1))
         low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
         bands[algo] = plots.Band(grid, point, low, high)
@@ -575,8 +585,9 @@ def _uses_eval_curve(table: pd.DataFrame) -> bool:
     return bool(len(compared)) and compared["metric"].isin(EVAL_METRICS).mean() > 0.5
 
 
-def reproduction_bands(reproduction: reference.Reproduction, use_eval: bool,
-                       options: ReportOptions) -> dict[str, dict[str, plots.Band]]:
+def reproduction_bands(
+    reproduction: reference.Reproduction, use_eval: bool, options: ReportOptions
+) -> dict[str, dict[str, plots.Band]]:
     """Per env and arm: the mean over seeds of each run's evaluation curve, or of its
     last-100-training-episode return, on a common step grid, with a bootstrap CI."""
     arms = {comparison.arm for comparison in reproduction.reference.comparisons}
@@ -591,7 +602,11 @@ def reproduction_bands(reproduction: reference.Reproduction, use_eval: bool,
                 if use_eval:
                     curve = run.progress.dropna(subset=["eval_return"])
                     steps, values = curve["step"].to_numpy(), curve["eval_return"].to_numpy()
-                    row = np.interp(grid, steps, values, left=np.nan, right=np.nan) if len(steps) else np.full(grid.size, np.nan)
+                    row = (
+                        np.interp(grid, steps, values, left=np.nan, right=np.nan)
+                        if len(steps)
+                        else np.full(grid.size, np.nan)
+                    )
                 else:
                     row = reference.training_curve(run, grid)
                 matrix.append(row)
@@ -611,21 +626,36 @@ def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
     bands = reproduction_bands(reproduction, use_eval, analysis.options)
     points: dict[str, list[plots.PublishedPoint]] = {}
     for row in compared.itertuples(index=False):
-        points.setdefault(row.env_id, []).append(plots.PublishedPoint(
-            row.arm, row.source, float(row.steps), float(row.published),
-            float(row.published_low), float(row.published_high)))
+        points.setdefault(row.env_id, []).append(
+            plots.PublishedPoint(
+                row.arm,
+                row.source,
+                float(row.steps),
+                float(row.published),
+                float(row.published_low),
+                float(row.published_high),
+            )
+        )
     arms = sorted({arm for per_arm in bands.values() for arm in per_arm} | set(compared["arm"]))
     what = "deterministic evaluation return" if use_eval else "mean return of the last 100 training episodes"
-    plots.plot_reproduction(bands, points, plots.algorithm_colors(arms), figure_dir,
-                            y_label="Evaluation return" if use_eval else "Training return (last 100 ep.)")
-    analysis.figures.insert(0, (
-        "reproduction",
-        f"Our runs against the published values of {reproduction.reference.name}: lines are the mean over "
-        f"seeds of the {what} with a {analysis.options.confidence_level:.0%} bootstrap CI; markers are "
-        "published values at their step budget (shape per source, colour of the arm compared), with "
-        "their published spread where one exists. Published values use their own metric and env "
-        "version; the table gives the like-for-like comparison.",
-    ))
+    plots.plot_reproduction(
+        bands,
+        points,
+        plots.algorithm_colors(arms),
+        figure_dir,
+        y_label="Evaluation return" if use_eval else "Training return (last 100 ep.)",
+    )
+    analysis.figures.insert(
+        0,
+        (
+            "reproduction",
+            f"Our runs against the published values of {reproduction.reference.name}: lines are the mean over "
+            f"seeds of the {what} with a {analysis.options.confidence_level:.0%} bootstrap CI; markers are "
+            "published values at their step budget (shape per source, colour of the arm compared), with "
+            "their published spread where one exists. Published values use their own metric and env "
+            "version; the table gives the like-for-like comparison.",
+        ),
+    )
 
 
 def _format_published(row) -> str:
@@ -657,38 +687,55 @@ def _format_steps_budget(steps: float) -> str:
 def reproduction_display_table(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in table.itertuples(index=False):
-        rows.append({
-            "env": row.env_id,
-            "arm": row.arm,
-            "source": row.source + (f" ({row.setting})" if row.setting else ""),
-            "version": row.env_version,
-            "steps": _format_steps_budget(row.steps),
-            "metric": row.metric,
-            "published": _format_published(row),
-            "spread": row.spread_kind or "none",
-            "ours [95% CI] (seeds)": _format_ours(row),
-            "verdict": row.verdict,
-        })
-    return pd.DataFrame(rows, columns=["env", "arm", "source", "version", "steps", "metric", "published",
-                                       "spread", "ours [95% CI] (seeds)", "verdict"])
+        rows.append(
+            {
+                "env": row.env_id,
+                "arm": row.arm,
+                "source": row.source + (f" ({row.setting})" if row.setting else ""),
+                "version": row.env_version,
+                "steps": _format_steps_budget(row.steps),
+                "metric": row.metric,
+                "published": _format_published(row),
+                "spread": row.spread_kind or "none",
+                "ours [95% CI] (seeds)": _format_ours(row),
+                "verdict": row.verdict,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "env",
+            "arm",
+            "source",
+            "version",
+            "steps",
+            "metric",
+            "published",
+            "spread",
+            "ours [95% CI] (seeds)",
+            "verdict",
+        ],
+    )
 
 
 def reproduction_section(analysis: Analysis) -> Section:
     reproduction = analysis.reproduction
     table = reproduction.table
-    blocks: list = [Paragraph(
-        f"Published values for preset {reproduction.reference.name} ({reproduction.reference.description}) "
-        "next to ours, each computed with the source's own metric at the source's step budget. "
-        "Verdict: consistent when the published value lies in our "
-        f"{analysis.options.confidence_level:.0%} CI over seeds or our mean lies within the published "
-        "spread (value ± spread, or the published CI); otherwise above or below. "
-        f"'{reference.TOO_FEW_SEEDS}': fewer than {reference.MIN_SEEDS_FOR_VERDICT} seeds, whose CI "
-        "cannot reach beyond their range and so covers less than it claims; the value is shown, no verdict. "
-        "'no data': our runs do "
-        "not reach that step budget or cannot compute that metric. '~' marks values read off or "
-        "digitized from a figure. Published and our env versions differ (see the version column "
-        "and the env ids); read each verdict with that in mind. Also in reproduction.csv."
-    )]
+    blocks: list = [
+        Paragraph(
+            f"Published values for preset {reproduction.reference.name} ({reproduction.reference.description}) "
+            "next to ours, each computed with the source's own metric at the source's step budget. "
+            "Verdict: consistent when the published value lies in our "
+            f"{analysis.options.confidence_level:.0%} CI over seeds or our mean lies within the published "
+            "spread (value ± spread, or the published CI); otherwise above or below. "
+            f"'{reference.TOO_FEW_SEEDS}': fewer than {reference.MIN_SEEDS_FOR_VERDICT} seeds, whose CI "
+            "cannot reach beyond their range and so covers less than it claims; the value is shown, no verdict. "
+            "'no data': our runs do "
+            "not reach that step budget or cannot compute that metric. '~' marks values read off or "
+            "digitized from a figure. Published and our env versions differ (see the version column "
+            "and the env ids); read each verdict with that in mind. Also in reproduction.csv."
+        )
+    ]
     metrics = sorted(set(table["metric"])) if not table.empty else []
     if metrics:
         blocks.append(BulletList([f"{metric}: {reference.METRICS[metric]}" for metric in metrics]))
@@ -697,10 +744,16 @@ def reproduction_section(analysis: Analysis) -> Section:
     else:
         blocks.append(Table(reproduction_display_table(table), "Reproduction of published results"))
         counts = table["verdict"].value_counts()
-        blocks.append(Paragraph("Verdicts: " + ", ".join(
-            f"{counts.get(v, 0)} {v}"
-            for v in (*reference.VERDICTS, reference.TOO_FEW_SEEDS, reference.NOT_COMPARED))
-            + "."))
+        blocks.append(
+            Paragraph(
+                "Verdicts: "
+                + ", ".join(
+                    f"{counts.get(v, 0)} {v}"
+                    for v in (*reference.VERDICTS, reference.TOO_FEW_SEEDS, reference.NOT_COMPARED)
+                )
+                + "."
+            )
+        )
     if reproduction.notes:
         blocks.append(BulletList(reproduction.notes))
     return Section("Reproduction of published results", blocks)
@@ -768,8 +821,12 @@ def setup_section(analysis: Analysis) -> Section:
     if not scored.empty:
         grid = (
             scored.groupby(["env_id", "algo"], sort=True)
-            .agg(algorithm=("algorithm", _distinct), runs=("run_id", "size"), seeds=("seed", _distinct),
-                 steps=("steps", _distinct_counts))
+            .agg(
+                algorithm=("algorithm", _distinct),
+                runs=("run_id", "size"),
+                seeds=("seed", _distinct),
+                steps=("steps", _distinct_counts),
+            )
             .reset_index()
         )
         blocks.append(
@@ -869,10 +926,7 @@ def pairwise_section(analysis: Analysis) -> Section:
         Table(table, "Pairwise tests", {"welch_p": p_value, "mannwhitney_p": p_value, "p_holm": p_value}),
         Paragraph(
             f"Significant at α = {analysis.options.alpha} after Holm correction: "
-            + (
-                "; ".join(f"{r.algo_a} vs {r.algo_b} on {r.env}" for r in significant.itertuples(index=False))
-                or "none"
-            )
+            + ("; ".join(f"{r.algo_a} vs {r.algo_b} on {r.env}" for r in significant.itertuples(index=False)) or "none")
             + "."
         ),
     ]
@@ -985,13 +1039,19 @@ def headline_lines(summary: pd.DataFrame, metric: str) -> list[str]:
         return [f"no run has a '{metric}' score, so there is no result to show"]
     rows = [("env", "algo", "runs", "mean", "95% CI")]
     for record in summary.itertuples(index=False):
-        interval = (f"[{format_number(record.ci_low)}, {format_number(record.ci_high)}]"
-                    if math.isfinite(record.ci_low) else "none (one run)")
+        interval = (
+            f"[{format_number(record.ci_low)}, {format_number(record.ci_high)}]"
+            if math.isfinite(record.ci_low)
+            else "none (one run)"
+        )
         rows.append((record.env, record.algo, str(record.n_runs), format_number(record.mean), interval))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"{METRIC_LABELS[metric]} per algorithm (mean over runs, 95% bootstrap CI of the mean):"]
     for row in rows:
-        cells = [cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        cells = [
+            cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ]
         lines.append("  ".join(cells).rstrip())
     return lines
 
@@ -999,27 +1059,40 @@ def headline_lines(summary: pd.DataFrame, metric: str) -> list[str]:
 def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> None:
     options = analysis.options
     analysis.summary.to_csv(target / "summary.csv", index=False)
-    pairwise = analysis.pairwise if isinstance(analysis.pairwise, pd.DataFrame) else pd.DataFrame(columns=PAIRWISE_COLUMNS)
+    pairwise = (
+        analysis.pairwise if isinstance(analysis.pairwise, pd.DataFrame) else pd.DataFrame(columns=PAIRWISE_COLUMNS)
+    )
     pairwise.to_csv(target / "pairwise.csv", index=False)
-    aggregate = analysis.aggregate if isinstance(analysis.aggregate, pd.DataFrame) else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    aggregate = (
+        analysis.aggregate if isinstance(analysis.aggregate, pd.DataFrame) else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    )
     aggregate.to_csv(target / "aggregate.csv", index=False)
     power = analysis.power if isinstance(analysis.power, pd.DataFrame) else pd.DataFrame(columns=POWER_COLUMNS)
     power.to_csv(target / "power.csv", index=False)
     analysis.excluded.to_csv(target / "excluded_runs.csv", index=False)
     if analysis.reproduction is not None:
         analysis.reproduction.table.to_csv(target / "reproduction.csv", index=False)
-        (target / "reproduction.md").write_text(render_markdown(
-            f"Reproduction of {analysis.reproduction.reference.name}", [reproduction_section(analysis)]))
+        (target / "reproduction.md").write_text(
+            render_markdown(f"Reproduction of {analysis.reproduction.reference.name}", [reproduction_section(analysis)])
+        )
 
     (target / "summary.tex").write_text(
         latex_booktabs(summary_latex_table(analysis.summary, options.metric), "tab:trbench-per-task")
     )
     (target / "aggregate.tex").write_text(
-        latex_booktabs(Table(aggregate, "Aggregate normalised scores with 95% stratified-bootstrap CIs."), "tab:trbench-aggregate", 3)
+        latex_booktabs(
+            Table(aggregate, "Aggregate normalised scores with 95% stratified-bootstrap CIs."),
+            "tab:trbench-aggregate",
+            3,
+        )
     )
     (target / "pairwise.tex").write_text(
         latex_booktabs(
-            Table(pairwise, "Pairwise tests (Holm-adjusted Welch p-values).", {"welch_p": p_value, "mannwhitney_p": p_value, "p_holm": p_value}),
+            Table(
+                pairwise,
+                "Pairwise tests (Holm-adjusted Welch p-values).",
+                {"welch_p": p_value, "mannwhitney_p": p_value, "p_holm": p_value},
+            ),
             "tab:trbench-pairwise",
             3,
         )
@@ -1029,7 +1102,9 @@ def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> 
     (target / "report.html").write_text(render_html(title, sections, target))
 
 
-def build_report(results_dir: Path | str, out_dir: Path | str | None = None, options: ReportOptions | None = None) -> Path:
+def build_report(
+    results_dir: Path | str, out_dir: Path | str | None = None, options: ReportOptions | None = None
+) -> Path:
     """Write the full report for ``results_dir`` into ``out_dir`` (default: results_dir/report,
     or a sibling named by the options, see :func:`default_report_folder`) and return ``out_dir``.
     The folder appears complete or not at all."""
@@ -1043,7 +1118,8 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None, opt
     if options.reference is not None:  # a PublishedDataError is a UsageError: one line, exit 2
         name = record["reference"]
         analysis.reproduction = reference.reproduction_table(
-            results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples)
+            results_dir, name, options.rng(STREAM_REPRODUCTION), n_resamples=options.n_resamples
+        )
     # only now that every input has been checked: a refused report leaves no folder behind
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-partial-", dir=out_dir.parent))
@@ -1104,19 +1180,25 @@ def check_report_destination(out_dir: Path, record: dict) -> None:
     if not recorded_path.exists():
         if (out_dir / "report.md").exists():
             return
-        raise UsageError(f"{out_dir}: is not empty and holds no trbench report, so it is not replaced; "
-                         "choose a new or empty folder with --out")
+        raise UsageError(
+            f"{out_dir}: is not empty and holds no trbench report, so it is not replaced; "
+            "choose a new or empty folder with --out"
+        )
     try:
         recorded = json.loads(recorded_path.read_text())
     except (OSError, ValueError):
-        raise UsageError(f"{recorded_path}: unreadable, so the options of that report are unknown; remove the "
-                         "report or choose another folder with --out") from None
+        raise UsageError(
+            f"{recorded_path}: unreadable, so the options of that report are unknown; remove the "
+            "report or choose another folder with --out"
+        ) from None
     differences = [key for key in record if recorded.get(key) != record[key]]
     if differences:
         was = ", ".join(_option_text(key, recorded.get(key)) for key in differences)
         now = ", ".join(_option_text(key, record[key]) for key in differences)
-        raise UsageError(f"{out_dir}: holds a report built with {was}, not {now}; rebuild it with the same "
-                         "options, or write this one elsewhere with --out")
+        raise UsageError(
+            f"{out_dir}: holds a report built with {was}, not {now}; rebuild it with the same "
+            "options, or write this one elsewhere with --out"
+        )
 
 
 def _replace_directory(new: Path, destination: Path) -> None:

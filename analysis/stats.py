@@ -276,16 +276,12 @@ def _check_per_task(per_task: PerTaskScores) -> list[np.ndarray]:
     return tasks
 
 
-def stratified_resample(
-    per_task: PerTaskScores, rng: np.random.Generator, n_resamples: int
-) -> list[np.ndarray]:
+def stratified_resample(per_task: PerTaskScores, rng: np.random.Generator, n_resamples: int) -> list[np.ndarray]:
     """Resample runs with replacement within each task: one (n_resamples, n_task) array per task."""
     return [task[rng.integers(0, task.size, size=(n_resamples, task.size))] for task in per_task]
 
 
-def _percentile_interval(
-    estimate: float, replicates: np.ndarray, confidence_level: float
-) -> IntervalEstimate:
+def _percentile_interval(estimate: float, replicates: np.ndarray, confidence_level: float) -> IntervalEstimate:
     tail = (1.0 - confidence_level) / 2.0
     low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
     return IntervalEstimate(float(estimate), float(low), float(high))
@@ -317,9 +313,7 @@ def probability_of_improvement_batch(x: np.ndarray, y: np.ndarray) -> np.ndarray
     return wins.mean(axis=(-2, -1))
 
 
-def probability_of_improvement(
-    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float]
-) -> float:
+def probability_of_improvement(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float]) -> float:
     """Probability that a random run of X scores higher than a random run of Y; ties count 1/2.
 
     This is the Mann-Whitney U statistic of X divided by n_x·n_y.
@@ -485,9 +479,7 @@ def welch_power(
     df = (n - 1.0) * total_var**2 / (var_a**2 + var_b**2)
     noncentrality = abs(difference) / np.sqrt(total_var / n)
     critical = scipy_stats.t.ppf(1.0 - alpha / 2.0, df)
-    return scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.cdf(
-        -critical, df, noncentrality
-    )
+    return scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.cdf(-critical, df, noncentrality)
 
 
 def seeds_for_power(

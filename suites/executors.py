@@ -23,8 +23,6 @@ ray
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import multiprocessing
 import os
 import queue
@@ -40,15 +38,29 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from trbench.errors import UsageError
-from trbench.runs import (CHECKPOINT_FILE, ResolvedRun, RunSpec, atomic_write_bytes, atomic_write_json,
-                          atomic_write_text, clear_unfinished, config_record)
+import torch
+
+from trbench.algos.library_warnings import silence_env_building_warnings
+from trbench.algos.registry import BUILTIN, resolve_algorithm
+from trbench.base.errors import UsageError
+from trbench.base.files import atomic_write_bytes, atomic_write_json
+from trbench.base.processes import die_with_parent
+from trbench.base.run_folder import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    RESULT_FILE,
+    last_logged_step,
+    run_files_to_send,
+    salvage_progress,
+    store_run_files,
+)
+
+from .execute import config_record, execute_run
+from .run_spec import ResolvedRun, RunSpec, resolve
 
 # every BLAS/OpenMP pool in a worker gets one thread: N workers on N cores, no oversubscription
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 TICK_S = 0.5
-# the order a run folder's files are written in; result.json last marks the run finished
-RUN_FILES_ORDER = ("config.json", "progress.csv", "model.pt", "result.json")
 # Times a Ray run lost to the system (its worker or node died) is submitted again before it is
 # recorded as failed: enough to ride out a node lost now and then, while a run that kills its
 # worker every time (out of memory, a segfault) still ends, after 1 + 3 attempts.
@@ -65,33 +77,27 @@ class Tracker(Protocol):
 
 # --- recording runs that could not record themselves -----------------------------------------------
 
+
 def record_failure(run: ResolvedRun, folder: Path, error: str, wall_time_s: float | None = None) -> dict[str, Any]:
     """Mark a run failed when its process could not (it died, or failed outside training).
 
     What it logged before dying is kept as progress.csv, cut to its complete rows.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "progress.csv.partial"
-    rows_text = ""
-    if partial.exists():
-        text = partial.read_text(errors="replace")
-        rows_text = text[: text.rfind("\n") + 1]
-    for name in ("progress.csv.partial", "model.pt", "result.json"):
-        (folder / name).unlink(missing_ok=True)
-    for leftover in folder.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-    steps = 0
-    rows = list(csv.DictReader(io.StringIO(rows_text)))
-    if rows and rows[-1].get("step", "").isdigit():
-        steps = int(rows[-1]["step"])
-    if rows_text or not (folder / "progress.csv").exists():
-        atomic_write_text(folder / "progress.csv", rows_text)
-    if not (folder / "config.json").exists():
-        atomic_write_json(folder / "config.json", config_record(run, run.config.device))
-    result = {"status": "failed", "error": error, "final_eval_return": None, "final_eval_return_std": None,
-              "final_eval_episodes": 0, "steps": steps, "wall_time_s": wall_time_s,
-              "steps_per_second": steps / wall_time_s if wall_time_s else None}
-    atomic_write_json(folder / "result.json", result)
+    steps = last_logged_step(salvage_progress(folder))
+    if not (folder / CONFIG_FILE).exists():
+        atomic_write_json(folder / CONFIG_FILE, config_record(run, run.config.device))
+    result = {
+        "status": "failed",
+        "error": error,
+        "final_eval_return": None,
+        "final_eval_return_std": None,
+        "final_eval_episodes": 0,
+        "steps": steps,
+        "wall_time_s": wall_time_s,
+        "steps_per_second": steps / wall_time_s if wall_time_s else None,
+    }
+    atomic_write_json(folder / RESULT_FILE, result)
     return result
 
 
@@ -108,16 +114,6 @@ def _exit_reason(exitcode: int | None) -> str:
 
 # --- local process pool ----------------------------------------------------------------------------
 
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
 
 class _Orphaned(SystemExit):
     """Raised inside a run when the runner is gone: a BaseException, so execute_run leaves the
@@ -125,13 +121,7 @@ class _Orphaned(SystemExit):
 
 
 def _worker_main(conn: Connection, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    import torch
-
-    from trbench.algos.library_warnings import silence_env_building_warnings
-    from trbench.algos.registry import BUILTIN, resolve_algorithm
-    from trbench.runs import execute_run, resolve
-
+    die_with_parent(parent_pid)
     torch.set_num_threads(1)
     # the runner built every env of the grid when it read the suite, and showed their warnings
     silence_env_building_warnings()
@@ -167,8 +157,9 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
 class _Worker:
     def __init__(self, context, index: int):
         self.conn, child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child_conn, os.getpid()),
-                                       name=f"trbench-worker-{index}", daemon=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child_conn, os.getpid()), name=f"trbench-worker-{index}", daemon=True
+        )
         # Ctrl-C reaches the whole process group; the runner alone decides what happens to the
         # workers. A child that starts with SIGINT ignored keeps it ignored, even while importing.
         with environment_set_to(SINGLE_THREAD_ENV), _sigint_ignored():
@@ -261,8 +252,9 @@ def run_local(runs: list[ResolvedRun], runs_dir: Path, workers: int, tracker: Tr
                 if worker.run is not None and not worker.process.is_alive():
                     worker.process.join()
                     run, folder = worker.run, worker.folder
-                    result = record_failure(run, folder, _exit_reason(worker.process.exitcode),
-                                            time.perf_counter() - worker.started_at)
+                    result = record_failure(
+                        run, folder, _exit_reason(worker.process.exitcode), time.perf_counter() - worker.started_at
+                    )
                     tracker.finished(run, result)
                     worker.kill()
                     pool.remove(worker)
@@ -297,9 +289,10 @@ def _drain(worker: _Worker, tracker: Tracker) -> None:
 
 # --- Ray ---------------------------------------------------------------------------------------------
 
+
 def ray_available() -> bool:
     try:
-        import ray  # noqa: F401
+        import ray  # noqa: F401, PLC0415 - ray is an optional extra
     except ImportError:
         return False
     return True
@@ -309,11 +302,6 @@ def _ray_task(spec: RunSpec, checkpoint: bytes | None) -> Iterator[tuple]:
     """One run as a streaming Ray task; it yields, in order, ``("step", step)`` per iteration,
     ``("checkpoint", data)`` each time the run saved a checkpoint, and last ``("done", result,
     files)``. A `checkpoint` handed in (one a lost attempt sent back) is where the run resumes."""
-    import torch
-
-    from trbench.algos.library_warnings import silence_env_building_warnings
-    from trbench.runs import resolve
-
     torch.set_num_threads(1)
     silence_env_building_warnings()  # the runner showed them when it read the suite
     run = resolve(spec)
@@ -337,12 +325,14 @@ def _ray_task(spec: RunSpec, checkpoint: bytes | None) -> Iterator[tuple]:
 
 
 def _train_and_report(run: ResolvedRun, folder: Path, messages: queue.SimpleQueue) -> None:
-    from trbench.runs import execute_run
-
     try:
-        result = execute_run(run, folder, on_iteration=lambda row: messages.put(("step", row["step"])),
-                             on_checkpoint=lambda path: messages.put(("checkpoint", path.read_bytes())))
-        files = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+        result = execute_run(
+            run,
+            folder,
+            on_iteration=lambda row: messages.put(("step", row["step"])),
+            on_checkpoint=lambda path: messages.put(("checkpoint", path.read_bytes())),
+        )
+        files = run_files_to_send(folder)
         messages.put(("done", result, files))
     except BaseException as exc:  # noqa: BLE001 - raised again by the task, in its own frame
         messages.put(("raised", exc))
@@ -352,25 +342,19 @@ def is_system_failure(exc: BaseException) -> bool:
     """Whether Ray lost a task to the system (its worker process or its node died, or what it
     sent back was lost with a node) rather than the task failing by its own error, which Ray
     reports as a RayTaskError. A killed worker is a WorkerCrashedError in Ray 2.60."""
-    from ray import exceptions
+    from ray import exceptions  # noqa: PLC0415 - ray is an optional extra
 
-    return isinstance(exc, (exceptions.WorkerCrashedError, exceptions.NodeDiedError,
-                            exceptions.LocalRayletDiedError, exceptions.ObjectLostError,
-                            exceptions.OutOfMemoryError, exceptions.RaySystemError))
-
-
-def store_run_files(folder: Path, files: dict[str, bytes]) -> None:
-    """Write a run's files with result.json last, each atomically; whatever an earlier attempt
-    left (a checkpoint that reached the runner, for one) goes first."""
-    folder.mkdir(parents=True, exist_ok=True)
-    # the checkpoint that reached the runner stays until result.json is in place: a runner killed
-    # in between still resumes the run instead of starting it over
-    clear_unfinished(folder, keep_checkpoint=True)
-    names = sorted(files, key=lambda n: RUN_FILES_ORDER.index(n) if n in RUN_FILES_ORDER else -1)
-    for name in names:
-        atomic_write_bytes(folder / name, files[name])
-    if CHECKPOINT_FILE not in files:
-        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return isinstance(
+        exc,
+        (
+            exceptions.WorkerCrashedError,
+            exceptions.NodeDiedError,
+            exceptions.LocalRayletDiedError,
+            exceptions.ObjectLostError,
+            exceptions.OutOfMemoryError,
+            exceptions.RaySystemError,
+        ),
+    )
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -381,20 +365,23 @@ def _failure_text(exc: BaseException) -> str:
 def _authentication_refused(exc: BaseException) -> bool:
     """Whether a failed connection was refused for its token: Ray reports that as an
     AuthenticationError, raised as it is or inside the message of the error it causes."""
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # noqa: PLC0415 - ray is an optional extra
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen) or \
-                "AuthenticationError" in str(seen):
+        if (
+            isinstance(seen, AuthenticationError)
+            or "InvalidAuthToken" in str(seen)
+            or "AuthenticationError" in str(seen)
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
 def start_ray(address: str | None, workers: int) -> None:
-    import ray
-    from ray.exceptions import AuthenticationError
+    import ray  # noqa: PLC0415 - ray is an optional extra
+    from ray.exceptions import AuthenticationError  # noqa: PLC0415 - ray is an optional extra
 
     env_vars = dict(SINGLE_THREAD_ENV)
     try:
@@ -404,23 +391,28 @@ def start_ray(address: str | None, workers: int) -> None:
             # workers of a local instance import what this process can: algorithms given as an
             # import path from the current project, for instance
             env_vars["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env_vars},
-                     logging_level="WARNING")
+            ray.init(
+                num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env_vars}, logging_level="WARNING"
+            )
     except (ConnectionError, ValueError, RuntimeError, AuthenticationError) as exc:
         where = address or "a new local instance"
         if _authentication_refused(exc):
-            raise UsageError(f"--address: cannot connect to Ray at {where}: the cluster uses token authentication "
-                             f"and refused this client's token; set RAY_AUTH_MODE=token and give the cluster's "
-                             f"token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
-                             f"(`ray get-auth-token` on the head node prints it)") from None
-        raise UsageError(f"--address: cannot connect to Ray at {where}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise UsageError(
+                f"--address: cannot connect to Ray at {where}: the cluster uses token authentication "
+                f"and refused this client's token; set RAY_AUTH_MODE=token and give the cluster's "
+                f"token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
+                f"(`ray get-auth-token` on the head node prints it)"
+            ) from None
+        raise UsageError(
+            f"--address: cannot connect to Ray at {where}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int):
     """Connected to Ray (a cluster at `address`, or a new local instance) for the block."""
-    import ray
+    import ray  # noqa: PLC0415 - ray is an optional extra
 
     start_ray(address, workers)
     try:
@@ -439,8 +431,14 @@ class _RayAttempt:
     losses: int
 
 
-def run_ray(runs: list[ResolvedRun], runs_dir: Path, workers: int | None, address: str | None,
-            tracker: Tracker, system_retries: int = SYSTEM_FAILURE_RETRIES) -> None:
+def run_ray(
+    runs: list[ResolvedRun],
+    runs_dir: Path,
+    workers: int | None,
+    address: str | None,
+    tracker: Tracker,
+    system_retries: int = SYSTEM_FAILURE_RETRIES,
+) -> None:
     """Run on Ray; `workers` caps the runs in flight (None: as many as the cluster schedules).
 
     Uses the Ray session this process holds (the runner connects to a cluster before it writes
@@ -449,16 +447,17 @@ def run_ray(runs: list[ResolvedRun], runs_dir: Path, workers: int | None, addres
     A run lost to the system is submitted again, up to `system_retries` times, and resumes from
     the last checkpoint that reached the runner: each one the task sends back is written into the
     run's folder at once. A run that fails by its own error is recorded as failed, not retried."""
-    import ray
+    import ray  # noqa: PLC0415 - ray is an optional extra
 
     session = contextlib.nullcontext() if ray.is_initialized() else ray_session(address, workers or os.cpu_count() or 1)
     with session:
         _run_streaming_tasks(runs, runs_dir, workers or len(runs), tracker, system_retries)
 
 
-def _run_streaming_tasks(runs: list[ResolvedRun], runs_dir: Path, limit: int, tracker: Tracker,
-                         system_retries: int) -> None:
-    import ray
+def _run_streaming_tasks(
+    runs: list[ResolvedRun], runs_dir: Path, limit: int, tracker: Tracker, system_retries: int
+) -> None:
+    import ray  # noqa: PLC0415 - ray is an optional extra
 
     task = ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(_ray_task)
     pending: deque[tuple[ResolvedRun, int]] = deque((run, 0) for run in runs)
@@ -488,7 +487,7 @@ def _run_streaming_tasks(runs: list[ResolvedRun], runs_dir: Path, limit: int, tr
 
 def _read_ready_messages(attempt: _RayAttempt, folder: Path, tracker: Tracker) -> bool:
     """Handle the messages the attempt's task has sent so far; True once the run has ended."""
-    import ray
+    import ray  # noqa: PLC0415 - ray is an optional extra
 
     while ray.wait([attempt.stream], num_returns=1, timeout=0)[0]:
         message = ray.get(next(attempt.stream))  # the task's error, if it failed, is raised here
@@ -504,10 +503,16 @@ def _read_ready_messages(attempt: _RayAttempt, folder: Path, tracker: Tracker) -
     return False
 
 
-def _settle_failed_attempt(attempt: _RayAttempt, exc: BaseException, folder: Path, system_retries: int,
-                           pending: deque[tuple[ResolvedRun, int]], tracker: Tracker) -> None:
+def _settle_failed_attempt(
+    attempt: _RayAttempt,
+    exc: BaseException,
+    folder: Path,
+    system_retries: int,
+    pending: deque[tuple[ResolvedRun, int]],
+    tracker: Tracker,
+) -> None:
     """Resubmit a run lost to the system (first in line) while retries are left; record it failed otherwise."""
-    import ray
+    import ray  # noqa: PLC0415 - ray is an optional extra
 
     with contextlib.suppress(ray.exceptions.RayError):
         ray.cancel(attempt.stream, force=True)  # nothing more of this attempt is read
@@ -515,8 +520,9 @@ def _settle_failed_attempt(attempt: _RayAttempt, exc: BaseException, folder: Pat
     losses = attempt.losses + 1
     if is_system_failure(exc) and losses <= system_retries:
         start = "from its last checkpoint" if (folder / CHECKPOINT_FILE).is_file() else "from step 0"
-        tracker.resubmitted(attempt.run, f"lost to the system ({reason}); submitted again, retry {losses} of "
-                                         f"{system_retries}, {start}")
+        tracker.resubmitted(
+            attempt.run, f"lost to the system ({reason}); submitted again, retry {losses} of {system_retries}, {start}"
+        )
         pending.appendleft((attempt.run, losses))
         return
     if is_system_failure(exc):

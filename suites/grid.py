@@ -1,7 +1,7 @@
 """Suite files: read, validate and expand a suite into its grid of resolved runs.
 
 Everything is checked here, before anything is written or run: a mistake in a suite file is a
-one-line :class:`~trbench.errors.UsageError` naming the file, the TOML key and what is allowed.
+one-line :class:`~trbench.base.errors.UsageError` naming the file, the TOML key and what is allowed.
 The schema is documented in ``suites/README.md``.
 
 Settings for one run are layered, later layers winning key by key::
@@ -33,8 +33,8 @@ import gymnasium as gym
 
 from trbench.algos.registry import available_algorithms, resolve_algorithm
 from trbench.algos.rollout import make_vector_env
-from trbench.errors import UsageError
-from trbench.runs import ResolvedRun, RunSpec, resolve
+from trbench.base.errors import UsageError
+from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve
 
 BUILTIN_VARIANTS_FILE = Path(__file__).parent / "presets" / "variants.toml"
 ALL_ARMS = "all"
@@ -97,8 +97,15 @@ class Suite:
 
 def manifest_entry(run: ResolvedRun) -> dict[str, Any]:
     spec = run.spec
-    return {"run_id": run.run_id, "algo": spec.arm, "algorithm": spec.algorithm, "env_id": spec.env_id,
-            "seed": spec.seed, "steps": spec.steps, "overrides": dict(spec.overrides)}
+    return {
+        "run_id": run.run_id,
+        "algo": spec.arm,
+        "algorithm": spec.algorithm,
+        "env_id": spec.env_id,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "overrides": dict(spec.overrides),
+    }
 
 
 def steps_taken(run: ResolvedRun) -> int:
@@ -248,11 +255,17 @@ class _SuiteReader:
                 steps = global_steps
             else:
                 self.fail("steps", f"missing; set steps at the top level or in [env.{env_id}]")
-            env_hparams = self.hparams_tables(self.table(env_table.get("hparams", {}), f"env.{env_id}.hparams"),
-                                              f"env.{env_id}.hparams", arms)
+            env_hparams = self.hparams_tables(
+                self.table(env_table.get("hparams", {}), f"env.{env_id}.hparams"), f"env.{env_id}.hparams", arms
+            )
             for arm in arms:
-                layers = [hparams.get(ALL_ARMS, {}), arm.variant.settings if arm.variant else {},
-                          hparams.get(arm.name, {}), env_hparams.get(ALL_ARMS, {}), env_hparams.get(arm.name, {})]
+                layers = [
+                    hparams.get(ALL_ARMS, {}),
+                    arm.variant.settings if arm.variant else {},
+                    hparams.get(arm.name, {}),
+                    env_hparams.get(ALL_ARMS, {}),
+                    env_hparams.get(arm.name, {}),
+                ]
                 for seed_index, seed in enumerate(seeds):
                     runs.extend((seed_index, run) for run in self.expand(arm, env_id, steps, seed, layers))
         self.check_backends(runs)
@@ -286,7 +299,9 @@ class _SuiteReader:
                 self.fail("seeds", f"a count must be >= 1 (seeds = 10 means 0..9), got {value}")
             return list(range(value))
         if not isinstance(value, list):
-            self.fail("seeds", f"must be a list of distinct integers >= 0 or a count, got {_type_name(value)} {value!r}")
+            self.fail(
+                "seeds", f"must be a list of distinct integers >= 0 or a count, got {_type_name(value)} {value!r}"
+            )
         if not value:
             self.fail("seeds", "is empty, so the grid is empty; give a list of seeds or a count")
         seen: set[int] = set()
@@ -330,8 +345,10 @@ class _SuiteReader:
             message = str(exc).removeprefix("algo: ")
             if "unknown algorithm" in message:
                 variants = sorted(self.builtin) + sorted(self.data.get("variants", {}) or {})
-                message = (f"unknown algorithm or variant {name!r}; allowed: {', '.join(available_algorithms())}, "
-                           f"the variants {', '.join(variants)}, or an import path module:Class")
+                message = (
+                    f"unknown algorithm or variant {name!r}; allowed: {', '.join(available_algorithms())}, "
+                    f"the variants {', '.join(variants)}, or an import path module:Class"
+                )
             self.fail(key, message)
         return _config_fields(cls.Config)
 
@@ -353,8 +370,9 @@ class _SuiteReader:
             if algorithm in self.builtin or algorithm in table:
                 self.fail(f"{key}.algo", f"{algorithm!r} is a variant; a variant configures a plain algorithm")
             fields = self.base_algorithm(algorithm, f"{key}.algo")
-            settings = self.settings(self.table(body.get("hparams", {}), f"{key}.hparams"), f"{key}.hparams",
-                                     fields, f"for {algorithm}")
+            settings = self.settings(
+                self.table(body.get("hparams", {}), f"{key}.hparams"), f"{key}.hparams", fields, f"for {algorithm}"
+            )
             description = self.string(body.get("description", ""), f"{key}.description")
             variants[name] = Variant(name, algorithm, description, settings)
         return variants
@@ -431,8 +449,9 @@ class _SuiteReader:
         return Setting(key, tuple(value), True)
 
     # --- expansion ----------------------------------------------------------------------------------
-    def expand(self, arm: Arm, env_id: str, steps: int, seed: int,
-               layers: list[dict[str, Setting]]) -> list[ResolvedRun]:
+    def expand(
+        self, arm: Arm, env_id: str, steps: int, seed: int, layers: list[dict[str, Setting]]
+    ) -> list[ResolvedRun]:
         merged: dict[str, Setting] = {}
         for layer in layers:
             merged.update({k: s for k, s in layer.items() if k in arm.config_fields})
@@ -444,8 +463,9 @@ class _SuiteReader:
             label = arm.name
             if axes:
                 label += "[" + ",".join(f"{k}={_format_value(v)}" for k, v in zip(axes, point)) + "]"
-            spec = RunSpec(algorithm=arm.algorithm, env_id=env_id, steps=steps, seed=seed,
-                           overrides=overrides, label=label)
+            spec = RunSpec(
+                algorithm=arm.algorithm, env_id=env_id, steps=steps, seed=seed, overrides=overrides, label=label
+            )
             runs.append(self.resolve(spec, merged))
         return runs
 

@@ -10,7 +10,7 @@ import shutil
 import time
 from typing import Any, TextIO
 
-from trbench.runs import ResolvedRun
+from trbench.suites.run_spec import ResolvedRun
 
 from .grid import steps_taken
 
@@ -38,8 +38,14 @@ def describe(run: ResolvedRun) -> str:
 class Progress:
     """Counts runs and steps as the executor reports them and shows them on `stream`."""
 
-    def __init__(self, runs: list[ResolvedRun], stream: TextIO, live: bool, already_done: int = 0,
-                 log_interval_s: float = LOG_INTERVAL_S):
+    def __init__(
+        self,
+        runs: list[ResolvedRun],
+        stream: TextIO,
+        live: bool,
+        already_done: int = 0,
+        log_interval_s: float = LOG_INTERVAL_S,
+    ):
         self.stream = stream
         self.live = live
         self.log_interval_s = log_interval_s
@@ -117,9 +123,11 @@ class Progress:
     def summary(self) -> str:
         rate = self.steps_per_second()
         rate_text = f"{rate:,.0f} steps/s" if rate is not None else "? steps/s"
-        return (f"{self.ended}/{self.total} done, {len(self.running)} running, {self.failed} failed, "
-                f"{rate_text}, ETA {format_duration(self.eta_seconds())}, "
-                f"elapsed {format_duration(time.perf_counter() - self.start)}")
+        return (
+            f"{self.ended}/{self.total} done, {len(self.running)} running, {self.failed} failed, "
+            f"{rate_text}, ETA {format_duration(self.eta_seconds())}, "
+            f"elapsed {format_duration(time.perf_counter() - self.start)}"
+        )
 
     # --- output ---------------------------------------------------------------------------------------
     def _print(self, line: str) -> None:

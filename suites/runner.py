@@ -15,18 +15,17 @@ import shutil
 from pathlib import Path
 from typing import TextIO
 
-from trbench.errors import UsageError, check_output_folder
-from trbench.importers.writer import is_imported_run
-from trbench.runs import CHECKPOINT_FILE, ResolvedRun, atomic_write_json, atomic_write_text, rounding_note
+from trbench.base.errors import UsageError, check_output_folder
+from trbench.base.files import atomic_write_json, atomic_write_text, remove_temporary_files
+from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUITE_FILE, SUPERSEDED_DIR
+from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_result, run_state
 
 from .executors import ray_available, ray_session, run_local, run_ray
 from .grid import Suite
 from .progress import Progress, format_duration
-from .status import read_result, run_state
+from .run_spec import ResolvedRun, rounding_note
 
 EXECUTORS = ("local", "ray")
-LOCK_FILE = ".runner.lock"
-SUPERSEDED = "superseded"
 
 
 def default_workers() -> int:
@@ -42,32 +41,37 @@ def default_out(suite: Suite) -> Path:
 def check_out_dir(out: Path, suite: Suite) -> None:
     """Refuse a folder that holds something other than this suite's results, before writing."""
     check_output_folder(out)
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST_FILE
     if manifest_path.exists():
         try:
             previous = json.loads(manifest_path.read_text()).get("suite")
         except (OSError, ValueError, AttributeError):
             raise UsageError(f"--out: {manifest_path} is unreadable; choose another folder or remove it") from None
         if previous != suite.name:
-            raise UsageError(f"--out: {out} holds the results of suite {previous!r}, not {suite.name!r}; "
-                             "choose another folder")
+            raise UsageError(
+                f"--out: {out} holds the results of suite {previous!r}, not {suite.name!r}; choose another folder"
+            )
     elif out.is_dir() and any(out.iterdir()) and not holds_only_imported_runs(out):
-        raise UsageError(f"--out: {out} is not empty and holds no suite results (no manifest.json); "
-                         "choose a new or empty folder")
+        raise UsageError(
+            f"--out: {out} is not empty and holds no suite results (no manifest.json); choose a new or empty folder"
+        )
 
 
 def holds_only_imported_runs(out: Path) -> bool:
     """A folder `trbench import` made: a suite may run into it, beside the imported runs."""
-    runs_dir = out / "runs"
-    return ({path.name for path in out.iterdir()} <= {"runs", LOCK_FILE} and runs_dir.is_dir()
-            and all(is_imported_run(folder) for folder in runs_dir.iterdir()))
+    runs_dir = out / RUNS_DIR
+    return (
+        {path.name for path in out.iterdir()} <= {RUNS_DIR, LOCK_FILE}
+        and runs_dir.is_dir()
+        and all(is_imported_run(folder) for folder in runs_dir.iterdir())
+    )
 
 
 def check_results_readable(out: Path, suite: Suite) -> None:
     """Read every result.json of the grid (in runs/, or in superseded/ to be brought back) before
     writing anything, so that a damaged one stops the runner with its name (see read_result)."""
     for run in suite.runs:
-        for folder in (out / "runs" / run.run_id, out / SUPERSEDED / run.run_id):
+        for folder in (out / RUNS_DIR / run.run_id, out / SUPERSEDED_DIR / run.run_id):
             read_result(folder)
 
 
@@ -77,8 +81,10 @@ def check_executor(executor: str, address: str | None, workers: int | None) -> N
     if address and executor != "ray":
         raise UsageError("--address: only used with --executor ray")
     if address and address.startswith("ray://"):
-        raise UsageError(f"--address: {address}: Ray Client (ray://) cannot stream a run's checkpoints back; run "
-                         "trbench on a node of the cluster with --address auto or --address HEAD_HOST:PORT")
+        raise UsageError(
+            f"--address: {address}: Ray Client (ray://) cannot stream a run's checkpoints back; run "
+            "trbench on a node of the cluster with --address auto or --address HEAD_HOST:PORT"
+        )
     if executor == "ray" and not ray_available():
         raise UsageError("--executor ray: ray is not installed; install the extra: pip install 'trbench[ray]'")
 
@@ -101,7 +107,7 @@ def exclusive(out: Path):
     on SIGKILL."""
     out.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # noqa: PLC0415 - POSIX only
     except ImportError:  # no advisory locks on this platform: trust the user
         yield
         return
@@ -109,7 +115,9 @@ def exclusive(out: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"--out: {out} is in use by another trbench run; wait for it or choose another folder") from None
+            raise UsageError(
+                f"--out: {out} is in use by another trbench run; wait for it or choose another folder"
+            ) from None
         yield
 
 
@@ -117,7 +125,7 @@ def sort_run_folders(out: Path, suite: Suite) -> tuple[int, int]:
     """Keep runs/ to exactly the suite's grid, so reports never mix in runs of an earlier version
     of the suite: folders not in the grid move to superseded/, and come back if the grid names
     them again. Returns (moved out, moved back)."""
-    runs_dir, superseded = out / "runs", out / SUPERSEDED
+    runs_dir, superseded = out / RUNS_DIR, out / SUPERSEDED_DIR
     wanted = {run.run_id for run in suite.runs}
     moved_out = moved_back = 0
     if runs_dir.is_dir():
@@ -150,8 +158,7 @@ def remove_finished_checkpoints(runs_dir: Path, suite: Suite) -> None:
 
 
 def remove_stale_temp_files(out: Path) -> None:
-    for leftover in out.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    remove_temporary_files(out)
 
 
 ORDERS = ("seeds", "cells")
@@ -162,8 +169,9 @@ def check_selection(suite: Suite, order: str, only_envs: tuple[str, ...]) -> Non
         raise UsageError(f"--order: {order!r} is not an order; allowed: {', '.join(ORDERS)}")
     for env_id in only_envs:
         if env_id not in suite.envs:
-            raise UsageError(f"--env: {suite.path}: {env_id!r} is not in the suite's envs; "
-                             f"allowed: {', '.join(suite.envs)}")
+            raise UsageError(
+                f"--env: {suite.path}: {env_id!r} is not in the suite's envs; allowed: {', '.join(suite.envs)}"
+            )
 
 
 def selected_runs(suite: Suite, only_envs: tuple[str, ...]) -> list[ResolvedRun]:
@@ -171,8 +179,9 @@ def selected_runs(suite: Suite, only_envs: tuple[str, ...]) -> list[ResolvedRun]
     return [run for run in suite.runs if not only_envs or run.spec.env_id in only_envs]
 
 
-def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "seeds",
-               only_envs: tuple[str, ...] = ()) -> list[ResolvedRun]:
+def runs_to_do(
+    suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "seeds", only_envs: tuple[str, ...] = ()
+) -> list[ResolvedRun]:
     """The runs not complete, in the order they should start.
 
     `seeds` (the suite's order, seeds outermost) leaves an interrupted grid with every cell at
@@ -192,13 +201,16 @@ def runs_to_do(suite: Suite, runs_dir: Path, redo_failed: bool, order: str = "se
     return todo
 
 
-def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: str = "seeds",
-            only_envs: tuple[str, ...] = ()) -> int:
+def dry_run(
+    suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: str = "seeds", only_envs: tuple[str, ...] = ()
+) -> int:
     check_selection(suite, order, only_envs)
-    runs_dir = out / "runs"
+    runs_dir = out / RUNS_DIR
     # position in which each run to do would start, so that --order and --env can be checked
-    todo = {run.run_id: position for position, run in
-            enumerate(runs_to_do(suite, runs_dir, redo_failed, order, only_envs), start=1)}
+    todo = {
+        run.run_id: position
+        for position, run in enumerate(runs_to_do(suite, runs_dir, redo_failed, order, only_envs), start=1)
+    }
     id_width = max(len(run.run_id) for run in suite.runs)
     stream.write(f"{'run_id':<{id_width}}  {'state':<8}  {'steps':>10}  {'starts':>6}\n")
     states = {}
@@ -212,15 +224,27 @@ def dry_run(suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: s
     shape = f"{len(suite.arms)} arms x {len(suite.envs)} envs x {len(suite.seeds)} seeds"
     if len(suite.runs) != len(suite.arms) * len(suite.envs) * len(suite.seeds):
         shape += ", times the grid axes"
-    stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs ({shape}), {suite.total_steps:,} steps in all; "
-                 f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}\n")
+    stream.write(
+        f"suite {suite.name!r}: {len(suite.runs)} runs ({shape}), {suite.total_steps:,} steps in all; "
+        f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}\n"
+    )
     if note := rounding_note(suite.runs):
         stream.write(note + "\n")
     return 0
 
 
-def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, address: str | None,
-              redo_failed: bool, stream: TextIO, order: str = "seeds", only_envs: tuple[str, ...] = ()) -> int:
+def run_suite(
+    suite: Suite,
+    out: Path,
+    *,
+    workers: int | None,
+    executor: str,
+    address: str | None,
+    redo_failed: bool,
+    stream: TextIO,
+    order: str = "seeds",
+    only_envs: tuple[str, ...] = (),
+) -> int:
     """Run what is not yet done (of `only_envs` when given, in `order`, see :func:`runs_to_do`);
     exit code 0 when every run of the grid is complete, else 1."""
     check_out_dir(out, suite)
@@ -229,30 +253,37 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
     check_results_readable(out, suite)
     with connected_to_cluster(executor, address, workers), exclusive(out):
         remove_stale_temp_files(out)
-        atomic_write_text(out / "suite.toml", suite.text)
-        atomic_write_json(out / "manifest.json", suite.manifest())
+        atomic_write_text(out / SUITE_FILE, suite.text)
+        atomic_write_json(out / MANIFEST_FILE, suite.manifest())
         moved_out, moved_back = sort_run_folders(out, suite)
-        runs_dir = out / "runs"
+        runs_dir = out / RUNS_DIR
         runs_dir.mkdir(exist_ok=True)
         remove_finished_checkpoints(runs_dir, suite)
         todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
         if executor == "local":
             workers = min(workers or default_workers(), max(len(todo), 1))
-        where = f"{workers} local workers" if executor == "local" else (
-            f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
+        where = (
+            f"{workers} local workers"
+            if executor == "local"
+            else (f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
+        )
         # with --env, progress counts the selected envs' runs only, not the rest of the grid
         selected = selected_runs(suite, only_envs)
         already_done = len(selected) - len(todo)
         scope = f", {len(selected)} of them on {', '.join(only_envs)}" if only_envs else ""
         resuming = sum((runs_dir / run.run_id / CHECKPOINT_FILE).is_file() for run in todo)
         resume_note = f", {resuming} resume from a checkpoint" if resuming else ""
-        stream.write(f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "
-                     f"{len(todo)} to run{resume_note} ({sum(r.steps_taken for r in todo):,} steps) on {where} -> {out}\n")
+        stream.write(
+            f"suite {suite.name!r}: {len(suite.runs)} runs{scope}, {already_done} already done, "
+            f"{len(todo)} to run{resume_note} ({sum(r.steps_taken for r in todo):,} steps) on {where} -> {out}\n"
+        )
         if note := rounding_note(todo):
             stream.write(note + "\n")
         if moved_out or moved_back:
-            stream.write(f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED}/, "
-                         f"{moved_back} brought back from it\n")
+            stream.write(
+                f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED_DIR}/, "
+                f"{moved_back} brought back from it\n"
+            )
         stream.flush()
         progress = Progress(todo, stream, live=stream.isatty(), already_done=already_done)
         try:
@@ -265,7 +296,9 @@ def run_suite(suite: Suite, out: Path, *, workers: int | None, executor: str, ad
         states = [run_state(runs_dir / run.run_id) for run in suite.runs]
     complete = states.count("complete")
     elapsed = format_duration(progress.elapsed_s())
-    stream.write(f"suite {suite.name!r}: {complete}/{len(states)} runs complete, {states.count('failed')} failed, "
-                 f"{states.count('missing')} missing; this session ran {len(todo)} in {elapsed}; results in {out}\n")
+    stream.write(
+        f"suite {suite.name!r}: {complete}/{len(states)} runs complete, {states.count('failed')} failed, "
+        f"{states.count('missing')} missing; this session ran {len(todo)} in {elapsed}; results in {out}\n"
+    )
     stream.flush()
     return 0 if complete == len(states) else 1

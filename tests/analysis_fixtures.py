@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-VERSIONS = {"python": "3.11", "trbench": "0.1.0", "torch": "2.13.0", "gymnasium": "1.4.0", "mujoco": "4.0.0", "numpy": "2.0"}
+VERSIONS = {
+    "python": "3.11",
+    "trbench": "0.1.0",
+    "torch": "2.13.0",
+    "gymnasium": "1.4.0",
+    "mujoco": "4.0.0",
+    "numpy": "2.0",
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,14 @@ def make_results(
     manifest = {
         "suite": suite,
         "runs": [
-            {"run_id": s.run_id, "algo": s.algo, "algorithm": s.algo, "env_id": s.env_id, "seed": s.seed, "steps": s.steps}
+            {
+                "run_id": s.run_id,
+                "algo": s.algo,
+                "algorithm": s.algo,
+                "env_id": s.env_id,
+                "seed": s.seed,
+                "steps": s.steps,
+            }
             for s in everything
         ],
     }

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-
 from analysis_fixtures import RunSpec, grid_specs, make_results, write_run
+
 from trbench.analysis import load, normalization
 from trbench.analysis.measure_random_scores import TASKS  # the tasks the constants were measured for
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 
 def test_loads_runs_curves_and_lists_failed_ones(tmp_path):
@@ -46,13 +46,17 @@ def test_loads_runs_curves_and_lists_failed_ones(tmp_path):
 def test_final_and_auc_metrics_by_hand(tmp_path):
     run_dir = tmp_path / "r" / "runs" / "one"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"run_id": "one", "algo": "trpo", "env_id": "Hopper-v5", "seed": 0, "steps": 400}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"run_id": "one", "algo": "trpo", "env_id": "Hopper-v5", "seed": 0, "steps": 400})
+    )
     # evaluations at steps 100, 200, 400 with returns 0, 10, 10 (and a row without evaluation)
     (run_dir / "progress.csv").write_text(
         "iteration,step,wall_time_s,train_return,train_episodes,eval_return,eval_return_std\n"
         "1,100,1,0,1,0,0\n2,200,2,5,1,10,0\n3,300,3,5,1,,\n4,400,4,5,1,10,0\n"
     )
-    (run_dir / "result.json").write_text(json.dumps({"status": "complete", "error": None, "final_eval_return": 12.5, "steps": 400}))
+    (run_dir / "result.json").write_text(
+        json.dumps({"status": "complete", "error": None, "final_eval_return": 12.5, "steps": 400})
+    )
     runs = load.load_results(tmp_path / "r").runs
     assert runs.loc[0, "final"] == 12.5
     # area: (0+10)/2*100 + 10*200 = 2500 over a span of 300 steps
@@ -113,7 +117,9 @@ def test_ragged_curves_interpolate_without_extrapolation(tmp_path):
 def test_non_overlapping_runs_have_no_common_grid(tmp_path):
     generator = np.random.default_rng(0)
     write_run(tmp_path / "runs", RunSpec("a", "Hopper-v5", 0, steps=2_000, eval_every=1_000), generator)
-    write_run(tmp_path / "runs", RunSpec("a", "Hopper-v5", 1, steps=9_000, eval_every=1_000, first_eval=5_000), generator)
+    write_run(
+        tmp_path / "runs", RunSpec("a", "Hopper-v5", 1, steps=9_000, eval_every=1_000, first_eval=5_000), generator
+    )
     assert load.step_grid(load.load_results(tmp_path).curves, common_support=True).size == 0
 
 
@@ -141,9 +147,7 @@ def test_reference_returns_are_the_published_trpo_values():
 
 def test_normalize_maps_random_to_zero_and_reference_to_one():
     constants = normalization.load_normalization()["Hopper-v5"]
-    np.testing.assert_allclose(
-        constants.normalize([constants.random_return, constants.reference_return]), [0.0, 1.0]
-    )
+    np.testing.assert_allclose(constants.normalize([constants.random_return, constants.reference_return]), [0.0, 1.0])
     assert float(constants.denormalize(constants.normalize(1234.0))) == pytest.approx(1234.0)
 
 

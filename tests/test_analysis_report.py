@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_fixtures import RunSpec, grid_specs, make_results
+
 from trbench.analysis import plots, report
 from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
@@ -72,13 +72,37 @@ def assert_complete_report(out: Path, figures: tuple[str, ...] = FIGURES) -> Non
 def test_csv_tables_have_the_issue_columns(tmp_path):
     analysis, _ = analysed(make_results(tmp_path / "s", grid_specs()))
     assert list(analysis.summary.columns) == [
-        "algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high",
+        "algo",
+        "env",
+        "n_runs",
+        "mean",
+        "std",
+        "median",
+        "iqm",
+        "ci_low",
+        "ci_high",
     ]
     assert list(analysis.pairwise.columns) == [
-        "env", "algo_a", "algo_b", "mean_diff", "welch_t", "welch_p", "mannwhitney_p", "p_holm",
-        "hedges_g", "prob_improvement", "pi_ci_low", "pi_ci_high",
+        "env",
+        "algo_a",
+        "algo_b",
+        "mean_diff",
+        "welch_t",
+        "welch_p",
+        "mannwhitney_p",
+        "p_holm",
+        "hedges_g",
+        "prob_improvement",
+        "pi_ci_low",
+        "pi_ci_high",
     ]
-    assert set(analysis.aggregate["metric"]) == {"iqm", "median", "mean", "optimality_gap", "probability_of_improvement"}
+    assert set(analysis.aggregate["metric"]) == {
+        "iqm",
+        "median",
+        "mean",
+        "optimality_gap",
+        "probability_of_improvement",
+    }
 
 
 def test_summary_values_match_the_runs(tmp_path):
@@ -133,8 +157,9 @@ def test_intervals_of_a_cell_do_not_move_when_another_algorithm_is_added(tmp_pat
     pd.testing.assert_frame_equal(alone.summary.reset_index(drop=True), kept)
     pair = together.pairwise[(together.pairwise["algo_a"] == "ppo") & (together.pairwise["algo_b"] == "trpo")]
     interval_columns = ["env", "mean_diff", "welch_p", "prob_improvement", "pi_ci_low", "pi_ci_high"]
-    pd.testing.assert_frame_equal(alone.pairwise[interval_columns].reset_index(drop=True),
-                                  pair[interval_columns].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        alone.pairwise[interval_columns].reset_index(drop=True), pair[interval_columns].reset_index(drop=True)
+    )
     bands_alone = report.learning_curve_bands(load_results(alone_root).curves, FAST)
     bands_together = report.learning_curve_bands(load_results(together_root).curves, FAST)
     for env, per_algo in bands_alone.items():
@@ -245,7 +270,15 @@ def test_full_report_on_synthetic_suite(tmp_path):
     assert out == root / "report"
     assert_complete_report(out)
     markdown = (out / "report.md").read_text()
-    for heading in ("Setup", "Per-task results", "Aggregate results", "Pairwise tests", "Figures", "How many seeds", "Failed and excluded runs"):
+    for heading in (
+        "Setup",
+        "Per-task results",
+        "Aggregate results",
+        "Pairwise tests",
+        "Figures",
+        "How many seeds",
+        "Failed and excluded runs",
+    ):
         assert f"## {heading}" in markdown
     assert "trpo-Hopper-v5-s9" in markdown and "ppo-Hopper-v5-s8" in markdown
     assert pd.read_csv(out / "summary.csv").shape == (4, 9)
@@ -272,7 +305,10 @@ def test_report_survives_edge_cases(tmp_path, case):
         "single_algo": grid_specs(algos=("trpo",)),
         "single_env": grid_specs(envs=("InvertedPendulum-v5",)),
         "ragged": grid_specs(seeds=(0, 1))
-        + [RunSpec("trpo", "Hopper-v5", 5, steps=6_000, eval_every=1_500), RunSpec("ppo", "Hopper-v5", 6, steps=14_000, eval_every=700)],
+        + [
+            RunSpec("trpo", "Hopper-v5", 5, steps=6_000, eval_every=1_500),
+            RunSpec("ppo", "Hopper-v5", 6, steps=14_000, eval_every=700),
+        ],
         "auc_metric": grid_specs(seeds=(0, 1, 2)),
         "all_failed": [RunSpec("trpo", "Hopper-v5", 0, status="failed")],
     }[case]
@@ -328,8 +364,21 @@ def test_report_on_a_real_tiny_suite(tmp_path):
     """Two real `trbench train` runs (TRPO and PPO, InvertedPendulum-v5, 1000 steps)."""
     for algo in ("trpo", "ppo"):
         command = [
-            sys.executable, "-m", "trbench.cli", "train", "--algo", algo, "--env", "InvertedPendulum-v5",
-            "--steps", "1000", "--seed", "0", "--quiet", "--out", str(tmp_path / "runs" / f"{algo}-s0"),
+            sys.executable,
+            "-m",
+            "trbench.cli",
+            "train",
+            "--algo",
+            algo,
+            "--env",
+            "InvertedPendulum-v5",
+            "--steps",
+            "1000",
+            "--seed",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path / "runs" / f"{algo}-s0"),
         ]
         for override in TRAIN_OVERRIDES:
             command += ["--set", override]

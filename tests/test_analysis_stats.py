@@ -192,9 +192,7 @@ def test_welch_and_mann_whitney_equal_scipy():
     welch = scipy_stats.ttest_ind(a, b, equal_var=False)
     assert stats.welch_test(a, b) == stats.TestResult(float(welch.statistic), float(welch.pvalue))
     mann_whitney = scipy_stats.mannwhitneyu(a, b, alternative="two-sided")
-    assert stats.mann_whitney_test(a, b) == stats.TestResult(
-        float(mann_whitney.statistic), float(mann_whitney.pvalue)
-    )
+    assert stats.mann_whitney_test(a, b) == stats.TestResult(float(mann_whitney.statistic), float(mann_whitney.pvalue))
 
 
 def test_tests_return_nan_when_not_computable():
@@ -255,8 +253,9 @@ def test_seeds_for_power_edge_cases():
 def test_welch_with_one_constant_group_is_defined_and_silent():
     import warnings as _warnings
 
-    from trbench.analysis.stats import welch_test
     from scipy import stats as scipy_stats
+
+    from trbench.analysis.stats import welch_test
 
     solved, other = [1000.0, 1000.0, 1000.0], [31.0, 34.2, 40.8]
     with _warnings.catch_warnings():

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from analysis_fixtures import grid_specs, make_results
+
 from trbench.analysis import report
 from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
@@ -45,6 +45,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is availabl
 
 
 # --- what the working folder holds before a case runs ------------------------------------------------
+
 
 def truncate(path: Path) -> None:
     """Keep the first half of the file, as a full disk or an interrupted copy would."""
@@ -99,20 +100,24 @@ def with_truncated_manifest(root: Path, suite_text: str) -> str:
 
 # --- the cases: command x failure kind -----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Case:
     setup: Callable[[Path], list[str]]  # builds the working folder, returns the argv
     names: str  # what the error line must name: the file or the option
 
 
-def report_on(damage: Callable[[Path], None], *options: str,
-              files: dict[str, str | bytes] | None = None) -> Callable[[Path], list[str]]:
+def report_on(
+    damage: Callable[[Path], None], *options: str, files: dict[str, str | bytes] | None = None
+) -> Callable[[Path], list[str]]:
     """`trbench report` on a damaged results folder; ``files`` are written next to it first."""
+
     def setup(root: Path) -> list[str]:
         for name, text in (files or {}).items():
             write(root, name, text)
         damage(results_folder(root))
         return ["report", str(RESULTS), *options]
+
     return setup
 
 
@@ -120,6 +125,7 @@ def status_on(damage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
     def setup(root: Path) -> list[str]:
         damage(results_folder(root))
         return ["status", str(RESULTS)]
+
     return setup
 
 
@@ -131,6 +137,7 @@ def with_file(name: str, text: str | bytes, argv: list[str]) -> Callable[[Path],
     def setup(root: Path) -> list[str]:
         write(root, name, text)
         return argv
+
     return setup
 
 
@@ -141,31 +148,39 @@ def undamaged(results: Path) -> None:
 CASES: dict[str, Case] = {
     # report: a damaged suite-level file stops it; a damaged run is excluded (see the tests below)
     "report/truncated manifest.json": Case(report_on(lambda r: truncate(r / "manifest.json")), "manifest.json"),
-    "report/binary manifest.json": Case(report_on(lambda r: (r / "manifest.json").write_bytes(BINARY)),
-                                        "manifest.json"),
-    "report/manifest.json not an object": Case(report_on(lambda r: (r / "manifest.json").write_text("[1, 2]")),
-                                               "manifest.json"),
+    "report/binary manifest.json": Case(
+        report_on(lambda r: (r / "manifest.json").write_bytes(BINARY)), "manifest.json"
+    ),
+    "report/manifest.json not an object": Case(
+        report_on(lambda r: (r / "manifest.json").write_text("[1, 2]")), "manifest.json"
+    ),
     "report/binary suite.toml": Case(report_on(lambda r: (r / "suite.toml").write_bytes(BINARY)), "suite.toml"),
-    "report/--reference without manifest.json": Case(report_on(lambda r: (r / "manifest.json").unlink(), "--reference"),
-                                                     "--reference"),
+    "report/--reference without manifest.json": Case(
+        report_on(lambda r: (r / "manifest.json").unlink(), "--reference"), "--reference"
+    ),
     "report/--reference unknown preset": Case(report_on(undamaged, "--reference", "no-such-preset"), "--reference"),
     "report/--reference malformed TOML": Case(
-        report_on(undamaged, "--reference", "ref.toml", files={"ref.toml": "name = = 1\n"}), "ref.toml"),
+        report_on(undamaged, "--reference", "ref.toml", files={"ref.toml": "name = = 1\n"}), "ref.toml"
+    ),
     "report/--reference binary file": Case(
-        report_on(undamaged, "--reference", "ref.toml", files={"ref.toml": BINARY}), "ref.toml"),
+        report_on(undamaged, "--reference", "ref.toml", files={"ref.toml": BINARY}), "ref.toml"
+    ),
     "report/unknown --metric": Case(report_on(undamaged, "--metric", "best"), "--metric"),
     "report/--min-diff 0": Case(report_on(undamaged, "--min-diff", "0"), "--min-diff"),
     "report/--out is a file": Case(report_on(undamaged, "--out", "taken", files={"taken": "a file"}), "--out"),
-    "report/--out under a file": Case(report_on(undamaged, "--out", "taken/report", files={"taken": "a file"}),
-                                      "--out"),
+    "report/--out under a file": Case(
+        report_on(undamaged, "--out", "taken/report", files={"taken": "a file"}), "--out"
+    ),
     "report/not a results folder": Case(lambda root: ["report", "nowhere"], "nowhere"),
     "report/wrong --seed type": Case(report_on(undamaged, "--seed", "one"), "--seed"),
     # status
     "status/truncated result.json": Case(status_on(lambda r: truncate(first_run(r) / "result.json")), "result.json"),
-    "status/binary result.json": Case(status_on(lambda r: (first_run(r) / "result.json").write_bytes(BINARY)),
-                                      "result.json"),
-    "status/result.json without status": Case(status_on(lambda r: (first_run(r) / "result.json").write_text("{}")),
-                                              "result.json"),
+    "status/binary result.json": Case(
+        status_on(lambda r: (first_run(r) / "result.json").write_bytes(BINARY)), "result.json"
+    ),
+    "status/result.json without status": Case(
+        status_on(lambda r: (first_run(r) / "result.json").write_text("{}")), "result.json"
+    ),
     "status/truncated manifest.json": Case(status_on(lambda r: truncate(r / "manifest.json")), "manifest.json"),
     "status/missing manifest.json": Case(status_on(lambda r: (r / "manifest.json").unlink()), "manifest.json"),
     # run
@@ -176,20 +191,26 @@ CASES: dict[str, Case] = {
     "run/wrong type": Case(run_suite_text(SUITE.replace("steps = 512", 'steps = "many"')), "steps"),
     "run/Discrete-action env": Case(run_suite_text(SUITE.replace("InvertedPendulum-v5", "CartPole-v1")), "envs[0]"),
     "run/--workers 0": Case(run_suite_text(SUITE, "--workers", "0"), "--workers"),
-    "run/truncated result.json in --out": Case(lambda root: ["run", with_truncated_result(root, SUITE), "--out",
-                                                             str(RESULTS)], "result.json"),
-    "run/--dry-run, truncated result.json": Case(lambda root: ["run", with_truncated_result(root, SUITE), "--out",
-                                                               str(RESULTS), "--dry-run"], "result.json"),
+    "run/truncated result.json in --out": Case(
+        lambda root: ["run", with_truncated_result(root, SUITE), "--out", str(RESULTS)], "result.json"
+    ),
+    "run/--dry-run, truncated result.json": Case(
+        lambda root: ["run", with_truncated_result(root, SUITE), "--out", str(RESULTS), "--dry-run"], "result.json"
+    ),
     "run/truncated manifest.json in --out": Case(
-        lambda root: ["run", with_truncated_manifest(root, SUITE), "--out", str(RESULTS)], "manifest.json"),
-    "run/--out is a file": Case(lambda root: ["run", write(root, "suite.toml", SUITE), "--out",
-                                              write(root, "taken", "a file")], "--out"),
+        lambda root: ["run", with_truncated_manifest(root, SUITE), "--out", str(RESULTS)], "manifest.json"
+    ),
+    "run/--out is a file": Case(
+        lambda root: ["run", write(root, "suite.toml", SUITE), "--out", write(root, "taken", "a file")], "--out"
+    ),
     # train
     "train/unknown algorithm": Case(lambda root: [*TRAIN, "--algo", "sac"], "algo"),
-    "train/unknown env": Case(lambda root: ["train", "--algo", "trpo", "--env", "Hoper-v5", "--steps", "1024",
-                                            "--out", "run"], "env"),
-    "train/Discrete-action env": Case(lambda root: ["train", "--algo", "trpo", "--env", "CartPole-v1", "--steps",
-                                                    "1024", "--out", "run"], "env"),
+    "train/unknown env": Case(
+        lambda root: ["train", "--algo", "trpo", "--env", "Hoper-v5", "--steps", "1024", "--out", "run"], "env"
+    ),
+    "train/Discrete-action env": Case(
+        lambda root: ["train", "--algo", "trpo", "--env", "CartPole-v1", "--steps", "1024", "--out", "run"], "env"
+    ),
     "train/unknown setting": Case(lambda root: [*TRAIN, "--algo", "trpo", "--set", "no_such_key=1"], "no_such_key"),
     "train/wrong type": Case(lambda root: [*TRAIN, "--algo", "trpo", "--set", "max_kl=big"], "max_kl"),
     "train/max_kl 0": Case(lambda root: [*TRAIN, "--algo", "trpo", "--set", "max_kl=0"], "max_kl"),
@@ -197,10 +218,12 @@ CASES: dict[str, Case] = {
     "train/--steps not a number": Case(lambda root: [*TRAIN, "--algo", "trpo", "--steps", "ten"], "--steps"),
     "train/--seed < 0": Case(lambda root: [*TRAIN, "--algo", "trpo", "--seed", "-1"], "--seed"),
     "train/--out is a file": Case(with_file("run", "a file", [*TRAIN, "--algo", "trpo"]), "--out"),
-    "train/--out under a file": Case(with_file("taken", "a file", [*TRAIN, "--algo", "trpo", "--out", "taken/run"]),
-                                     "--out"),
-    "train/--out holds a finished run": Case(with_file("run/result.json", '{"status": "complete"}',
-                                                       [*TRAIN, "--algo", "trpo"]), "--out"),
+    "train/--out under a file": Case(
+        with_file("taken", "a file", [*TRAIN, "--algo", "trpo", "--out", "taken/run"]), "--out"
+    ),
+    "train/--out holds a finished run": Case(
+        with_file("run/result.json", '{"status": "complete"}', [*TRAIN, "--algo", "trpo"]), "--out"
+    ),
     # config
     "config/unknown algorithm": Case(lambda root: ["config", "sac"], "algo"),
     # tune
@@ -209,13 +232,16 @@ CASES: dict[str, Case] = {
     "tune/--param without a range": Case(lambda root: [*TUNE, "--param", "max_kl"], "--param"),
     "tune/--param log range from 0": Case(lambda root: [*TUNE, "--param", "max_kl=0:0.1:log"], "--param"),
     "tune/--storage not a URL": Case(lambda root: [*TUNE, "--storage", "study.db"], "--storage"),
-    "tune/--storage that cannot be opened": Case(lambda root: [*TUNE, "--storage", "sqlite:///no/such/dir/study.db"],
-                                                 "--storage"),
+    "tune/--storage that cannot be opened": Case(
+        lambda root: [*TUNE, "--storage", "sqlite:///no/such/dir/study.db"], "--storage"
+    ),
     "tune/--suite binary file": Case(lambda root: [*TUNE, "--suite", write(root, "suite.toml", BINARY)], "suite.toml"),
-    "tune/--suite malformed TOML": Case(lambda root: [*TUNE, "--suite", write(root, "suite.toml", "a = = 1\n")],
-                                        "suite.toml"),
-    "tune/Discrete-action env": Case(lambda root: ["tune", "--env", "CartPole-v1", "--steps", "512", "--trials", "2"],
-                                     "env"),
+    "tune/--suite malformed TOML": Case(
+        lambda root: [*TUNE, "--suite", write(root, "suite.toml", "a = = 1\n")], "suite.toml"
+    ),
+    "tune/Discrete-action env": Case(
+        lambda root: ["tune", "--env", "CartPole-v1", "--steps", "512", "--trials", "2"], "env"
+    ),
     "tune/--out is a file": Case(with_file("taken", "a file", [*TUNE, "--out", "taken"]), "--out"),
     # bench
     "bench/--num-envs 0": Case(lambda root: [*BENCH, "--num-envs", "0"], "--num-envs"),
@@ -227,17 +253,21 @@ CASES: dict[str, Case] = {
     # reproduce
     "reproduce/unknown preset": Case(lambda root: ["reproduce", "no-such-preset"], "PRESET"),
     "reproduce/binary preset file": Case(lambda root: ["reproduce", write(root, "preset.toml", BINARY)], "preset.toml"),
-    "reproduce/suite without published numbers": Case(lambda root: ["reproduce", write(root, "suite.toml", SUITE)],
-                                                       "PRESET"),
+    "reproduce/suite without published numbers": Case(
+        lambda root: ["reproduce", write(root, "suite.toml", SUITE)], "PRESET"
+    ),
     "reproduce/truncated result.json in --out": Case(
         lambda root: ["reproduce", with_truncated_result(root, PRESET), "--out", str(RESULTS), "--workers", "1"],
-        "result.json"),
+        "result.json",
+    ),
     "reproduce/--report-only, truncated manifest.json": Case(
         lambda root: ["reproduce", with_truncated_manifest(root, PRESET), "--out", str(RESULTS), "--report-only"],
-        "manifest.json"),
+        "manifest.json",
+    ),
     "reproduce/--report-only without runs": Case(
         lambda root: ["reproduce", write(root, "preset.toml", PRESET), "--out", str(RESULTS), "--report-only"],
-        "--report-only"),
+        "--report-only",
+    ),
 }
 CUDA_CASES: dict[str, Case] = {
     "train/--device cuda without CUDA": Case(lambda root: [*TRAIN, "--algo", "trpo", "--device", "cuda"], "device"),
@@ -245,14 +275,17 @@ CUDA_CASES: dict[str, Case] = {
     "bench/--device cuda without CUDA": Case(lambda root: [*BENCH, "--device", "cuda"], "device"),
 }
 ALL_CASES = [pytest.param(name, id=name) for name in CASES] + [
-    pytest.param(name, id=name, marks=NO_CUDA) for name in CUDA_CASES]
+    pytest.param(name, id=name, marks=NO_CUDA) for name in CUDA_CASES
+]
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
     """Every file's bytes and every entry's modification time, by relative path; a folder's
     time changes when anything is created or removed in it, even a temporary file."""
-    return {path.relative_to(root).as_posix(): (path.read_bytes() if path.is_file() else None, path.stat().st_mtime_ns)
-            for path in sorted(root.rglob("*"))}
+    return {
+        path.relative_to(root).as_posix(): (path.read_bytes() if path.is_file() else None, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+    }
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -9,19 +9,34 @@ import torch
 
 from trbench.cli import main
 
-TINY = ["--env", "InvertedPendulum-v5", "--num-envs", "2", "--steps-per-iteration", "64", "--repeats", "2",
-        "--warmup", "0", "--hidden", "8,8"]
+TINY = [
+    "--env",
+    "InvertedPendulum-v5",
+    "--num-envs",
+    "2",
+    "--steps-per-iteration",
+    "64",
+    "--repeats",
+    "2",
+    "--warmup",
+    "0",
+    "--hidden",
+    "8,8",
+]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--num-envs", "0"], "--num-envs"),
-    (["--num-envs", "3", "--steps-per-iteration", "64"], "--steps-per-iteration"),
-    (["--repeats", "0"], "--repeats"),
-    (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
-    (["--env", "CartPole-v1"], "Discrete"),
-    (["--hidden", "0"], "--hidden"),
-    (["--grid", "--grid-workers", "1"], "--grid-workers"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--num-envs", "0"], "--num-envs"),
+        (["--num-envs", "3", "--steps-per-iteration", "64"], "--steps-per-iteration"),
+        (["--repeats", "0"], "--repeats"),
+        (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+        (["--env", "CartPole-v1"], "Discrete"),
+        (["--hidden", "0"], "--hidden"),
+        (["--grid", "--grid-workers", "1"], "--grid-workers"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
     out = tmp_path / "bench"
     assert main(["bench", *args, "--out", str(out)]) == 2
@@ -55,8 +70,15 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
         assert ("throughput", f"env stepping inside the rollout ({algo} policy)") in measures
         assert ("throughput", f"rollout work besides env stepping ({algo} policy)") in measures
     assert not any("npg" in m for _, m in measures)
-    for phase in ("gradient_and_kl_graph", "fvp", "cg_algebra", "linesearch (sequential)",
-                  "linesearch (batched)", "critic", "update_total"):
+    for phase in (
+        "gradient_and_kl_graph",
+        "fvp",
+        "cg_algebra",
+        "linesearch (sequential)",
+        "linesearch (batched)",
+        "critic",
+        "update_total",
+    ):
         assert ("trpo_update", phase) in measures
     for r in rows:
         if r["section"] == "throughput" and r["unit"] == "us per vector step":
@@ -66,8 +88,11 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
             # each algorithm has its own rounds, and the reference is measured once more than they
             # are (before the first and after each); the table pools both algorithms' reference
             # and backend samples
-            expected = {"raw stepping (random actions)": "6", "raw stepping (trbench's stepping)": "4",
-                        "rollout phase (all policies)": "4"}
+            expected = {
+                "raw stepping (random actions)": "6",
+                "raw stepping (trbench's stepping)": "4",
+                "rollout phase (all policies)": "4",
+            }
             assert r["repeats"] == expected.get(r["measure"], "2")
         if r["section"] == "trpo_update" and r["measure"] == "update_total":
             assert float(r["ratio"]) == 1.0
@@ -75,7 +100,9 @@ def test_bench_writes_ratios_to_raw_stepping_and_the_trpo_split(tmp_path, capsys
     for algo in ("trpo", "vpg"):  # env stepping is part of the rollout, so it is faster than the whole
         assert value[f"env stepping inside the rollout ({algo} policy)"] > value[f"rollout phase ({algo} policy)"]
     pooled = next(r for r in rows if r["measure"] == "rollout phase (all policies)")
-    per_policy = [float(r["ratio"]) for r in rows if r["measure"] in ("rollout phase (trpo policy)", "rollout phase (vpg policy)")]
+    per_policy = [
+        float(r["ratio"]) for r in rows if r["measure"] in ("rollout phase (trpo policy)", "rollout phase (vpg policy)")
+    ]
     assert min(per_policy) <= float(pooled["ratio"]) <= max(per_policy)
     assert "95% bootstrap CI of the median ratio" in pooled["note"]
     text = (out / "bench.md").read_text()
@@ -100,8 +127,12 @@ def test_checkpoint_mode_times_a_write_against_an_iteration_of_the_same_run(tmp_
 @pytest.mark.slow
 def test_update_only_times_the_cpu_update(tmp_path):
     out = tmp_path / "bench"
-    assert main(["bench", "--update-only", "--update-batch", "300", "--hidden", "8,8", "--repeats", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["bench", "--update-only", "--update-batch", "300", "--hidden", "8,8", "--repeats", "1", "--out", str(out)]
+        )
+        == 0
+    )
     rows = _rows(out / "bench.csv")
     assert {r["env"] for r in rows} == {"cpu"}
     assert {"fvp", "critic", "update_total", "linesearch (batched)"} <= {r["measure"] for r in rows}
@@ -132,8 +163,17 @@ def test_cg_and_batched_line_search_never_read_a_value_back():
     cg = tr.conjugate_gradient(fvp, gradient, cfg.cg_iters, cfg.cg_tol)
     beta, _, valid = tr.trust_region_step_size(cg.solution, fvp(cg.solution), cfg.max_kl)
     full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
-    result = tr.batched_line_search(params, full_step, surrogate_and_kl, before, torch.dot(gradient, full_step),
-                                    cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+    result = tr.batched_line_search(
+        params,
+        full_step,
+        surrogate_and_kl,
+        before,
+        torch.dot(gradient, full_step),
+        cfg.max_kl,
+        cfg.backtrack_coeff,
+        cfg.backtrack_iters,
+        cfg.accept_ratio,
+    )
     assert result.accepted.device.type == "meta" and cg.iterations.device.type == "meta"
     with pytest.raises(RuntimeError, match="meta"):  # the check can fail: reading is refused
         bool(result.accepted)
@@ -149,8 +189,17 @@ def test_cg_and_batched_line_search_never_synchronise_with_the_host():
         cg = tr.conjugate_gradient(fvp, gradient, cfg.cg_iters, cfg.cg_tol)
         beta, _, valid = tr.trust_region_step_size(cg.solution, fvp(cg.solution), cfg.max_kl)
         full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
-        result = tr.batched_line_search(params, full_step, surrogate_and_kl, before, torch.dot(gradient, full_step),
-                                        cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters, cfg.accept_ratio)
+        result = tr.batched_line_search(
+            params,
+            full_step,
+            surrogate_and_kl,
+            before,
+            torch.dot(gradient, full_step),
+            cfg.max_kl,
+            cfg.backtrack_coeff,
+            cfg.backtrack_iters,
+            cfg.accept_ratio,
+        )
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert result.accepted.device.type == "cuda"
@@ -159,17 +208,34 @@ def test_cg_and_batched_line_search_never_synchronise_with_the_host():
 @pytest.mark.cuda
 def test_batched_line_search_on_cuda_matches_the_sequential_one():
     tr, cfg, params, gradient, fvp, surrogate, surrogate_and_kl = _update_pieces("cuda")
-    step = tr.natural_gradient_step(surrogate(), surrogate_and_kl()[1], params, cfg.max_kl, cfg.damping,
-                                    cfg.cg_iters, cfg.cg_tol)
+    step = tr.natural_gradient_step(
+        surrogate(), surrogate_and_kl()[1], params, cfg.max_kl, cfg.damping, cfg.cg_iters, cfg.cg_tol
+    )
     old = tr.flat_parameters(params).clone()
-    sequential = tr.backtracking_line_search(params, step.full_step, surrogate_and_kl, float(step.surrogate_before),
-                                             float(step.expected_improvement), cfg.max_kl, cfg.backtrack_coeff,
-                                             cfg.backtrack_iters, cfg.accept_ratio)
+    sequential = tr.backtracking_line_search(
+        params,
+        step.full_step,
+        surrogate_and_kl,
+        float(step.surrogate_before),
+        float(step.expected_improvement),
+        cfg.max_kl,
+        cfg.backtrack_coeff,
+        cfg.backtrack_iters,
+        cfg.accept_ratio,
+    )
     after_sequential = tr.flat_parameters(params).clone()
     tr.assign_flat_parameters(params, old)
-    batched = tr.batched_line_search(params, step.full_step, surrogate_and_kl, step.surrogate_before,
-                                     step.expected_improvement, cfg.max_kl, cfg.backtrack_coeff, cfg.backtrack_iters,
-                                     cfg.accept_ratio)
+    batched = tr.batched_line_search(
+        params,
+        step.full_step,
+        surrogate_and_kl,
+        step.surrogate_before,
+        step.expected_improvement,
+        cfg.max_kl,
+        cfg.backtrack_coeff,
+        cfg.backtrack_iters,
+        cfg.accept_ratio,
+    )
     assert bool(batched.accepted) == sequential.accepted and int(batched.backtracks) == sequential.backtracks
     assert torch.equal(tr.flat_parameters(params), after_sequential)
 
@@ -178,8 +244,25 @@ def test_batched_line_search_on_cuda_matches_the_sequential_one():
 @pytest.mark.slow
 def test_update_only_benchmark_runs_on_cuda(tmp_path):
     out = tmp_path / "bench"
-    assert main(["bench", "--update-only", "--device", "cuda", "--update-batch", "2000", "--hidden", "32,32",
-                 "--repeats", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--update-only",
+                "--device",
+                "cuda",
+                "--update-batch",
+                "2000",
+                "--hidden",
+                "32,32",
+                "--repeats",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = _rows(out / "bench.csv")
     assert {"cpu", "cuda:0"} <= {r["env"] for r in rows} or {"cpu", "cuda"} <= {r["env"] for r in rows}
     assert any(r["measure"] == "speed-up of the update over the CPU" for r in rows)
@@ -188,8 +271,28 @@ def test_update_only_benchmark_runs_on_cuda(tmp_path):
 @pytest.mark.slow
 def test_grid_mode_runs_the_suite_runner_on_one_and_two_workers(tmp_path):
     out = tmp_path / "bench"
-    assert main(["bench", *TINY, "--algo", "trpo", "--repeats", "1", "--grid", "--grid-runs", "2", "--grid-steps", "64",
-                 "--grid-repeats", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                *TINY,
+                "--algo",
+                "trpo",
+                "--repeats",
+                "1",
+                "--grid",
+                "--grid-runs",
+                "2",
+                "--grid-steps",
+                "64",
+                "--grid-repeats",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["measure"]: r for r in _rows(out / "bench.csv") if r["section"] == "grid"}
     assert set(rows) == {"1 worker", "2 workers", "1 worker, per CPU-second", "2 workers, per CPU-second"}
     assert all(float(r["value"]) > 0 for r in rows.values())

@@ -15,7 +15,6 @@ from trbench.algos.networks import GaussianPolicy
 from trbench.algos.normalization import RunningMeanStd
 from trbench.algos.rollout import FinalObsInfoSyncVectorEnv, RolloutActor, make_vector_env
 from trbench.algos.trust_region import (
-    assign_flat_parameters,
     backtracking_line_search,
     batched_line_search,
     flat_parameters,
@@ -73,8 +72,9 @@ def test_the_cases_cover_accept_shrink_and_reject():
         params, step, evaluate = _quadratic_problem(kl_scale, gain)
         with torch.no_grad():
             before, _ = evaluate()
-        r = backtracking_line_search(params, step, evaluate, float(before), float(gain * torch.dot(step, step)),
-                                     max_kl, 0.5, 10, accept_ratio)
+        r = backtracking_line_search(
+            params, step, evaluate, float(before), float(gain * torch.dot(step, step)), max_kl, 0.5, 10, accept_ratio
+        )
         outcomes.add("rejected" if not r.accepted else ("first" if r.backtracks == 0 else "shrunk"))
     assert outcomes == {"first", "shrunk", "rejected"}
 
@@ -93,7 +93,9 @@ def test_batched_line_search_rejects_a_non_finite_candidate():
 
     def evaluate():  # NaN for every step longer than 0.3, fine below
         bad = param[0] > 0.3
-        return torch.where(bad, torch.tensor(float("nan")), param[0]), torch.where(bad, torch.tensor(float("nan")), 0.0 * param[0])
+        return torch.where(bad, torch.tensor(float("nan")), param[0]), torch.where(
+            bad, torch.tensor(float("nan")), 0.0 * param[0]
+        )
 
     result = batched_line_search([param], step, evaluate, 0.0, 1.0, 0.01, 0.5, 5)
     assert bool(result.accepted) and int(result.backtracks) == 2 and float(result.step_fraction) == 0.25
@@ -113,8 +115,11 @@ def _trpo_run(env_id: str, total_steps: int, seed: int, overrides: dict):
     rows = []
     outcome = trainer.run(rows.append)
     trainer.close()
-    return ([{k: v for k, v in r.items() if k not in TIMING} for r in rows],
-            flat_parameters(list(trainer.algorithm.policy.parameters())), outcome.final_eval_returns)
+    return (
+        [{k: v for k, v in r.items() if k not in TIMING} for r in rows],
+        flat_parameters(list(trainer.algorithm.policy.parameters())),
+        outcome.final_eval_returns,
+    )
 
 
 def _assert_same_run(a, b):
@@ -125,14 +130,28 @@ def _assert_same_run(a, b):
 
 @pytest.mark.slow
 def test_trpo_line_search_modes_train_identically():
-    runs = {m: _trpo_run("InvertedPendulum-v5", 768, 5,
-                         {"linesearch_mode": m, "steps_per_iteration": 256, "num_envs": 2,
-                          "critic_minibatch_size": 64, "eval_interval_steps": 0, "max_kl": 0.05})
-            for m in ("sequential", "batched")}
+    runs = {
+        m: _trpo_run(
+            "InvertedPendulum-v5",
+            768,
+            5,
+            {
+                "linesearch_mode": m,
+                "steps_per_iteration": 256,
+                "num_envs": 2,
+                "critic_minibatch_size": 64,
+                "eval_interval_steps": 0,
+                "max_kl": 0.05,
+            },
+        )
+        for m in ("sequential", "batched")
+    }
     _assert_same_run(runs["sequential"], runs["batched"])
 
 
-@pytest.mark.parametrize("activation, act_dim, num_envs", [("tanh", 3, 8), ("relu", 6, 1), ("elu", 1, 5), ("tanh", 17, 16)])
+@pytest.mark.parametrize(
+    "activation, act_dim, num_envs", [("tanh", 3, 8), ("relu", 6, 1), ("elu", 1, 5), ("tanh", 17, 16)]
+)
 def test_rollout_actor_equals_policy_act_bit_for_bit(activation, act_dim, num_envs):
     torch.manual_seed(0)
     policy = GaussianPolicy(11, act_dim, (64, 64), activation, "orthogonal", 0.5, -0.3)
@@ -233,10 +252,17 @@ def test_training_on_info_reduced_stepping_equals_training_on_gymnasium_sync_vec
 
     runs = {}
     for full_info in (False, True):
-        monkeypatch.setattr(trainer_module, "make_vector_env",
-                            lambda env_id, n, backend, full=full_info: make_vector_env(env_id, n, backend, full_info=full))
-        runs[full_info] = _trpo_run("Hopper-v5", 512, 3, {"steps_per_iteration": 256, "num_envs": 2,
-                                                           "critic_minibatch_size": 64, "eval_interval_steps": 0})
+        monkeypatch.setattr(
+            trainer_module,
+            "make_vector_env",
+            lambda env_id, n, backend, full=full_info: make_vector_env(env_id, n, backend, full_info=full),
+        )
+        runs[full_info] = _trpo_run(
+            "Hopper-v5",
+            512,
+            3,
+            {"steps_per_iteration": 256, "num_envs": 2, "critic_minibatch_size": 64, "eval_interval_steps": 0},
+        )
     _assert_same_run(runs[False], runs[True])
 
 
@@ -263,7 +289,7 @@ def test_numpy_acting_draws_the_same_noise_around_the_same_mean_up_to_float32_ro
 
 
 def test_numpy_acting_refuses_what_it_cannot_compute():
-    from trbench.errors import UsageError
+    from trbench.base.errors import UsageError
 
     policy = GaussianPolicy(4, 2, (8,), "tanh", "orthogonal", 0.01, 0.0)
     handle = policy.mean_net.register_forward_hook(lambda module, args, out: out * 2)
@@ -290,11 +316,18 @@ def test_collected_rollout_equals_one_with_policy_act_every_step():
     arrays = {}
     for fast in (True, False):
         env = make_vector_env("Hopper-v5", 3)
-        collector = RolloutCollector(env, 5, ObservationNormalizer((11,), True, 10.0),
-                                     RewardScaler(3, 0.99, False, 10.0), torch.Generator().manual_seed(6))
+        collector = RolloutCollector(
+            env,
+            5,
+            ObservationNormalizer((11,), True, 10.0),
+            RewardScaler(3, 0.99, False, 10.0),
+            torch.Generator().manual_seed(6),
+        )
         handle = None if fast else policy.register_forward_hook(lambda module, args, out: out)
         assert RolloutActor(policy, 3).fast is fast
-        arrays[fast], _ = collector.collect(policy, lambda x: critic(x).squeeze(-1), 120, 0.99, 0.95, torch.device("cpu"))
+        arrays[fast], _ = collector.collect(
+            policy, lambda x: critic(x).squeeze(-1), 120, 0.99, 0.95, torch.device("cpu")
+        )
         if handle is not None:
             handle.remove()
         env.close()

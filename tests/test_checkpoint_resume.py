@@ -24,15 +24,23 @@ from trbench.algos.env_state import EnvStateUnsupported, capture_env_state, rest
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.rollout import make_vector_env
 from trbench.algos.trainer import Trainer
+from trbench.base.run_folder import CHECKPOINT_FILE
 from trbench.cli import main
-from trbench.runs import CHECKPOINT_FILE, RunSpec, config_record, execute_run, resolve
+from trbench.suites.execute import config_record, execute_run
+from trbench.suites.run_spec import RunSpec, resolve
 
 TIMING_COLUMNS = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
 ENV = "Hopper-v5"  # terminations and truncations both happen within a few thousand steps
 # 16 iterations of 512 steps, a checkpoint every other iteration, so kills land both right after
 # a checkpoint and between two
-SMALL = {"num_envs": 4, "steps_per_iteration": 512, "checkpoint_interval_steps": 1024,
-         "eval_interval_steps": 2048, "eval_episodes": 2, "critic_minibatch_size": 128}
+SMALL = {
+    "num_envs": 4,
+    "steps_per_iteration": 512,
+    "checkpoint_interval_steps": 1024,
+    "eval_interval_steps": 2048,
+    "eval_episodes": 2,
+    "critic_minibatch_size": 128,
+}
 STEPS = 16 * 512
 
 
@@ -104,8 +112,9 @@ def test_resuming_from_any_checkpoint_continues_the_same_run(algo):
     assert [n for n, _ in checkpoints] == list(range(1, len(rows)))  # every iteration but the last
     reference = parameters(trainer.algorithm)
     for done, blob in checkpoints[::3]:
-        resumed = Trainer(cls, config, ENV, STEPS // 2, seed=3,
-                          resume_from=torch.load(io.BytesIO(blob), weights_only=False))
+        resumed = Trainer(
+            cls, config, ENV, STEPS // 2, seed=3, resume_from=torch.load(io.BytesIO(blob), weights_only=False)
+        )
         tail = list(resumed.iterate())
         assert strip_timing(rows[:done] + tail) == strip_timing(rows)
         assert all(torch.equal(a, b) for a, b in zip(reference, parameters(resumed.algorithm)))
@@ -124,8 +133,21 @@ def model_tensors(folder: Path):
 
 def train_argv(algo, out: Path):
     sets = [item for key, value in SMALL.items() for item in ("--set", f"{key}={value}")]
-    return ["train", "--algo", algo, "--env", ENV, "--steps", str(STEPS), "--seed", "5", *sets,
-            "--out", str(out), "--quiet"]
+    return [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        ENV,
+        "--steps",
+        str(STEPS),
+        "--seed",
+        "5",
+        *sets,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 # Run in the child: the CLI, with the third checkpoint write stopped half-way (half of its bytes in
@@ -133,10 +155,11 @@ def train_argv(algo, out: Path):
 STOP_IN_THIRD_CHECKPOINT_WRITE = """
 import sys, time
 from pathlib import Path
-import trbench.runs as runs
-marker, real_write, writes = Path(sys.argv[1]), runs.atomic_write_bytes, []
+import trbench.suites.execute as execute
+from trbench.base.run_folder import CHECKPOINT_FILE
+marker, real_write, writes = Path(sys.argv[1]), execute.atomic_write_bytes, []
 def write(path, data):
-    if path.name == runs.CHECKPOINT_FILE:
+    if path.name == CHECKPOINT_FILE:
         writes.append(path)
         if len(writes) == 3:
             (path.parent / f".{path.name}.interrupted.tmp").write_bytes(data[: len(data) // 2])
@@ -144,7 +167,7 @@ def write(path, data):
             while True:
                 time.sleep(0.01)
     real_write(path, data)
-runs.atomic_write_bytes = write
+execute.atomic_write_bytes = write
 from trbench.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -211,8 +234,13 @@ def test_a_run_sigkilled_again_and_again_resumes_bit_identically(tmp_path, algo)
         process = start_train(train_argv(algo, out))
         # rows counted once this attempt has rewritten the file from its checkpoint, not the last one's
         # (the attempt removes the file before it writes it again: missing is not rewritten yet)
-        wait_for(lambda: modified_ns(out / "progress.csv.partial") not in (None, left_by_the_last_attempt)
-                 and progress_rows(out) >= target, process, f"progress row {target}")
+        wait_for(
+            lambda left=left_by_the_last_attempt, target=target: (
+                modified_ns(out / "progress.csv.partial") not in (None, left) and progress_rows(out) >= target
+            ),
+            process,
+            f"progress row {target}",
+        )
         kill(process)
         resumed_from.append(torch.load(out / CHECKPOINT_FILE, weights_only=False)["step"])
     process = start_train(train_argv(algo, out))
@@ -235,8 +263,9 @@ def test_a_run_sigkilled_again_and_again_resumes_bit_identically(tmp_path, algo)
 
 @pytest.mark.slow
 def test_the_checkpoint_stays_while_unfinished_and_goes_when_done_unless_kept(tmp_path):
-    spec = RunSpec("vpg", "InvertedPendulum-v5", 2048, 0,
-                   overrides={"steps_per_iteration": 512, "checkpoint_interval_steps": 512})
+    spec = RunSpec(
+        "vpg", "InvertedPendulum-v5", 2048, 0, overrides={"steps_per_iteration": 512, "checkpoint_interval_steps": 512}
+    )
     seen = []
     execute_run(resolve(spec), tmp_path / "a", on_checkpoint=lambda path: seen.append(path.stat().st_size))
     assert len(seen) == 3 and not (tmp_path / "a" / CHECKPOINT_FILE).exists()
@@ -244,12 +273,17 @@ def test_the_checkpoint_stays_while_unfinished_and_goes_when_done_unless_kept(tm
     execute_run(resolve(kept), tmp_path / "b")
     assert (tmp_path / "b" / CHECKPOINT_FILE).exists()
     # checkpoint settings only say how a run executes: they leave the run id alone
-    assert resolve(kept).run_id == resolve(spec).run_id == resolve(RunSpec("vpg", "InvertedPendulum-v5", 2048, 0, overrides={
-        "steps_per_iteration": 512})).run_id
+    assert (
+        resolve(kept).run_id
+        == resolve(spec).run_id
+        == resolve(RunSpec("vpg", "InvertedPendulum-v5", 2048, 0, overrides={"steps_per_iteration": 512})).run_id
+    )
 
 
 def snapshot(folder: Path):
-    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def interrupted_run_folder(folder: Path, algo="trpo", **overrides):
@@ -262,18 +296,31 @@ def interrupted_run_folder(folder: Path, algo="trpo", **overrides):
 
 BAD_FOLDERS = {
     "foreign files": (lambda f: (f.mkdir(), (f / "notes.txt").write_text("mine"))[0], "not a trbench run ('notes.txt'"),
-    "a suite's results": (lambda f: (f.mkdir(), (f / "manifest.json").write_text("{}"),
-                                     (f / "runs").mkdir())[0], "not a trbench run"),
+    "a suite's results": (
+        lambda f: (f.mkdir(), (f / "manifest.json").write_text("{}"), (f / "runs").mkdir())[0],
+        "not a trbench run",
+    ),
     "another run": (lambda f: interrupted_run_folder(f, "trpo", max_kl=0.02), "holds run 'trpo__InvertedPendulum-v5"),
-    "a finished run": (lambda f: (interrupted_run_folder(f), (f / "result.json").write_text('{"status": "complete"}'))[0],
-                       "already holds this run, complete"),
-    "a failed run without a checkpoint": (lambda f: (interrupted_run_folder(f),
-                                                     (f / "result.json").write_text('{"status": "failed"}'))[0],
-                                          "already holds this run, failed"),
-    "another tool's files": (lambda f: (f.mkdir(), (f / "progress.csv").write_text("step,return\n1,2\n"),
-                                        (f / "model.pt").write_bytes(b"weights"))[0], "but no config.json"),
-    "a torn checkpoint": (lambda f: (interrupted_run_folder(f), (f / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 torn"))[0],
-                          f"{CHECKPOINT_FILE}: unreadable checkpoint"),
+    "a finished run": (
+        lambda f: (interrupted_run_folder(f), (f / "result.json").write_text('{"status": "complete"}'))[0],
+        "already holds this run, complete",
+    ),
+    "a failed run without a checkpoint": (
+        lambda f: (interrupted_run_folder(f), (f / "result.json").write_text('{"status": "failed"}'))[0],
+        "already holds this run, failed",
+    ),
+    "another tool's files": (
+        lambda f: (
+            f.mkdir(),
+            (f / "progress.csv").write_text("step,return\n1,2\n"),
+            (f / "model.pt").write_bytes(b"weights"),
+        )[0],
+        "but no config.json",
+    ),
+    "a torn checkpoint": (
+        lambda f: (interrupted_run_folder(f), (f / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 torn"))[0],
+        f"{CHECKPOINT_FILE}: unreadable checkpoint",
+    ),
     "a file": (lambda f: f.write_text("x"), "exists and is not a folder"),
 }
 
@@ -284,8 +331,25 @@ def test_train_out_refuses_what_is_not_an_interrupted_run_of_the_same_settings(t
     out = tmp_path / "out"
     make(out)
     before = snapshot(tmp_path)
-    assert main(["train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "1024", "--seed", "0",
-                 "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "trpo",
+                "--env",
+                "InvertedPendulum-v5",
+                "--steps",
+                "1024",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and "Traceback" not in err[0]
     assert snapshot(tmp_path) == before
@@ -296,8 +360,27 @@ def test_an_interrupted_envpool_run_is_refused_with_one_line_and_writes_no_check
     out = tmp_path / "out"
     interrupted_run_folder(out, env_backend="envpool")
     before = snapshot(tmp_path)
-    assert main(["train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "1024", "--seed", "0",
-                 "--env-backend", "envpool", "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "trpo",
+                "--env",
+                "InvertedPendulum-v5",
+                "--steps",
+                "1024",
+                "--seed",
+                "0",
+                "--env-backend",
+                "envpool",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "envpool cannot save its simulator state" in err[0]
     assert snapshot(tmp_path) == before
@@ -309,8 +392,21 @@ def test_an_interrupted_envpool_run_is_refused_with_one_line_and_writes_no_check
 
 @pytest.mark.slow
 def test_a_failed_run_resumes_from_its_checkpoint_and_other_settings_are_refused_or_start_over(tmp_path, capsys):
-    argv = ["train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "2048", "--seed", "1",
-            "--set", "steps_per_iteration=512", "--set", "checkpoint_interval_steps=512"]
+    argv = [
+        "train",
+        "--algo",
+        "trpo",
+        "--env",
+        "InvertedPendulum-v5",
+        "--steps",
+        "2048",
+        "--seed",
+        "1",
+        "--set",
+        "steps_per_iteration=512",
+        "--set",
+        "checkpoint_interval_steps=512",
+    ]
     reference = tmp_path / "reference"
     assert main([*argv, "--out", str(reference), "--quiet"]) == 0
     failed = tmp_path / "failed"
@@ -324,7 +420,9 @@ def test_a_failed_run_resumes_from_its_checkpoint_and_other_settings_are_refused
     before = snapshot(tmp_path)
     assert main([*argv, "--set", "linesearch_mode=batched", "--out", str(failed), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "written with linesearch_mode='sequential', this run has linesearch_mode='batched'" in err[0]
+    assert (
+        len(err) == 1 and "written with linesearch_mode='sequential', this run has linesearch_mode='batched'" in err[0]
+    )
     assert snapshot(tmp_path) == before
     # ... and the same settings resume it, to the same result as the run never interrupted
     assert main([*argv, "--out", str(failed)]) == 0
@@ -336,13 +434,23 @@ def test_a_failed_run_resumes_from_its_checkpoint_and_other_settings_are_refused
     assert not (failed / CHECKPOINT_FILE).exists()
 
     # in a grid, a checkpoint of other settings is not resumed but started over, with the reason recorded
-    kept = resolve(RunSpec("trpo", "InvertedPendulum-v5", 2048, 1, overrides={
-        "steps_per_iteration": 512, "checkpoint_interval_steps": 512, "keep_checkpoint": True}))
+    kept = resolve(
+        RunSpec(
+            "trpo",
+            "InvertedPendulum-v5",
+            2048,
+            1,
+            overrides={"steps_per_iteration": 512, "checkpoint_interval_steps": 512, "keep_checkpoint": True},
+        )
+    )
     grid_folder = tmp_path / "grid-run"
     execute_run(kept, grid_folder)
     (grid_folder / "result.json").unlink()
-    other = resolve(RunSpec("trpo", "InvertedPendulum-v5", 2048, 1, overrides={
-        "steps_per_iteration": 512, "linesearch_mode": "batched"}))
+    other = resolve(
+        RunSpec(
+            "trpo", "InvertedPendulum-v5", 2048, 1, overrides={"steps_per_iteration": 512, "linesearch_mode": "batched"}
+        )
+    )
     assert other.run_id == kept.run_id
     restarted = execute_run(other, grid_folder)
     assert restarted["status"] == "complete" and "resumed_at_steps" not in restarted

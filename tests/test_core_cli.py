@@ -16,29 +16,35 @@ pytestmark = pytest.mark.slow  # every test here runs the CLI in a process of it
 
 def trbench(*args, cwd=None, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "trbench.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trbench.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 BASE = ["train", "--env", "InvertedPendulum-v5", "--steps", "1024", "--seed", "0"]
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--algo", "nope"], "algo: unknown algorithm 'nope'; allowed: npg, ppo, trpo, vpg"),
-    (["--algo", "trpo", "--set", "max_kl=0"], "max_kl: must be > 0, got 0.0"),
-    (["--algo", "trpo", "--set", "max_kl=-1"], "max_kl: must be > 0"),
-    (["--algo", "trpo", "--set", "max_kl=big"], "max_kl: expected a number, got 'big'"),
-    (["--algo", "trpo", "--set", "cg_iters=2.5"], "cg_iters: expected an integer"),
-    (["--algo", "trpo", "--set", "normalize_obs=maybe"], "normalize_obs: expected true or false"),
-    (["--algo", "trpo", "--set", "no_such_key=1"], "no_such_key: unknown setting for TRPOConfig; allowed:"),
-    (["--algo", "ppo", "--set", "max_kl=0.01"], "max_kl: unknown setting for PPOConfig"),
-    (["--algo", "trpo", "--set", "activation=sigmoid"], "activation: must be one of tanh, relu, elu"),
-    (["--algo", "trpo", "--set", "steps_per_iteration=1000", "--set", "num_envs=3"],
-     "steps_per_iteration: must be a multiple of num_envs=3"),
-    (["--algo", "trpo", "--set", "damping"], "expected key=value"),
-    (["--algo", "trpo", "--device", "tpu"], "device: must be one of cpu, cuda, cuda:N, auto"),
-    (["--algo", "mypkg.missing:Algo"], "algo: cannot import 'mypkg.missing'"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--algo", "nope"], "algo: unknown algorithm 'nope'; allowed: npg, ppo, trpo, vpg"),
+        (["--algo", "trpo", "--set", "max_kl=0"], "max_kl: must be > 0, got 0.0"),
+        (["--algo", "trpo", "--set", "max_kl=-1"], "max_kl: must be > 0"),
+        (["--algo", "trpo", "--set", "max_kl=big"], "max_kl: expected a number, got 'big'"),
+        (["--algo", "trpo", "--set", "cg_iters=2.5"], "cg_iters: expected an integer"),
+        (["--algo", "trpo", "--set", "normalize_obs=maybe"], "normalize_obs: expected true or false"),
+        (["--algo", "trpo", "--set", "no_such_key=1"], "no_such_key: unknown setting for TRPOConfig; allowed:"),
+        (["--algo", "ppo", "--set", "max_kl=0.01"], "max_kl: unknown setting for PPOConfig"),
+        (["--algo", "trpo", "--set", "activation=sigmoid"], "activation: must be one of tanh, relu, elu"),
+        (
+            ["--algo", "trpo", "--set", "steps_per_iteration=1000", "--set", "num_envs=3"],
+            "steps_per_iteration: must be a multiple of num_envs=3",
+        ),
+        (["--algo", "trpo", "--set", "damping"], "expected key=value"),
+        (["--algo", "trpo", "--device", "tpu"], "device: must be one of cpu, cuda, cuda:N, auto"),
+        (["--algo", "mypkg.missing:Algo"], "algo: cannot import 'mypkg.missing'"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, expected):
     out = tmp_path / "run"
     proc = trbench(*BASE, *args, "--out", str(out))
@@ -49,10 +55,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, expect
     assert not out.exists()
 
 
-@pytest.mark.parametrize("env_id,expected", [
-    ("NoSuchEnv-v0", "env: unknown gymnasium env id 'NoSuchEnv-v0'"),
-    ("CartPole-v1", "Discrete action space; only Box is supported"),
-])
+@pytest.mark.parametrize(
+    "env_id,expected",
+    [
+        ("NoSuchEnv-v0", "env: unknown gymnasium env id 'NoSuchEnv-v0'"),
+        ("CartPole-v1", "Discrete action space; only Box is supported"),
+    ],
+)
 def test_bad_env_is_one_line_exit_2(tmp_path, env_id, expected):
     out = tmp_path / "run"
     proc = trbench("train", "--algo", "trpo", "--env", env_id, "--steps", "1000", "--out", str(out))
@@ -79,10 +88,25 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path):
 @pytest.mark.slow
 def test_an_algorithm_from_outside_the_package_trains_by_import_path(tmp_path):
     out = tmp_path / "klpen"
-    proc = trbench("train", "--algo", "kl_penalty:AdaptiveKLPenalty", "--env", "InvertedPendulum-v5",
-                   "--steps", "2048", "--set", "steps_per_iteration=1024", "--set", "eval_interval_steps=0",
-                   "--set", "kl_target=0.02", "--out", str(out), "--quiet",
-                   env_extra={"PYTHONPATH": str(REPO / "examples")})
+    proc = trbench(
+        "train",
+        "--algo",
+        "kl_penalty:AdaptiveKLPenalty",
+        "--env",
+        "InvertedPendulum-v5",
+        "--steps",
+        "2048",
+        "--set",
+        "steps_per_iteration=1024",
+        "--set",
+        "eval_interval_steps=0",
+        "--set",
+        "kl_target=0.02",
+        "--out",
+        str(out),
+        "--quiet",
+        env_extra={"PYTHONPATH": str(REPO / "examples")},
+    )
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["algorithm"] == "kl_penalty:AdaptiveKLPenalty" and config["config"]["kl_target"] == 0.02
@@ -104,8 +128,19 @@ def test_register_makes_a_name_available():
 
 
 def test_train_prints_its_learning_curve(tmp_path):
-    proc = trbench("train", "--algo", "trpo", "--env", "InvertedPendulum-v5", "--steps", "1024",
-                   "--set", "steps_per_iteration=512", "--out", str(tmp_path / "r"))
+    proc = trbench(
+        "train",
+        "--algo",
+        "trpo",
+        "--env",
+        "InvertedPendulum-v5",
+        "--steps",
+        "1024",
+        "--set",
+        "steps_per_iteration=512",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[1].split()[:3] == ["step", "train_return", "eval_return"]

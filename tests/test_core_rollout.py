@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from toy_envs import register_toy_envs
 
 from trbench.algos.networks import GaussianPolicy
 from trbench.algos.normalization import ObservationNormalizer, RewardScaler, RunningMeanStd
 from trbench.algos.rollout import RolloutCollector, compute_gae, make_vector_env
-from trbench.errors import UsageError
-
-from toy_envs import register_toy_envs
+from trbench.base.errors import UsageError
 
 
 def test_gae_matches_a_hand_computed_example_with_termination_and_truncation():
@@ -52,8 +51,9 @@ def collect(env_id, steps_per_env, num_envs=2, gamma=1.0, lam=1.0, bootstrap_tru
     collector = RolloutCollector(env, 0, normalizer, scaler, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     actor = GaussianPolicy(1, 1, (4,), "tanh", "orthogonal", 0.01, 0.0)
-    arrays, stats = collector.collect(actor, LinearValue(), steps_per_env, gamma, lam, torch.device("cpu"),
-                                      bootstrap_truncated)
+    arrays, stats = collector.collect(
+        actor, LinearValue(), steps_per_env, gamma, lam, torch.device("cpu"), bootstrap_truncated
+    )
     env.close()
     return arrays, stats
 

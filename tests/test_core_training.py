@@ -4,7 +4,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,11 +12,18 @@ from trbench.algos.networks import GaussianPolicy, gaussian_kl
 from trbench.algos.npg import NPG
 from trbench.algos.rollout import Batch
 from trbench.algos.trust_region import assign_flat_parameters, flat_parameters, natural_gradient_step
-from trbench.runs import RunSpec, execute_run, resolve
+from trbench.suites.execute import execute_run
+from trbench.suites.run_spec import RunSpec, resolve
 
 TIMING_COLUMNS = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
-SMALL = {"steps_per_iteration": 512, "num_envs": 4, "critic_minibatch_size": 128,
-         "eval_interval_steps": 1024, "eval_episodes": 2, "final_eval_episodes": 10}
+SMALL = {
+    "steps_per_iteration": 512,
+    "num_envs": 4,
+    "critic_minibatch_size": 128,
+    "eval_interval_steps": 1024,
+    "eval_episodes": 2,
+    "final_eval_episodes": 10,
+}
 
 
 def read_progress(folder: Path) -> list[dict]:
@@ -53,8 +59,14 @@ def random_batch(policy: GaussianPolicy, n: int, seed: int) -> Batch:
     actions, log_probs = policy.act(obs, g)
     advantages = torch.randn(n, generator=g, dtype=dtype)
     returns = torch.randn(n, generator=g, dtype=dtype)
-    return Batch(obs=obs, actions=actions, log_probs=log_probs, advantages=advantages,
-                 returns=returns, values=torch.zeros(n, dtype=dtype))
+    return Batch(
+        obs=obs,
+        actions=actions,
+        log_probs=log_probs,
+        advantages=advantages,
+        returns=returns,
+        values=torch.zeros(n, dtype=dtype),
+    )
 
 
 def test_npg_step_reaches_the_kl_radius_to_second_order():
@@ -75,8 +87,9 @@ def test_npg_step_reaches_the_kl_radius_to_second_order():
         ratio = torch.exp(policy.log_prob(obs, actions) - logp_old)
         mean, log_std = policy(obs)
         kl = gaussian_kl(mean_old, log_std_old, mean, log_std).mean()
-        step = natural_gradient_step((ratio * advantages).mean(), kl, params, delta, damping=0.0,
-                                     cg_iters=theta_old.numel(), cg_tol=0.0)
+        step = natural_gradient_step(
+            (ratio * advantages).mean(), kl, params, delta, damping=0.0, cg_iters=theta_old.numel(), cg_tol=0.0
+        )
         assign_flat_parameters(params, theta_old + step.full_step)
         with torch.no_grad():
             mean, log_std = policy(obs)
@@ -131,15 +144,40 @@ def test_run_folder_holds_the_documented_files_and_columns(tmp_path):
     folder, result = train(tmp_path, "npg", "InvertedPendulum-v5", 1024, 0)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.pt", "progress.csv", "result.json"]
     config = json.loads((folder / "config.json").read_text())
-    for key in ("run_id", "algo", "algorithm", "env_id", "seed", "seeds", "steps", "device", "config",
-                "versions", "git_commit", "hostname", "created_at"):
+    for key in (
+        "run_id",
+        "algo",
+        "algorithm",
+        "env_id",
+        "seed",
+        "seeds",
+        "steps",
+        "device",
+        "config",
+        "versions",
+        "git_commit",
+        "hostname",
+        "created_at",
+    ):
         assert key in config
     assert set(config["versions"]) >= {"python", "torch", "gymnasium", "mujoco", "numpy"}
     assert set(config["config"]) == set(NPGConfig.field_names())
     rows = read_progress(folder)
     assert [int(r["step"]) for r in rows] == [512, 1024]
-    for column in ("step", "wall_time_s", "train_return", "eval_return", "kl", "cg_residual", "sFs",
-                   "step_size", "entropy", "value_loss", "explained_variance", "steps_per_second"):
+    for column in (
+        "step",
+        "wall_time_s",
+        "train_return",
+        "eval_return",
+        "kl",
+        "cg_residual",
+        "sFs",
+        "step_size",
+        "entropy",
+        "value_loss",
+        "explained_variance",
+        "steps_per_second",
+    ):
         assert column in rows[0]
     assert rows[-1]["eval_return"] != ""
     assert result["status"] == "complete" and result["final_eval_episodes"] == 10
@@ -158,18 +196,22 @@ def test_a_nan_is_recorded_as_diverged(tmp_path):
 
 @pytest.mark.slow
 def test_an_exception_in_training_is_recorded_as_failed(tmp_path):
-    result = execute_run(resolve(RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 2048, 0, SMALL)),
-                         tmp_path / "failed")
+    result = execute_run(
+        resolve(RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 2048, 0, SMALL)), tmp_path / "failed"
+    )
     assert result["status"] == "failed"
     assert "RuntimeError" in result["error"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo,overrides", [("trpo", {}), ("npg", {}), ("ppo", {}), ("trpo", {"acting_backend": "numpy"})])
+@pytest.mark.parametrize(
+    "algo,overrides", [("trpo", {}), ("npg", {}), ("ppo", {}), ("trpo", {"acting_backend": "numpy"})]
+)
 def test_learns_inverted_pendulum(tmp_path, algo, overrides):
     folder = tmp_path / algo
-    result = execute_run(resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0,
-                                         {"eval_interval_steps": 0, **overrides})), folder)
+    result = execute_run(
+        resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0, {"eval_interval_steps": 0, **overrides})), folder
+    )
     assert result["status"] == "complete"
     assert result["final_eval_return"] >= 900
 
@@ -177,8 +219,10 @@ def test_learns_inverted_pendulum(tmp_path, algo, overrides):
 @pytest.mark.slow
 def test_vpg_clearly_improves(tmp_path):
     folder = tmp_path / "vpg"
-    result = execute_run(resolve(RunSpec("vpg", "InvertedPendulum-v5", 24_576, 0,
-                                         {"eval_interval_steps": 4096, "policy_lr": 0.01})), folder)
+    result = execute_run(
+        resolve(RunSpec("vpg", "InvertedPendulum-v5", 24_576, 0, {"eval_interval_steps": 4096, "policy_lr": 0.01})),
+        folder,
+    )
     evals = [float(r["eval_return"]) for r in read_progress(folder) if r["eval_return"]]
     assert result["status"] == "complete"
     assert evals[0] < 60 and result["final_eval_return"] > 5 * evals[0]
@@ -192,9 +236,11 @@ def test_cuda_update_matches_cpu_update():
         from trbench.algos.trpo import TRPO
 
         algo = TRPO(config, 3, 2, torch.device(device), torch.Generator().manual_seed(0))
-        algo.policy.cpu(); algo.value_fn.cpu()
+        algo.policy.cpu()
+        algo.value_fn.cpu()
         batch = random_batch(algo.policy, 512, 5)
-        algo.policy.to(device); algo.value_fn.to(device)
+        algo.policy.to(device)
+        algo.value_fn.to(device)
         batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
         diagnostics = algo.update(batch, progress=0.0)
         return diagnostics, {k: v.cpu() for k, v in algo.policy.state_dict().items()}
@@ -232,8 +278,7 @@ def test_a_run_that_fails_before_its_first_iteration_leaves_a_parseable_progress
     import pandas as pd
 
     folder = tmp_path / "early"
-    spec = RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 512, 0,
-                   {**SMALL, "steps_per_iteration": 512})
+    spec = RunSpec("plugins.broken:RaisingUpdate", "InvertedPendulum-v5", 512, 0, {**SMALL, "steps_per_iteration": 512})
     execute_run(resolve(spec), folder)
     table = pd.read_csv(folder / "progress.csv")
     assert list(table.columns)[:2] == ["iteration", "step"] and len(table) == 0
@@ -251,6 +296,7 @@ def test_both_line_search_modes_accept_up_to_kl_accept_factor_times_max_kl(monke
         def search(params, full_step, evaluate, before, expected, max_kl, *rest):
             seen["max_kl"] = float(max_kl)
             return real_search(params, full_step, evaluate, before, expected, max_kl, *rest)
+
         return search
 
     monkeypatch.setattr(trpo_module, "backtracking_line_search", spy(real["sequential"]))

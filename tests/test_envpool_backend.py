@@ -11,13 +11,21 @@ import pytest
 
 pytest.importorskip("envpool")
 
-from trbench.algos.envpool_backend import EnvpoolVectorEnv, _int32_seed, supported_env_ids  # noqa: E402
-from trbench.algos.rollout import make_vector_env  # noqa: E402
-from trbench.errors import UsageError  # noqa: E402
-from trbench.runs import RunSpec, execute_run, resolve  # noqa: E402
+from trbench.algos.envpool_backend import EnvpoolVectorEnv, _int32_seed, supported_env_ids
+from trbench.algos.rollout import make_vector_env
+from trbench.base.errors import UsageError
+from trbench.suites.execute import execute_run
+from trbench.suites.run_spec import RunSpec, resolve
 
-SMALL = {"steps_per_iteration": 512, "num_envs": 4, "critic_minibatch_size": 128, "eval_interval_steps": 1024,
-         "eval_episodes": 2, "final_eval_episodes": 10, "env_backend": "envpool"}
+SMALL = {
+    "steps_per_iteration": 512,
+    "num_envs": 4,
+    "critic_minibatch_size": 128,
+    "eval_interval_steps": 1024,
+    "eval_episodes": 2,
+    "final_eval_episodes": 10,
+    "env_backend": "envpool",
+}
 
 
 def drive(env, steps, seed=0):
@@ -148,7 +156,7 @@ def test_envpool_dynamics_follow_gymnasium_from_the_same_start_state(env_id):
     obs_p, _ = theirs.reset()
     assert np.array_equal(obs_g, obs_p[0])
     rng = np.random.default_rng(0)
-    for step in range(300):
+    for _ in range(300):
         action = rng.uniform(-0.3, 0.3, ours.action_space.shape)
         obs_g, rew_g, term_g, trunc_g, _ = ours.step(action)
         obs_p, rew_p, term_p, trunc_p, _ = theirs.step(action[None])
@@ -170,8 +178,12 @@ def test_each_env_of_the_adapter_follows_its_own_envpool_env_with_the_reset_step
     num_envs, seed, limit = 3, 21, 15
     ours = EnvpoolVectorEnv("Hopper-v5", num_envs, max_episode_steps=limit)
     first, _ = ours.reset(seed=seed)
-    singles = [envpool.make_gymnasium("Hopper-v5", num_envs=1, seed=seed + i, env_seed=[seed + i],
-                                      max_episode_steps=limit, num_threads=1) for i in range(num_envs)]
+    singles = [
+        envpool.make_gymnasium(
+            "Hopper-v5", num_envs=1, seed=seed + i, env_seed=[seed + i], max_episode_steps=limit, num_threads=1
+        )
+        for i in range(num_envs)
+    ]
     for i, single in enumerate(singles):
         assert np.array_equal(single.reset()[0][0], first[i])
     rng = np.random.default_rng(5)
@@ -180,7 +192,7 @@ def test_each_env_of_the_adapter_follows_its_own_envpool_env_with_the_reset_step
         actions = rng.uniform(-1, 1, (num_envs, 3))
         obs, rew, term, trunc, info = ours.step(actions)
         for i, single in enumerate(singles):
-            o, r, te, tr, _ = single.step(actions[i:i + 1])
+            o, r, te, tr, _ = single.step(actions[i : i + 1])
             assert (rew[i], term[i], trunc[i]) == (r[0], te[0], tr[0])
             if te[0] or tr[0]:
                 ends += 1

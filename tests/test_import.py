@@ -16,8 +16,8 @@ import pytest
 
 from trbench.analysis import load, reference
 from trbench.analysis.report import ReportOptions, build_report
+from trbench.base.run_folder import is_imported_run
 from trbench.cli import main
-from trbench.importers.writer import is_imported_run
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -46,8 +46,13 @@ def train_sb3_ppo(folder: Path, seed: int, steps: int = 2048, n_envs: int = 2) -
     from stable_baselines3.common.env_util import make_vec_env
 
     env = make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed, monitor_dir=str(folder))
-    callback = EvalCallback(make_vec_env("Pendulum-v1", n_envs=1, seed=100 + seed), eval_freq=256,
-                            n_eval_episodes=2, log_path=str(folder), verbose=0)
+    callback = EvalCallback(
+        make_vec_env("Pendulum-v1", n_envs=1, seed=100 + seed),
+        eval_freq=256,
+        n_eval_episodes=2,
+        log_path=str(folder),
+        verbose=0,
+    )
     model = PPO("MlpPolicy", env, n_steps=256, batch_size=256, n_epochs=1, seed=seed, device="cpu", verbose=0)
     model.learn(steps, callback=callback)
     model.save(folder / "ppo")
@@ -64,10 +69,39 @@ def monitor_episodes(folder: Path) -> pd.DataFrame:
 def test_an_rl_zoo_log_imports_with_its_config_and_versions(tmp_path, capsys):
     pytest.importorskip("rl_zoo3")
     logs = tmp_path / "logs"
-    subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", "Pendulum-v1", "-n", "2048",
-                    "--eval-freq", "512", "--eval-episodes", "2", "--n-eval-envs", "1", "--seed", "5", "-f", str(logs),
-                    "--device", "cpu", "--vec-env", "dummy", "--hyperparams", "n_steps:128", "n_epochs:1"],
-                   check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl_zoo3.train",
+            "--algo",
+            "ppo",
+            "--env",
+            "Pendulum-v1",
+            "-n",
+            "2048",
+            "--eval-freq",
+            "512",
+            "--eval-episodes",
+            "2",
+            "--n-eval-envs",
+            "1",
+            "--seed",
+            "5",
+            "-f",
+            str(logs),
+            "--device",
+            "cpu",
+            "--vec-env",
+            "dummy",
+            "--hyperparams",
+            "n_steps:128",
+            "n_epochs:1",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     zoo_run = logs / "ppo" / "Pendulum-v1_1"
 
     code, out, err = run_cli(capsys, "import", "sb3", logs, "--out", tmp_path / "results")
@@ -75,7 +109,12 @@ def test_an_rl_zoo_log_imports_with_its_config_and_versions(tmp_path, capsys):
     assert (code, err) == (0, ""), err
     folder = only_run(tmp_path / "results")
     config = read_config(folder)
-    assert (config["algo"], config["algorithm"], config["env_id"], config["seed"]) == ("sb3-ppo", "ppo", "Pendulum-v1", 5)
+    assert (config["algo"], config["algorithm"], config["env_id"], config["seed"]) == (
+        "sb3-ppo",
+        "ppo",
+        "Pendulum-v1",
+        5,
+    )
     assert config["steps"] == 2048  # args.yml's n_timesteps
     assert config["versions"]["stable-baselines3"] == "2.9.2"
     source = config["source"]
@@ -97,7 +136,8 @@ def test_an_rl_zoo_log_imports_with_its_config_and_versions(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sb3_runs_in_one_report_beside_trbench_runs_with_the_source_numbers(tmp_path, capsys):
-    from trbench.runs import RunSpec, execute_run, resolve
+    from trbench.suites.execute import execute_run
+    from trbench.suites.run_spec import RunSpec, resolve
 
     results = tmp_path / "results"
     for seed in (0, 1):
@@ -108,13 +148,16 @@ def test_sb3_runs_in_one_report_beside_trbench_runs_with_the_source_numbers(tmp_
     code, out, err = run_cli(capsys, "import", "sb3", tmp_path / "sb3", "--out", results, "--algo", "sb3-ppo")
     assert (code, err) == (0, ""), err
 
-    summary = pd.read_csv(build_report(results, options=ReportOptions(n_resamples=200)) / "summary.csv").set_index("algo")
+    summary = pd.read_csv(build_report(results, options=ReportOptions(n_resamples=200)) / "summary.csv").set_index(
+        "algo"
+    )
     finals = [np.load(tmp_path / "sb3" / f"run{seed}" / "evaluations.npz")["results"][-1].mean() for seed in (0, 1)]
     assert summary.loc["sb3-ppo", "n_runs"] == 2 and summary.loc["ppo", "n_runs"] == 2
     assert summary.loc["sb3-ppo", "mean"] == pytest.approx(np.mean(finals))
     last100 = [monitor_episodes(tmp_path / "sb3" / f"run{seed}")["r"].tail(100).mean() for seed in (0, 1)]
-    by_last100 = pd.read_csv(build_report(results, options=ReportOptions(metric="last100", n_resamples=200))
-                             / "summary.csv").set_index("algo")
+    by_last100 = pd.read_csv(
+        build_report(results, options=ReportOptions(metric="last100", n_resamples=200)) / "summary.csv"
+    ).set_index("algo")
     assert by_last100.loc["sb3-ppo", "mean"] == pytest.approx(np.mean(last100))
     assert by_last100.loc["ppo", "n_runs"] == 2
     pairwise = pd.read_csv(results / "report" / "pairwise.csv")
@@ -129,20 +172,40 @@ def test_sb3_runs_in_one_report_beside_trbench_runs_with_the_source_numbers(tmp_
 # --- CleanRL ---------------------------------------------------------------------------------
 
 
-def write_cleanrl_run(runs: Path, env_id: str, seed: int, returns: list[float], num_envs: int = 2,
-                      num_steps: int = 64, total_timesteps: int = 512, budget: int | None = None) -> Path:
+def write_cleanrl_run(
+    runs: Path,
+    env_id: str,
+    seed: int,
+    returns: list[float],
+    num_envs: int = 2,
+    num_steps: int = 64,
+    total_timesteps: int = 512,
+    budget: int | None = None,
+) -> Path:
     """A run directory as CleanRL's ppo_continuous_action.py writes it (its run name, its
     hyperparameters table, its tags), through torch's SummaryWriter as CleanRL does; ``budget``
     is the total_timesteps it records, when the run stopped before it."""
     pytest.importorskip("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
 
-    arguments = {"exp_name": "ppo_continuous_action", "seed": seed, "torch_deterministic": True, "env_id": env_id,
-                 "total_timesteps": budget or total_timesteps, "learning_rate": 0.0003, "num_envs": num_envs,
-                 "num_steps": num_steps, "gamma": 0.99, "target_kl": None}
+    arguments = {
+        "exp_name": "ppo_continuous_action",
+        "seed": seed,
+        "torch_deterministic": True,
+        "env_id": env_id,
+        "total_timesteps": budget or total_timesteps,
+        "learning_rate": 0.0003,
+        "num_envs": num_envs,
+        "num_steps": num_steps,
+        "gamma": 0.99,
+        "target_kl": None,
+    }
     folder = runs / f"{env_id}__ppo_continuous_action__{seed}__{1700000000 + seed}"
     writer = SummaryWriter(str(folder))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{key}|{value}|" for key, value in arguments.items()))
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in arguments.items()),
+    )
     batch = num_envs * num_steps
     per_iteration = len(returns) // (total_timesteps // batch)
     episodes = iter(returns)
@@ -169,7 +232,12 @@ def test_a_cleanrl_run_imports_and_is_compared_on_its_last_100_training_episodes
     assert (code, err) == (0, ""), err
     folder = only_run(results)
     config = read_config(folder)
-    assert (config["algo"], config["algorithm"], config["env_id"], config["seed"]) == ("cleanrl-ppo", "ppo", "Hopper-v4", 3)
+    assert (config["algo"], config["algorithm"], config["env_id"], config["seed"]) == (
+        "cleanrl-ppo",
+        "ppo",
+        "Hopper-v4",
+        3,
+    )
     assert config["source"]["config"]["exp_name"] == "ppo_continuous_action"
     assert config["source"]["iteration_steps"] == 128 and config["steps"] == 512
     assert config["source"]["path"] == str(run_dir.resolve())
@@ -192,10 +260,20 @@ def test_a_cleanrl_run_imports_and_is_compared_on_its_last_100_training_episodes
 
 TIANSHOU_TAGS = {  # release: (train return, train count, test return, test std, test count)
     "0.5": ("train/reward", "train/episode", "test/reward", "test/reward_std", None),
-    "1.x": ("train/returns_stat/mean", "train/n_collected_episodes", "test/returns_stat/mean", "test/returns_stat/std",
-            "test/n_collected_episodes"),
-    "2.x": ("training/returns_stat/mean", "training/n_collected_episodes", "test/returns_stat/mean",
-            "test/returns_stat/std", "test/n_collected_episodes"),
+    "1.x": (
+        "train/returns_stat/mean",
+        "train/n_collected_episodes",
+        "test/returns_stat/mean",
+        "test/returns_stat/std",
+        "test/n_collected_episodes",
+    ),
+    "2.x": (
+        "training/returns_stat/mean",
+        "training/n_collected_episodes",
+        "test/returns_stat/mean",
+        "test/returns_stat/std",
+        "test/n_collected_episodes",
+    ),
 }
 
 
@@ -208,8 +286,11 @@ def test_a_tianshou_log_imports_with_each_releases_tags(tmp_path, capsys, releas
     log_dir = tmp_path / "log" / "Hopper-v3" / "trpo" / "2" / "240101-120000"
     writer = SummaryWriter(str(log_dir))
     if release == "0.5":
-        writer.add_text("args", "Namespace(task='Hopper-v3', seed=2, epoch=3, step_per_epoch=1000, "
-                                "step_per_collect=500, test_num=4, hidden_sizes=[64, 64], device='cpu')")
+        writer.add_text(
+            "args",
+            "Namespace(task='Hopper-v3', seed=2, epoch=3, step_per_epoch=1000, "
+            "step_per_collect=500, test_num=4, hidden_sizes=[64, 64], device='cpu')",
+        )
     else:
         writer.add_text("args", str({"log_dir": str(log_dir), "logger_type": "tensorboard", "wandb_project": None}))
     train_return, train_count, test_return, test_std, test_count = TIANSHOU_TAGS[release]
@@ -232,7 +313,11 @@ def test_a_tianshou_log_imports_with_each_releases_tags(tmp_path, capsys, releas
     config = read_config(folder)
     assert (config["algo"], config["env_id"], config["seed"]) == ("tianshou-trpo", "Hopper-v3", 2)
     result = json.loads((folder / "result.json").read_text())
-    assert (result["final_eval_return"], result["final_eval_return_std"], result["final_eval_episodes"]) == (70.0, 2.0, 4)
+    assert (result["final_eval_return"], result["final_eval_return_std"], result["final_eval_episodes"]) == (
+        70.0,
+        2.0,
+        4,
+    )
     assert result["steps"] == 3000 and result["status"] == "complete"
     progress = pd.read_csv(folder / "progress.csv")
     assert progress["train_episodes"].sum() == sum(count for _, _, count in train)
@@ -253,25 +338,73 @@ def write_spinningup_run(folder: Path, algorithm: str, rows: list[dict], config:
     header = list(rows[0])
     lines = ["\t".join(header)] + ["\t".join(str(row[key]) for key in header) for row in rows]
     (folder / "progress.txt").write_text("\n".join(lines) + "\n")
-    saved = {**config, "env_fn": "<function call_experiment.<locals>.thunk_plus.<locals>.<lambda> at 0x7f>",
-             "exp_name": algorithm, "logger_kwargs": {"exp_name": algorithm, "output_dir": str(folder)}}
+    saved = {
+        **config,
+        "env_fn": "<function call_experiment.<locals>.thunk_plus.<locals>.<lambda> at 0x7f>",
+        "exp_name": algorithm,
+        "logger_kwargs": {"exp_name": algorithm, "output_dir": str(folder)},
+    }
     (folder / "config.json").write_text(json.dumps(saved, separators=(",", ":\t"), indent=4, sort_keys=True))
 
 
 def test_spinning_up_runs_import_on_policy_without_and_off_policy_with_test_episodes(tmp_path, capsys):
-    ppo_rows = [{"Epoch": epoch, "AverageEpRet": 10.0 * (epoch + 1), "StdEpRet": 1.0, "MaxEpRet": 12.0, "MinEpRet": 8.0,
-                 "EpLen": 400.0, "AverageVVals": 0.5, "StdVVals": 0.1, "MaxVVals": 1.0, "MinVVals": 0.0,
-                 "TotalEnvInteracts": 4000 * (epoch + 1), "LossPi": -0.01, "LossV": 3.0, "DeltaLossPi": 0.0,
-                 "DeltaLossV": 0.0, "Entropy": 0.9, "KL": 0.01, "ClipFrac": 0.1, "StopIter": 79, "Time": 5.0 * (epoch + 1)}
-                for epoch in range(3)]
-    write_spinningup_run(tmp_path / "data" / "ppo" / "ppo_s4", "ppo", ppo_rows,
-                         {"seed": 4, "steps_per_epoch": 4000, "epochs": 3, "clip_ratio": 0.2, "gamma": 0.99})
-    sac_rows = [{"Epoch": epoch, "AverageEpRet": 5.0, "StdEpRet": 1.0, "MaxEpRet": 6.0, "MinEpRet": 4.0,
-                 "AverageTestEpRet": 7.0 + epoch, "StdTestEpRet": 0.5, "MaxTestEpRet": 8.0, "MinTestEpRet": 6.0,
-                 "EpLen": 1000.0, "TestEpLen": 1000.0, "TotalEnvInteracts": 4000 * (epoch + 1), "LossPi": 1.0,
-                 "LossQ": 2.0, "Time": 9.0 * (epoch + 1)} for epoch in range(2)]
-    write_spinningup_run(tmp_path / "data" / "sac" / "sac_s1", "sac", sac_rows,
-                         {"seed": 1, "steps_per_epoch": 4000, "epochs": 2, "alpha": 0.2, "num_test_episodes": 10})
+    ppo_rows = [
+        {
+            "Epoch": epoch,
+            "AverageEpRet": 10.0 * (epoch + 1),
+            "StdEpRet": 1.0,
+            "MaxEpRet": 12.0,
+            "MinEpRet": 8.0,
+            "EpLen": 400.0,
+            "AverageVVals": 0.5,
+            "StdVVals": 0.1,
+            "MaxVVals": 1.0,
+            "MinVVals": 0.0,
+            "TotalEnvInteracts": 4000 * (epoch + 1),
+            "LossPi": -0.01,
+            "LossV": 3.0,
+            "DeltaLossPi": 0.0,
+            "DeltaLossV": 0.0,
+            "Entropy": 0.9,
+            "KL": 0.01,
+            "ClipFrac": 0.1,
+            "StopIter": 79,
+            "Time": 5.0 * (epoch + 1),
+        }
+        for epoch in range(3)
+    ]
+    write_spinningup_run(
+        tmp_path / "data" / "ppo" / "ppo_s4",
+        "ppo",
+        ppo_rows,
+        {"seed": 4, "steps_per_epoch": 4000, "epochs": 3, "clip_ratio": 0.2, "gamma": 0.99},
+    )
+    sac_rows = [
+        {
+            "Epoch": epoch,
+            "AverageEpRet": 5.0,
+            "StdEpRet": 1.0,
+            "MaxEpRet": 6.0,
+            "MinEpRet": 4.0,
+            "AverageTestEpRet": 7.0 + epoch,
+            "StdTestEpRet": 0.5,
+            "MaxTestEpRet": 8.0,
+            "MinTestEpRet": 6.0,
+            "EpLen": 1000.0,
+            "TestEpLen": 1000.0,
+            "TotalEnvInteracts": 4000 * (epoch + 1),
+            "LossPi": 1.0,
+            "LossQ": 2.0,
+            "Time": 9.0 * (epoch + 1),
+        }
+        for epoch in range(2)
+    ]
+    write_spinningup_run(
+        tmp_path / "data" / "sac" / "sac_s1",
+        "sac",
+        sac_rows,
+        {"seed": 1, "steps_per_epoch": 4000, "epochs": 2, "alpha": 0.2, "num_test_episodes": 10},
+    )
     results = tmp_path / "results"
 
     code, _, err = run_cli(capsys, "import", "spinningup", tmp_path / "data", "--out", results)
@@ -301,8 +434,18 @@ def test_tidy_csv_runs_compare_with_published_numbers_on_their_own_metric(tmp_pa
     for seed in range(5):
         returns = 2000 + 100 * seed + rng.normal(0, 50, 1000)
         last_100.append(returns[-100:].mean())
-        rows += [{"run": f"mine-{seed}", "algo": "ppo", "env": "Hopper-v5", "seed": seed, "step": 1000 * (k + 1),
-                  "return": value, "eval_return": value + 10 if (k + 1) % 100 == 0 else ""} for k, value in enumerate(returns)]
+        rows += [
+            {
+                "run": f"mine-{seed}",
+                "algo": "ppo",
+                "env": "Hopper-v5",
+                "seed": seed,
+                "step": 1000 * (k + 1),
+                "return": value,
+                "eval_return": value + 10 if (k + 1) % 100 == 0 else "",
+            }
+            for k, value in enumerate(returns)
+        ]
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     results = tmp_path / "results"
 
@@ -327,7 +470,9 @@ def write_csv(path: Path, rows: list[tuple]) -> Path:
 
 
 def test_importing_again_changes_nothing_and_a_second_run_with_the_same_seed_is_refused(tmp_path, capsys):
-    first = write_csv(tmp_path / "a.csv", [("r", "mine", "Hopper-v5", 0, 100, 1.5), ("r", "mine", "Hopper-v5", 0, 200, 2.5)])
+    first = write_csv(
+        tmp_path / "a.csv", [("r", "mine", "Hopper-v5", 0, 100, 1.5), ("r", "mine", "Hopper-v5", 0, 200, 2.5)]
+    )
     results = tmp_path / "results"
     assert run_cli(capsys, "import", "csv", first, "--out", results)[0] == 0
     written = {path: path.read_bytes() for path in results.rglob("*") if path.is_file()}
@@ -343,7 +488,9 @@ def test_importing_again_changes_nothing_and_a_second_run_with_the_same_seed_is_
 
 
 def test_a_log_that_stops_short_of_its_budget_is_recorded_as_failed(tmp_path, capsys):
-    folder = write_cleanrl_run(tmp_path / "runs", "Hopper-v4", 0, [1.0, 2.0, 3.0, 4.0], total_timesteps=512, budget=1024)
+    folder = write_cleanrl_run(
+        tmp_path / "runs", "Hopper-v4", 0, [1.0, 2.0, 3.0, 4.0], total_timesteps=512, budget=1024
+    )
 
     code, out, err = run_cli(capsys, "import", "cleanrl", folder, "--out", tmp_path / "results")
 
@@ -357,31 +504,58 @@ def sb3_folder_with_mixed_envs(root: Path) -> Path:
     folder.mkdir(parents=True)
     for rank, env_id in enumerate(("Hopper-v5", "Walker2d-v5")):
         (folder / f"{rank}.monitor.csv").write_text(
-            f'#{{"t_start": {time.time()}, "env_id": "{env_id}"}}\nr,l,t\n10.0,100,1.0\n')
+            f'#{{"t_start": {time.time()}, "env_id": "{env_id}"}}\nr,l,t\n10.0,100,1.0\n'
+        )
     return folder
 
 
 BAD_INPUT = [
-    ("sb3 on a folder with no SB3 log", lambda root: ("sb3", _folder(root / "empty")),
-     "no sb3 run found; expected a Stable-Baselines3"),
+    (
+        "sb3 on a folder with no SB3 log",
+        lambda root: ("sb3", _folder(root / "empty")),
+        "no sb3 run found; expected a Stable-Baselines3",
+    ),
     ("a path that does not exist", lambda root: ("sb3", root / "nowhere"), "no such file or folder"),
     ("an SB3 folder without returns", lambda root: ("sb3", _monitor_without_episodes(root)), "holds no returns"),
     ("a damaged Monitor file", lambda root: ("sb3", _damaged_monitor(root)), "not a Stable-Baselines3 Monitor file"),
-    ("Monitor files of two envs", lambda root: ("sb3", sb3_folder_with_mixed_envs(root)),
-     "names more than one env id: Hopper-v5 (0.monitor.csv), Walker2d-v5 (1.monitor.csv); give --env ID"),
-    ("a CSV run with two envs", lambda root: ("csv", write_csv(root / "m.csv", [("r", "a", "Hopper-v5", 0, 1, 1.0),
-                                                                                ("r", "a", "Ant-v5", 0, 2, 1.0)])),
-     "names more than one env id"),
-    ("a CSV without a step column", lambda root: ("csv", _csv_text(root, "run,algo,env,seed,return\nr,a,E-v1,0,1\n")),
-     "missing column(s) step"),
-    ("a CSV with a column it does not know", lambda root: ("csv", _csv_text(root, "run,algo,env,seed,step,return,x\n")),
-     "unknown column 'x'"),
-    ("a CSV step that is not a number", lambda root: ("csv", write_csv(root / "n.csv", [("r", "a", "E-v1", 0, "ten", 1.0)])),
-     "line 2: step: expected a number, got 'ten'"),
-    ("a progress.txt without returns", lambda root: ("spinningup", _progress_text(root, "Epoch\tTotalEnvInteracts\n0\t4000\n")),
-     "lacks the column(s) AverageEpRet"),
-    ("TensorBoard events without CleanRL's tags", lambda root: ("cleanrl", _foreign_events(root)),
-     "hold no 'charts/episodic_return'"),
+    (
+        "Monitor files of two envs",
+        lambda root: ("sb3", sb3_folder_with_mixed_envs(root)),
+        "names more than one env id: Hopper-v5 (0.monitor.csv), Walker2d-v5 (1.monitor.csv); give --env ID",
+    ),
+    (
+        "a CSV run with two envs",
+        lambda root: (
+            "csv",
+            write_csv(root / "m.csv", [("r", "a", "Hopper-v5", 0, 1, 1.0), ("r", "a", "Ant-v5", 0, 2, 1.0)]),
+        ),
+        "names more than one env id",
+    ),
+    (
+        "a CSV without a step column",
+        lambda root: ("csv", _csv_text(root, "run,algo,env,seed,return\nr,a,E-v1,0,1\n")),
+        "missing column(s) step",
+    ),
+    (
+        "a CSV with a column it does not know",
+        lambda root: ("csv", _csv_text(root, "run,algo,env,seed,step,return,x\n")),
+        "unknown column 'x'",
+    ),
+    (
+        "a CSV step that is not a number",
+        lambda root: ("csv", write_csv(root / "n.csv", [("r", "a", "E-v1", 0, "ten", 1.0)])),
+        "line 2: step: expected a number, got 'ten'",
+    ),
+    (
+        "a progress.txt without returns",
+        lambda root: ("spinningup", _progress_text(root, "Epoch\tTotalEnvInteracts\n0\t4000\n")),
+        "lacks the column(s) AverageEpRet",
+    ),
+    (
+        "TensorBoard events without CleanRL's tags",
+        lambda root: ("cleanrl", _foreign_events(root)),
+        "hold no 'charts/episodic_return'",
+    ),
 ]
 
 
@@ -451,8 +625,17 @@ def test_a_suite_run_into_the_folder_keeps_the_imported_runs(tmp_path, capsys):
     from trbench.suites.runner import check_out_dir, sort_run_folders
 
     results = tmp_path / "results"
-    assert run_cli(capsys, "import", "csv", write_csv(tmp_path / "a.csv", [("r", "a", "Hopper-v5", 0, 100, 1.5)]),
-                   "--out", results)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "import",
+            "csv",
+            write_csv(tmp_path / "a.csv", [("r", "a", "Hopper-v5", 0, 100, 1.5)]),
+            "--out",
+            results,
+        )[0]
+        == 0
+    )
     suite_file = tmp_path / "s.toml"
     suite_file.write_text('name = "s"\nsteps = 2048\nseeds = 1\nenvs = ["Pendulum-v1"]\nalgos = ["ppo"]\n')
     suite = load_suite(suite_file)

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 # --- a cluster started apart ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Cluster:
     address: str
@@ -44,8 +45,13 @@ class Cluster:
     def client_env(self, **changes: str | None) -> dict[str, str]:
         """The environment of a runner on the head node that holds the cluster's token; a change
         to None removes that variable."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RAY_AUTH_MODE": "token",
-               "RAY_AUTH_TOKEN_PATH": str(self.token_path), "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         for key, value in changes.items():
             if value is None:
                 env.pop(key, None)
@@ -60,8 +66,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _poll(condition: Callable[[], T | None], timeout_s: float, what: str,
-          alive: subprocess.Popen | None = None) -> T:
+def _poll(condition: Callable[[], T | None], timeout_s: float, what: str, alive: subprocess.Popen | None = None) -> T:
     """Wait for `condition` to return something, while `alive` (if given) still runs."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -86,15 +91,38 @@ def cluster() -> Iterator[Cluster]:
     token_path.write_text(secrets.token_hex(32))
     log_path = root / "ray-start.log"
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
-           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
-           # the workers import the test plugins, as a user's workers import their algorithms
-           "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-               "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-               "--object-store-memory", str(200 * 1024 * 1024), "--include-dashboard", "false",
-               "--disable-usage-stats", "--temp-dir", str(root / "ray"),
-               "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port())]
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_path),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        # the workers import the test plugins, as a user's workers import their algorithms
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--object-store-memory",
+        str(200 * 1024 * 1024),
+        "--include-dashboard",
+        "false",
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(root / "ray"),
+        "--ray-client-server-port",
+        str(_free_port()),
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+    ]
     with open(log_path, "w") as log:
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -124,9 +152,11 @@ def _stop_process_group(head: subprocess.Popen) -> None:
 
 # --- suites and the runner ----------------------------------------------------------------------------
 
+
 def write_suite(folder: Path, name: str, algos: list[str], steps: int, checkpoint_interval_steps: int) -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         name = "{name}"
         steps = {steps}
         seeds = [0]
@@ -138,15 +168,28 @@ def write_suite(folder: Path, name: str, algos: list[str], steps: int, checkpoin
         critic_minibatch_size = 64
         save_model = false
         checkpoint_interval_steps = {checkpoint_interval_steps}
-    """))
+    """)
+    )
     return path
 
 
 def start_runner(cluster: Cluster, suite: Path, out: Path, **env_changes: str | None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "trbench.cli", "run", str(suite), "--executor", "ray",
-               "--address", cluster.address, "--out", str(out)]
-    return subprocess.Popen(command, env=cluster.client_env(**env_changes), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "trbench.cli",
+        "run",
+        str(suite),
+        "--executor",
+        "ray",
+        "--address",
+        cluster.address,
+        "--out",
+        str(out),
+    ]
+    return subprocess.Popen(
+        command, env=cluster.client_env(**env_changes), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def stop_if_running(runner: subprocess.Popen) -> None:
@@ -180,6 +223,7 @@ def progress_steps(folder: Path) -> list[int]:
 
 # --- tests --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.ray
 def test_a_lost_worker_or_node_is_a_system_failure_and_the_runs_own_error_is_not():
     from ray import exceptions
@@ -204,8 +248,12 @@ def test_a_worker_killed_mid_run_is_resubmitted_and_resumes_from_its_last_checkp
     runner = start_runner(cluster, suite, out)
     try:
         # the runner has written a checkpoint the task sent back, and the task is still training
-        worker = _poll(lambda: (folder / "checkpoint.pt").is_file() and worker_training(run.run_id),
-                       RUN_TIMEOUT_S, "a checkpoint in the results folder while the run trains", alive=runner)
+        worker = _poll(
+            lambda: (folder / "checkpoint.pt").is_file() and worker_training(run.run_id),
+            RUN_TIMEOUT_S,
+            "a checkpoint in the results folder while the run trains",
+            alive=runner,
+        )
         os.kill(worker, signal.SIGKILL)
         output, errors = runner.communicate(timeout=RUN_TIMEOUT_S)
     finally:
@@ -227,8 +275,13 @@ def test_a_worker_killed_mid_run_is_resubmitted_and_resumes_from_its_last_checkp
 @pytest.mark.ray
 def test_a_run_that_raises_is_not_retried_and_one_that_always_kills_its_worker_ends_failed(cluster, tmp_path):
     # no checkpoints: every attempt of SelfKillingVPG starts over and kills its worker again
-    suite = write_suite(tmp_path, "own-errors", [f"{FAILING}:RaisingVPG", f"{FAILING}:SelfKillingVPG"],
-                        steps=3 * 256, checkpoint_interval_steps=0)
+    suite = write_suite(
+        tmp_path,
+        "own-errors",
+        [f"{FAILING}:RaisingVPG", f"{FAILING}:SelfKillingVPG"],
+        steps=3 * 256,
+        checkpoint_interval_steps=0,
+    )
     runs = {run.spec.arm.rsplit(":", 1)[-1]: run for run in load_suite(suite).runs}
     out = tmp_path / "out"
     runner = start_runner(cluster, suite, out)
@@ -245,12 +298,14 @@ def test_a_run_that_raises_is_not_retried_and_one_that_always_kills_its_worker_e
     assert not [line for line in retries if "RaisingVPG" in line]
 
     killer = [line for line in retries if "SelfKillingVPG" in line]
-    assert [f"retry {n} of {SYSTEM_FAILURE_RETRIES}, from step 0" in line for n, line in enumerate(killer, 1)] == \
-        [True] * SYSTEM_FAILURE_RETRIES
+    assert [f"retry {n} of {SYSTEM_FAILURE_RETRIES}, from step 0" in line for n, line in enumerate(killer, 1)] == [
+        True
+    ] * SYSTEM_FAILURE_RETRIES
     assert results["SelfKillingVPG"]["status"] == "failed"
     assert results["SelfKillingVPG"]["error"].startswith("WorkerCrashedError: ")
     assert results["SelfKillingVPG"]["error"].endswith(
-        f"(lost to the system {SYSTEM_FAILURE_RETRIES + 1} times; not retried again)")
+        f"(lost to the system {SYSTEM_FAILURE_RETRIES + 1} times; not retried again)"
+    )
 
 
 @pytest.mark.slow

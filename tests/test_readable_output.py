@@ -19,10 +19,10 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from analysis_fixtures import grid_specs, make_results
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from analysis_fixtures import grid_specs, make_results
 from trbench.algos import library_warnings
 from trbench.algos.registry import BUILTIN, resolve_algorithm
 from trbench.algos.rollout import make_vector_env
@@ -31,14 +31,24 @@ from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
 from trbench.analysis.stats import IntervalEstimate
 from trbench.cli import main
-from trbench.runs import RunSpec, resolve, rounding_note
+from trbench.suites.run_spec import RunSpec, resolve, rounding_note
 from trbench.tune import COUNTED_FAIL_ATTR, PRUNED_ATTR, TuneSettings, default_storage, parse_space, trial_line
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = report.ReportOptions(n_resamples=200)
 # a tiny training run: whole iterations of 64 steps, so a 100-step budget becomes 128 steps
-TINY_RUN = ["--set", "num_envs=2", "--set", "steps_per_iteration=64", "--set", "critic_minibatch_size=32",
-            "--set", "eval_interval_steps=0", "--set", "save_model=false"]
+TINY_RUN = [
+    "--set",
+    "num_envs=2",
+    "--set",
+    "steps_per_iteration=64",
+    "--set",
+    "critic_minibatch_size=32",
+    "--set",
+    "eval_interval_steps=0",
+    "--set",
+    "save_model=false",
+]
 V4_WARNING = "Hopper-v4 is out of date"
 
 
@@ -68,8 +78,13 @@ def fake_setup(tmp_path: Path):
 
     def setup(*extras: str) -> tuple[list[str], str]:
         before = len(log.read_text().splitlines())
-        completed = subprocess.run(["bash", str(project / "scripts" / "setup.sh"), *extras], capture_output=True,
-                                   text=True, timeout=120, env={**os.environ, "TRBENCH_VENV": str(tmp_path / "venv")})
+        completed = subprocess.run(
+            ["bash", str(project / "scripts" / "setup.sh"), *extras],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TRBENCH_VENV": str(tmp_path / "venv")},
+        )
         assert completed.returncode == 0, completed.stderr
         calls = log.read_text().splitlines()[before:]
         return [call for call in calls if call.startswith("-m pip install")], completed.stdout
@@ -81,16 +96,16 @@ def fake_setup(tmp_path: Path):
 def test_setup_installs_only_when_pyproject_or_the_extras_change(tmp_path):
     setup, project = fake_setup(tmp_path)
     pip, _ = setup()
-    assert pip[-1] == '-m pip install --quiet -e .[dev]'
+    assert pip[-1] == "-m pip install --quiet -e .[dev]"
     pip, out = setup()
     assert pip == [] and "nothing to install" in out
     pip, _ = setup("ray")
-    assert pip[-1] == '-m pip install --quiet -e .[dev,ray]'
+    assert pip[-1] == "-m pip install --quiet -e .[dev,ray]"
     assert setup()[0] == []  # dev is installed already, with ray
     with open(project / "pyproject.toml", "a") as handle:
         handle.write("# a changed dependency\n")
     pip, _ = setup()
-    assert pip[-1] == '-m pip install --quiet -e .[dev,ray]'  # the extras installed before stay
+    assert pip[-1] == "-m pip install --quiet -e .[dev,ray]"  # the extras installed before stay
     assert setup("ray")[0] == []
 
 
@@ -102,20 +117,40 @@ def test_package_data_is_declared_so_the_build_does_not_warn_and_ships_it(tmp_pa
         if (REPO / name).is_file() and not name.startswith("results/"):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, source / name)
-    completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
-                                "--wheel-dir", str(tmp_path / "wheel"), str(source)],
-                               capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-v",
+            "--wheel-dir",
+            str(tmp_path / "wheel"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "BuildBackendWarning" not in completed.stdout + completed.stderr
     [wheel] = (tmp_path / "wheel").glob("trbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for shipped in ("trbench/analysis/data/normalization.csv", "trbench/analysis/data/reference_sets.toml",
-                    "trbench/suites/presets/variants.toml", "trbench/suites/reproduction/algos_v5.toml",
-                    "trbench/suites/checks/acting_backend.toml", "trbench/suites/quickstart.toml"):
+    for shipped in (
+        "trbench/analysis/data/normalization.csv",
+        "trbench/analysis/data/reference_sets.toml",
+        "trbench/suites/presets/variants.toml",
+        "trbench/suites/reproduction/algos_v5.toml",
+        "trbench/suites/checks/acting_backend.toml",
+        "trbench/suites/quickstart.toml",
+    ):
         assert shipped in names, shipped
 
 
 # --- library warnings: once per command, outside the table ------------------------------------------
+
 
 def test_env_building_shows_a_library_warning_once_and_not_the_settotalmass_one(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
@@ -145,29 +180,47 @@ def test_a_worker_shows_no_env_building_warning(monkeypatch):
 
 def run_command(*argv: str, cwd: Path) -> str:
     """stdout and stderr of a trbench command, interleaved as a terminal shows them."""
-    completed = subprocess.run([sys.executable, "-m", "trbench.cli", *argv], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, "-m", "trbench.cli", *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stdout
     return completed.stdout
 
 
 @pytest.mark.slow
 def test_train_says_the_rounding_once_and_shows_a_v4_warning_once_before_the_table(tmp_path):
-    out = run_command("train", "--algo", "trpo", "--env", "Hopper-v4", "--steps", "100", "--out", str(tmp_path / "r"),
-                      *TINY_RUN, cwd=tmp_path)
+    out = run_command(
+        "train",
+        "--algo",
+        "trpo",
+        "--env",
+        "Hopper-v4",
+        "--steps",
+        "100",
+        "--out",
+        str(tmp_path / "r"),
+        *TINY_RUN,
+        cwd=tmp_path,
+    )
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["step", "train_return"])
     assert out.count(V4_WARNING) == 1 and V4_WARNING in "\n".join(lines[:header])
     assert any(line.startswith("trpo on Hopper-v4, 128 steps, seed 0") for line in lines[:header])
     assert out.count("the budget of 100 becomes 128 steps") == 1
-    rows = lines[header + 1:-1]
+    rows = lines[header + 1 : -1]
     assert [row.split()[0] for row in rows] == ["64", "128"]  # the step column: integers
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
 
 
 @pytest.mark.slow
 def test_a_suite_shows_each_library_warning_once_in_all(tmp_path):
-    (tmp_path / "w.toml").write_text(textwrap.dedent("""
+    (tmp_path / "w.toml").write_text(
+        textwrap.dedent("""
         name = "w"
         steps = 64
         seeds = 1
@@ -179,7 +232,8 @@ def test_a_suite_shows_each_library_warning_once_in_all(tmp_path):
         critic_minibatch_size = 32
         eval_interval_steps = 0
         save_model = false
-    """))
+    """)
+    )
     out = run_command("run", "w.toml", "--workers", "2", cwd=tmp_path)
     assert out.count(V4_WARNING) == 1
     assert "settotalmass" not in out
@@ -188,13 +242,16 @@ def test_a_suite_shows_each_library_warning_once_in_all(tmp_path):
 
 # --- step counts: the rounding said once, integers everywhere ----------------------------------------
 
+
 def test_rounding_note_says_how_budgets_are_rounded():
     rounded = resolve(RunSpec("trpo", "InvertedPendulum-v5", 20_000, 0))
     exact = resolve(RunSpec("trpo", "InvertedPendulum-v5", 20_480, 0))
     assert rounded.steps_taken == exact.steps_taken == 20_480
     assert rounding_note([exact]) == ""
-    assert rounding_note([rounded]) == ("note: training collects whole iterations of steps_per_iteration = 2,048 "
-                                        "steps, so the budget of 20,000 becomes 20,480 steps")
+    assert rounding_note([rounded]) == (
+        "note: training collects whole iterations of steps_per_iteration = 2,048 "
+        "steps, so the budget of 20,000 becomes 20,480 steps"
+    )
     assert rounding_note([rounded, exact]).endswith("(1 of 2 runs)")
 
 
@@ -205,6 +262,7 @@ def test_report_prints_step_counts_as_integers(tmp_path):
 
 
 # --- trbench config: sources a user can look up ---------------------------------------------------------
+
 
 def test_config_names_its_sources(capsys):
     for name in BUILTIN:
@@ -218,11 +276,23 @@ def test_config_names_its_sources(capsys):
 
 # --- trbench tune: a line per finished trial ---------------------------------------------------------------
 
+
 def tune_settings(tmp_path: Path, trials: int, workers: int = 1) -> TuneSettings:
     space = parse_space([], resolve_algorithm("trpo").Config)
-    return TuneSettings(algorithm="trpo", envs=("InvertedPendulum-v5",), steps=1024, seeds=1, space=tuple(space),
-                        fixed={}, env_fixed={}, trials=trials, out=tmp_path, storage=default_storage(tmp_path),
-                        study_name="lines", workers=workers)
+    return TuneSettings(
+        algorithm="trpo",
+        envs=("InvertedPendulum-v5",),
+        steps=1024,
+        seeds=1,
+        space=tuple(space),
+        fixed={},
+        env_fixed={},
+        trials=trials,
+        out=tmp_path,
+        storage=default_storage(tmp_path),
+        study_name="lines",
+        workers=workers,
+    )
 
 
 def test_trial_line_gives_outcome_value_params_time_and_eta(tmp_path):
@@ -231,11 +301,19 @@ def test_trial_line_gives_outcome_value_params_time_and_eta(tmp_path):
     distributions = {"max_kl": FloatDistribution(1e-3, 1e-1, log=True), "damping": FloatDistribution(1e-4, 1, log=True)}
     params = {"max_kl": 0.0123456, "damping": 0.1}
     complete = create_trial(state=TrialState.COMPLETE, value=812.345, params=params, distributions=distributions)
-    pruned = create_trial(state=TrialState.PRUNED, params=params, distributions=distributions,
-                          intermediate_values={512: 20.5, 1024: 31.25},
-                          user_attrs={PRUNED_ATTR: "patient pruner at trial step 1024"})
-    failed = create_trial(state=TrialState.FAIL, params=params, distributions=distributions,
-                          user_attrs={COUNTED_FAIL_ATTR: "run failed: InvertedPendulum-v5 seed 0: boom"})
+    pruned = create_trial(
+        state=TrialState.PRUNED,
+        params=params,
+        distributions=distributions,
+        intermediate_values={512: 20.5, 1024: 31.25},
+        user_attrs={PRUNED_ATTR: "patient pruner at trial step 1024"},
+    )
+    failed = create_trial(
+        state=TrialState.FAIL,
+        params=params,
+        distributions=distributions,
+        user_attrs={COUNTED_FAIL_ATTR: "run failed: InvertedPendulum-v5 seed 0: boom"},
+    )
     interrupted = create_trial(state=TrialState.FAIL, params=params, distributions=distributions)
     for trial in (complete, pruned, failed, interrupted):
         study.add_trial(trial)
@@ -244,17 +322,44 @@ def test_trial_line_gives_outcome_value_params_time_and_eta(tmp_path):
     assert line.startswith("trial 0 complete, value 812.3: max_kl=0.01235, damping=0.1; took ")
     # 3 of 5 counted, so 2 left, run by 2 workers: one mean duration each
     assert line.endswith("3/5 trials done, ETA 0s")
-    assert "pruned (patient pruner at trial step 1024), value 31.25 when pruned" in trial_line(settings, study, trials[1])
+    assert "pruned (patient pruner at trial step 1024), value 31.25 when pruned" in trial_line(
+        settings, study, trials[1]
+    )
     assert "failed (run failed: InvertedPendulum-v5 seed 0: boom)" in trial_line(settings, study, trials[2])
     assert trial_line(settings, study, trials[3]) is None  # interrupted: enqueued again, not counted
 
 
 @pytest.mark.slow
 def test_tune_prints_a_line_per_finished_trial(tmp_path, capsys):
-    argv = ["tune", "--env", "InvertedPendulum-v5", "--steps", "1000", "--trials", "2", "--seeds", "1",
-            "--study-name", "lines", "--sampler-seed", "0", "--pruner", "none", "--out", str(tmp_path / "t"),
-            "--set", "steps_per_iteration=512", "--set", "num_envs=4", "--set", "eval_interval_steps=0",
-            "--set", "save_model=false", "--set", "critic_epochs=2"]
+    argv = [
+        "tune",
+        "--env",
+        "InvertedPendulum-v5",
+        "--steps",
+        "1000",
+        "--trials",
+        "2",
+        "--seeds",
+        "1",
+        "--study-name",
+        "lines",
+        "--sampler-seed",
+        "0",
+        "--pruner",
+        "none",
+        "--out",
+        str(tmp_path / "t"),
+        "--set",
+        "steps_per_iteration=512",
+        "--set",
+        "num_envs=4",
+        "--set",
+        "eval_interval_steps=0",
+        "--set",
+        "save_model=false",
+        "--set",
+        "critic_epochs=2",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     trial_lines = [line for line in out if line.startswith("trial ")]
@@ -266,9 +371,18 @@ def test_tune_prints_a_line_per_finished_trial(tmp_path, capsys):
 
 # --- trbench report: the closing table, and reports with other options kept apart ---------------------------
 
+
 def test_headline_lines_give_each_algorithm_its_mean_and_ci():
-    summary = pd.DataFrame({"algo": ["npg", "vpg"], "env": ["InvertedPendulum-v5"] * 2, "n_runs": [3, 1],
-                            "mean": [1000.0, 35.33], "ci_low": [990.0, np.nan], "ci_high": [1000.0, np.nan]})
+    summary = pd.DataFrame(
+        {
+            "algo": ["npg", "vpg"],
+            "env": ["InvertedPendulum-v5"] * 2,
+            "n_runs": [3, 1],
+            "mean": [1000.0, 35.33],
+            "ci_low": [990.0, np.nan],
+            "ci_high": [1000.0, np.nan],
+        }
+    )
     lines = report.headline_lines(summary, "final")
     assert lines[0].startswith("final eval return per algorithm (mean over runs, 95% bootstrap CI")
     assert lines[2].split() == ["InvertedPendulum-v5", "npg", "3", "1000", "[990,", "1000]"]
@@ -282,7 +396,7 @@ def test_report_ends_with_the_results_table_and_the_report_path(tmp_path, capsys
     out = capsys.readouterr().out.splitlines()
     summary = pd.read_csv(root / "report" / "summary.csv")
     assert out[-len(summary) - 3].startswith("final eval return per algorithm")
-    for line, row in zip(out[-len(summary) - 1:-1], summary.itertuples()):
+    for line, row in zip(out[-len(summary) - 1 : -1], summary.itertuples()):
         assert line.split()[:3] == [row.env, row.algo, str(row.n_runs)] and "[" in line
     assert out[-1].startswith(f"report: {root / 'report' / 'report.html'}")
 
@@ -328,6 +442,7 @@ def test_rebuilding_a_report_gives_byte_identical_files(tmp_path):
 
 
 # --- figures: every algorithm visible, axes that show zero and one --------------------------------------------
+
 
 @pytest.fixture
 def drawn(monkeypatch):

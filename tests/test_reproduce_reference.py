@@ -54,10 +54,23 @@ def test_csv_has_the_columns_and_unique_keys(published):
         (dict(source="rlzoo", algo="a2c", env="Hopper"), 733.5, 376.6),
         (dict(source="spinningup", algo="trpo", env="Hopper", steps=1_000_000.0), 1161.0, 345.0),
         (dict(source="spinningup", algo="vpg", env="Walker2d", setting="impl=pytorch", steps=3_000_000.0), 471.0, 75.0),
-        (dict(source="henderson2018", algo="trpo", env="HalfCheetah",
-              setting="table1: code=baselines; policy network 64,64"), 205.0, 256.0),
-        (dict(source="henderson2018", algo="ppo", env="Hopper", setting="table2: code=baselines; value network relu"),
-         2687.0, 144.0),
+        (
+            dict(
+                source="henderson2018",
+                algo="trpo",
+                env="HalfCheetah",
+                setting="table1: code=baselines; policy network 64,64",
+            ),
+            205.0,
+            256.0,
+        ),
+        (
+            dict(
+                source="henderson2018", algo="ppo", env="Hopper", setting="table2: code=baselines; value network relu"
+            ),
+            2687.0,
+            144.0,
+        ),
         (dict(source="pfrl", algo="trpo", env="Walker2d"), 3260.0, 82.0),
         (dict(source="cleanrl", algo="ppo", env="Reacher"), -4.65, 0.96),
     ],
@@ -157,8 +170,9 @@ def test_last_episodes_mean_weights_by_episode_count():
     assert reference.last_episodes_mean(steps, returns, counts, np.array([150.0]))[0] == pytest.approx(10.0)
     assert math.isnan(reference.last_episodes_mean(steps, returns, counts, np.array([50.0]))[0])
     # rows without finished episodes do not count
-    with_gap = reference.last_episodes_mean(steps, np.array([10.0, np.nan, 30.0]), np.array([60.0, 0.0, 60.0]),
-                                            np.array([300.0]))[0]
+    with_gap = reference.last_episodes_mean(
+        steps, np.array([10.0, np.nan, 30.0]), np.array([60.0, 0.0, 60.0]), np.array([300.0])
+    )[0]
     assert with_gap == pytest.approx((60 * 30 + 40 * 10) / 100)
 
 
@@ -211,15 +225,20 @@ def test_resolve_reference_accepts_names_suite_files_and_the_manifest(tmp_path):
         reference.resolve_reference("auto", None)
 
 
-@pytest.mark.parametrize("investigation, changed", [
-    ("baselines_mujoco1m_truncation.toml", {"bootstrap_truncated": False}),
-    ("walker2d_fvp_subsample.toml", {"fvp_subsample_mode": "random"}),
-])
+@pytest.mark.parametrize(
+    "investigation, changed",
+    [
+        ("baselines_mujoco1m_truncation.toml", {"bootstrap_truncated": False}),
+        ("walker2d_fvp_subsample.toml", {"fvp_subsample_mode": "random"}),
+    ],
+)
 def test_an_investigation_differs_from_its_preset_in_exactly_its_setting(investigation, changed):
     from trbench.suites.grid import load_suite
 
-    preset = {(run.spec.env_id, run.spec.seed): run.config.to_dict()
-              for run in load_suite(ROOT / "suites" / "presets" / "baselines_mujoco1m.toml").runs}
+    preset = {
+        (run.spec.env_id, run.spec.seed): run.config.to_dict()
+        for run in load_suite(ROOT / "suites" / "presets" / "baselines_mujoco1m.toml").runs
+    }
     runs = load_suite(ROOT / "suites" / "reproduction" / investigation).runs
     assert runs
     for run in runs:

@@ -4,7 +4,6 @@ reproduction table computes each source's metric, gives the right verdicts and d
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from pathlib import Path
@@ -21,8 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ITERATION = 50_000
 
 
-def write_run(runs_dir: Path, arm: str, env_id: str, seed: int, train_return: float,
-              eval_curve: list[float] | None = None, steps: int = 1_000_000, final_eval: float | None = None) -> None:
+def write_run(
+    runs_dir: Path,
+    arm: str,
+    env_id: str,
+    seed: int,
+    train_return: float,
+    eval_curve: list[float] | None = None,
+    steps: int = 1_000_000,
+    final_eval: float | None = None,
+) -> None:
     """A complete run whose training episodes all return ``train_return`` (50 per iteration)
     and whose periodic evaluations follow ``eval_curve`` (one per iteration)."""
     run_id = f"{arm}__{env_id}__s{seed}".replace("+", "plus")
@@ -35,16 +42,34 @@ def write_run(runs_dir: Path, arm: str, env_id: str, seed: int, train_return: fl
     for i in range(n):
         lines.append(f"{i + 1},{(i + 1) * ITERATION},{i},{train_return},50,{evals[i]},1.0")
     (folder / "progress.csv").write_text("\n".join(lines) + "\n")
-    (folder / "config.json").write_text(json.dumps({
-        "run_id": run_id, "algo": arm, "algorithm": arm.rstrip("+"), "env_id": env_id, "seed": seed, "steps": steps,
-        "config": {}, "versions": {"gymnasium": "1.4.0"},
-    }))
-    (folder / "result.json").write_text(json.dumps({
-        "status": "complete", "error": None,
-        "final_eval_return": final_eval if final_eval is not None else evals[-1],
-        "final_eval_return_std": 1.0, "final_eval_episodes": 10, "steps": steps,
-        "wall_time_s": 10.0, "steps_per_second": steps / 10.0,
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "algo": arm,
+                "algorithm": arm.rstrip("+"),
+                "env_id": env_id,
+                "seed": seed,
+                "steps": steps,
+                "config": {},
+                "versions": {"gymnasium": "1.4.0"},
+            }
+        )
+    )
+    (folder / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "complete",
+                "error": None,
+                "final_eval_return": final_eval if final_eval is not None else evals[-1],
+                "final_eval_return_std": 1.0,
+                "final_eval_episodes": 10,
+                "steps": steps,
+                "wall_time_s": 10.0,
+                "steps_per_second": steps / 10.0,
+            }
+        )
+    )
 
 
 def make_folder(root: Path, suite: str) -> Path:
@@ -77,7 +102,9 @@ def baselines_folder(tmp_path) -> Path:
 
 
 def test_training_return_metric_and_verdicts(baselines_folder):
-    result = reference.reproduction_table(baselines_folder, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=500)
+    result = reference.reproduction_table(
+        baselines_folder, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=500
+    )
     table = result.table
     hopper = row(table, env_id="Hopper-v4", source="baselines-mujoco1m")
     assert hopper["metric"] == "train_return_curve"
@@ -96,8 +123,9 @@ def test_training_return_metric_and_verdicts(baselines_folder):
 
 def test_a_cells_interval_does_not_move_when_other_cells_gain_runs(baselines_folder):
     def hopper_interval():
-        table = reference.reproduction_table(baselines_folder, "baselines-mujoco1m", np.random.default_rng(0),
-                                             n_resamples=500).table
+        table = reference.reproduction_table(
+            baselines_folder, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=500
+        ).table
         hopper = row(table, env_id="Hopper-v4", source="baselines-mujoco1m")
         return hopper["ours_ci_low"], hopper["ours_ci_high"]
 
@@ -112,7 +140,9 @@ def test_report_adds_the_reproduction_section_table_and_figure(baselines_folder)
     out = build_report(baselines_folder, None, ReportOptions(n_resamples=300, reference="baselines-mujoco1m"))
     text = (out / "report.md").read_text()
     assert "## Reproduction of published results" in text
-    assert re.search(r"\| Hopper-v4 \| trpo \| baselines-mujoco1m \(trpo_mpi\) \| v2 \| 1M \| train_return_curve \| 1913 \|", text)
+    assert re.search(
+        r"\| Hopper-v4 \| trpo \| baselines-mujoco1m \(trpo_mpi\) \| v2 \| 1M \| train_return_curve \| 1913 \|", text
+    )
     assert (out / "figures" / "reproduction.png").stat().st_size > 0
     assert (out / "figures" / "reproduction.pdf").exists()
     csv = pd.read_csv(out / "reproduction.csv")

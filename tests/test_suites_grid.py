@@ -34,7 +34,9 @@ def by_label(suite) -> dict[str, list]:
 
 
 def test_grid_counts_arms_envs_seeds_and_axes(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         name = "grid"
         steps = 512
         seeds = 3
@@ -45,7 +47,8 @@ def test_grid_counts_arms_envs_seeds_and_axes(tmp_path):
         damping = [0.1, 0.01]
         [hparams.ppo]
         clip_range = [0.1, 0.2, 0.3]
-    """)
+    """,
+    )
     suite = load_suite(path)
     # trpo: 2 x 2 points, ppo: 3, vpg: 1; each on 2 envs with 3 seeds
     assert len(suite.runs) == (4 + 3 + 1) * 2 * 3
@@ -61,19 +64,24 @@ def test_grid_counts_arms_envs_seeds_and_axes(tmp_path):
 
 
 def test_seed_list_is_taken_as_given(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         steps = 512
         seeds = [7, 3]
         envs = ["InvertedPendulum-v5"]
         algos = ["npg"]
-    """)
+    """,
+    )
     suite = load_suite(path)
     assert sorted(run.spec.seed for run in suite.runs) == [3, 7]
     assert suite.name == "suite"  # the file's stem when name is not given
 
 
 def test_settings_layer_from_all_to_variant_to_arm_to_env(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         name = "layers"
         steps = 1000
         seeds = [0]
@@ -91,7 +99,8 @@ def test_settings_layer_from_all_to_variant_to_arm_to_env(tmp_path):
         gae_lambda = 0.9
         [env.InvertedDoublePendulum-v5.hparams.trpo]
         gamma = 0.999
-    """)
+    """,
+    )
     runs = {(run.spec.arm, run.spec.env_id): run for run in load_suite(path).runs}
     plain = runs["trpo", "InvertedPendulum-v5"]
     assert plain.spec.steps == 1000 and plain.config.gamma == 0.95 and plain.config.value_clip == 0.5
@@ -111,7 +120,9 @@ def test_settings_layer_from_all_to_variant_to_arm_to_env(tmp_path):
 
 
 def test_suite_variants_and_builtin_variants_are_separate_arms(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         steps = 512
         seeds = 2
         envs = ["InvertedPendulum-v5"]
@@ -122,19 +133,26 @@ def test_suite_variants_and_builtin_variants_are_separate_arms(tmp_path):
         [variants.ppo-wide.hparams]
         policy_hidden = [128, 128]
         clip_range = [0.1, 0.3]
-    """)
+    """,
+    )
     groups = by_label(load_suite(path))
     assert set(groups) == {"ppo", "ppo-m", "ppo-wide[clip_range=0.1]", "ppo-wide[clip_range=0.3]"}
     minimal = groups["ppo-m"][0]
     assert minimal.spec.algorithm == "ppo"
-    assert (minimal.config.normalize_obs, minimal.config.init, minimal.config.policy_max_grad_norm) == (False, "default", 0.0)
+    assert (minimal.config.normalize_obs, minimal.config.init, minimal.config.policy_max_grad_norm) == (
+        False,
+        "default",
+        0.0,
+    )
     wide = groups["ppo-wide[clip_range=0.3]"][0]
     assert wide.config.policy_hidden == (128, 128) and wide.config.clip_range == 0.3
     assert groups["ppo"][0].config.policy_hidden == (64, 64)
 
 
 def test_list_valued_settings_are_values_and_lists_of_lists_are_axes(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         steps = 512
         seeds = [0]
         envs = ["InvertedPendulum-v5"]
@@ -143,11 +161,14 @@ def test_list_valued_settings_are_values_and_lists_of_lists_are_axes(tmp_path):
         policy_hidden = [32, 32]
         [hparams.npg]
         value_hidden = [[16], [32, 32]]
-    """)
+    """,
+    )
     groups = by_label(load_suite(path))
     assert groups["vpg"][0].config.policy_hidden == (32, 32)
     assert {run.config.value_hidden for label in groups if label.startswith("npg") for run in groups[label]} == {
-        (16,), (32, 32)}
+        (16,),
+        (32, 32),
+    }
     assert "npg[value_hidden=32x32]" in groups
 
 
@@ -185,7 +206,9 @@ def test_run_ids_are_stable_and_change_only_where_settings_change(tmp_path):
         assert (env_changed[key] != run_id) == (key[1] == "InvertedDoublePendulum-v5"), key
 
     # a setting written explicitly at its default value is the same run
-    explicit = ids_by_arm(write_suite(tmp_path, BASE.replace("gamma = 0.99", "gamma = 0.99\ngae_lambda = 0.95"), "f.toml"))
+    explicit = ids_by_arm(
+        write_suite(tmp_path, BASE.replace("gamma = 0.99", "gamma = 0.99\ngae_lambda = 0.95"), "f.toml")
+    )
     assert explicit == base
 
     more_seeds = ids_by_arm(write_suite(tmp_path, BASE.replace("seeds = [0, 1]", "seeds = 3"), "g.toml"))
@@ -220,17 +243,25 @@ def test_shipped_suites_load(request):
     assert len(mujoco.runs) == 4 * 5 * 10
     assert {run.spec.steps for run in mujoco.runs} == {1_000_000}
     assert {run.spec.env_id for run in mujoco.runs} == {
-        "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5"}
+        "Hopper-v5",
+        "HalfCheetah-v5",
+        "Walker2d-v5",
+        "Swimmer-v5",
+        "Ant-v5",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(builtin_variants()))
 def test_builtin_variants_resolve(tmp_path, name):
-    path = write_suite(tmp_path, f"""
+    path = write_suite(
+        tmp_path,
+        f"""
         steps = 512
         seeds = [0]
         envs = ["InvertedPendulum-v5"]
         algos = ["{name}"]
-    """)
+    """,
+    )
     (run,) = load_suite(path).runs
     variant = builtin_variants()[name]
     assert run.spec.arm == name and run.spec.algorithm == variant.algorithm

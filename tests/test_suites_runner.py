@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from trbench.base.files import atomic_write_json
 from trbench.cli import main
-from trbench.runs import atomic_write_json
 from trbench.suites.executors import record_failure
 from trbench.suites.grid import load_suite, steps_taken
 from trbench.suites.progress import Progress
@@ -62,22 +62,30 @@ def check_intact(run_folder: Path, expected_steps: int) -> dict:
 
 # --- fast: dry run, status, bookkeeping ---------------------------------------------------------------
 
+
 def fabricate_results(tmp_path: Path, states: list[str | None]) -> tuple[Path, list]:
     """A results folder for a 2-arm x 2-seed grid whose run i ended in states[i] (None: no result)."""
-    suite = load_suite(write_suite(tmp_path, """
+    suite = load_suite(
+        write_suite(
+            tmp_path,
+            """
         name = "fab"
         steps = 512
         seeds = 2
         envs = ["InvertedPendulum-v5"]
         algos = ["trpo", "vpg"]
-    """))
+    """,
+        )
+    )
     out = tmp_path / "results" / "fab"
     atomic_write_json(out / "manifest.json", suite.manifest())
     for run, state in zip(suite.runs, states):
         folder = out / "runs" / run.run_id
         folder.mkdir(parents=True)
         if state is not None:
-            atomic_write_json(folder / "result.json", {"status": state, "error": None if state == "complete" else "boom"})
+            atomic_write_json(
+                folder / "result.json", {"status": state, "error": None if state == "complete" else "boom"}
+            )
     return out, list(suite.runs)
 
 
@@ -90,8 +98,11 @@ def test_status_counts_complete_failed_missing_by_algorithm_and_env(tmp_path, ca
     for run, state in zip(runs, ["complete", "diverged", "complete", None]):
         states[run.spec.arm].append(state)
     for arm, seen in states.items():
-        expected = [str(seen.count("complete")), str(sum(s in ("failed", "diverged") for s in seen)),
-                    str(seen.count(None))]
+        expected = [
+            str(seen.count("complete")),
+            str(sum(s in ("failed", "diverged") for s in seen)),
+            str(seen.count(None)),
+        ]
         assert rows[arm] == ["InvertedPendulum-v5", *expected]
     assert rows["total"] == ["2", "1", "1"]
     assert "diverged: " + runs[1].run_id + ": boom" in text
@@ -110,7 +121,9 @@ def test_status_of_a_folder_without_manifest_is_a_usage_error(tmp_path, capsys):
 
 
 def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    write_suite(tmp_path, """
+    write_suite(
+        tmp_path,
+        """
         name = "dry"
         steps = 1000
         seeds = 3
@@ -118,7 +131,8 @@ def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeyp
         algos = ["trpo", "ppo"]
         [env.InvertedPendulum-v5.hparams.trpo]
         max_kl = [0.01, 0.02]
-    """)
+    """,
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["run", "grid.toml", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -145,12 +159,17 @@ def test_dry_run_shows_what_a_resume_would_skip(tmp_path, monkeypatch, capsys):
 
 
 def test_record_failure_keeps_whole_progress_rows_and_removes_temporaries(tmp_path):
-    suite = load_suite(write_suite(tmp_path, """
+    suite = load_suite(
+        write_suite(
+            tmp_path,
+            """
         steps = 512
         seeds = [0]
         envs = ["InvertedPendulum-v5"]
         algos = ["vpg"]
-    """))
+    """,
+        )
+    )
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "progress.csv.partial").write_text("iteration,step\n1,256\n2,5")  # torn last row
@@ -184,12 +203,19 @@ def test_runs_dropped_from_the_suite_move_aside_and_come_back(tmp_path):
 
 
 def two_runs(tmp_path: Path) -> list:
-    return list(load_suite(write_suite(tmp_path, """
+    return list(
+        load_suite(
+            write_suite(
+                tmp_path,
+                """
         steps = 1000
         seeds = 2
         envs = ["InvertedPendulum-v5"]
         algos = ["vpg"]
-    """)).runs)
+    """,
+            )
+        ).runs
+    )
 
 
 def test_progress_in_a_log_is_plain_lines_with_counts_rate_and_eta(tmp_path):
@@ -206,7 +232,10 @@ def test_progress_in_a_log_is_plain_lines_with_counts_rate_and_eta(tmp_path):
     assert "\x1b" not in text and "\r" not in text
     lines = text.splitlines()
     assert f"[2/3] vpg on InvertedPendulum-v5 seed {first.spec.seed}: final return 12.5 in 3s ({first.run_id})" in lines
-    assert f"[3/3] vpg on InvertedPendulum-v5 seed {second.spec.seed}: DIVERGED: non-finite kl in 1s ({second.run_id})" in lines
+    assert (
+        f"[3/3] vpg on InvertedPendulum-v5 seed {second.spec.seed}: DIVERGED: non-finite kl in 1s ({second.run_id})"
+        in lines
+    )
     summaries = [line for line in lines if line.startswith("progress: ")]
     assert summaries and "2 running" in summaries[1] and "steps/s" in summaries[1] and "ETA " in summaries[1]
     assert progress.summary().startswith("3/3 done, 0 running, 1 failed, ")
@@ -227,21 +256,26 @@ def test_progress_on_a_terminal_redraws_one_status_line(tmp_path):
 
 # --- slow: real runs ----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path):
-    path = write_suite(tmp_path, f"""
+    path = write_suite(
+        tmp_path,
+        f"""
         name = "failing"
         steps = 768
         seeds = [0]
         envs = ["InvertedPendulum-v5"]
         algos = ["vpg", "{FAILING}:RaisingVPG", "{FAILING}:DivergingVPG", "{FAILING}:SelfKillingVPG", "npg"]
-    """)
+    """,
+    )
     suite = load_suite(path)
     out = tmp_path / "out"
     log = io.StringIO()
     assert run_suite(suite, out, workers=2, executor="local", address=None, redo_failed=True, stream=log) == 1
-    results = {run.spec.arm.rsplit(":", 1)[-1]: check_intact(out / "runs" / run.run_id, steps_taken(run))
-               for run in suite.runs}
+    results = {
+        run.spec.arm.rsplit(":", 1)[-1]: check_intact(out / "runs" / run.run_id, steps_taken(run)) for run in suite.runs
+    }
     assert results["vpg"]["status"] == "complete" and results["npg"]["status"] == "complete"
     assert results["RaisingVPG"]["status"] == "failed"
     assert results["RaisingVPG"]["error"] == "RuntimeError: deliberate failure in update_policy"
@@ -293,17 +327,24 @@ def process_gone(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runner's workers through /proc")
 def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         name = "killed"
         steps = 6144
         seeds = 2
         envs = ["InvertedPendulum-v5"]
         algos = ["trpo", "vpg", "npg"]
-    """)
+    """,
+    )
     suite = load_suite(path)
     out = tmp_path / "out"
-    runner = subprocess.Popen(runner_command(path, out, "--workers", "2"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
+    runner = subprocess.Popen(
+        runner_command(path, out, "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and runner.poll() is None:
@@ -363,7 +404,9 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
 @pytest.mark.ray
 def test_ray_executor_on_a_local_instance(tmp_path):
     pytest.importorskip("ray")
-    path = write_suite(tmp_path, f"""
+    path = write_suite(
+        tmp_path,
+        f"""
         name = "on-ray"
         steps = 512
         seeds = 2
@@ -371,7 +414,8 @@ def test_ray_executor_on_a_local_instance(tmp_path):
         algos = ["vpg", "{FAILING}:RaisingVPG", "{FAILING}:SelfKillingVPG"]
         [hparams.vpg]
         save_model = true
-    """)
+    """,
+    )
     suite = load_suite(path)
     out = tmp_path / "out"
     log = io.StringIO()
@@ -383,7 +427,11 @@ def test_ray_executor_on_a_local_instance(tmp_path):
             assert result["status"] == "complete"
             assert (folder / "model.pt").stat().st_size > 0
         elif run.spec.arm.endswith("RaisingVPG"):
-            assert result == {**result, "status": "failed", "error": "RuntimeError: deliberate failure in update_policy"}
+            assert result == {
+                **result,
+                "status": "failed",
+                "error": "RuntimeError: deliberate failure in update_policy",
+            }
         else:
             assert result["status"] == "failed" and result["error"]
     assert leftovers(out) == []
@@ -396,13 +444,16 @@ def starts_column(text: str) -> dict[str, str]:
 
 
 def test_order_cells_finishes_each_cell_before_the_next_and_env_selects(tmp_path, monkeypatch, capsys):
-    write_suite(tmp_path, """
+    write_suite(
+        tmp_path,
+        """
         name = "order"
         steps = 512
         seeds = 3
         envs = ["InvertedPendulum-v5", "Pendulum-v1"]
         algos = ["trpo", "vpg"]
-    """)
+    """,
+    )
     monkeypatch.chdir(tmp_path)
     suite = load_suite(tmp_path / "grid.toml")
     ids = {(run.spec.arm, run.spec.env_id, run.spec.seed): run.run_id for run in suite.runs}
@@ -415,51 +466,92 @@ def test_order_cells_finishes_each_cell_before_the_next_and_env_selects(tmp_path
     later_seeds = [int(default[ids[arm, env, s]]) for arm in ("trpo", "vpg") for env in suite.envs for s in seeds[1:]]
     assert max(first_seed) < min(later_seeds)
 
-    assert main(["run", "grid.toml", "--dry-run", "--order", "cells", "--env", "Pendulum-v1",
-                 "--env", "InvertedPendulum-v5"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "grid.toml",
+                "--dry-run",
+                "--order",
+                "cells",
+                "--env",
+                "Pendulum-v1",
+                "--env",
+                "InvertedPendulum-v5",
+            ]
+        )
+        == 0
+    )
     cells = starts_column(capsys.readouterr().out)
-    expected = [ids[arm, env, seed] for env in ("Pendulum-v1", "InvertedPendulum-v5") for arm in ("trpo", "vpg")
-                for seed in seeds]
+    expected = [
+        ids[arm, env, seed]
+        for env in ("Pendulum-v1", "InvertedPendulum-v5")
+        for arm in ("trpo", "vpg")
+        for seed in seeds
+    ]
     assert [run_id for run_id, _ in sorted(cells.items(), key=lambda item: int(item[1]))] == expected
 
     assert main(["run", "grid.toml", "--dry-run", "--env", "Pendulum-v1"]) == 0
     text = capsys.readouterr().out
     selected = starts_column(text)
     assert {run_id for run_id, start in selected.items() if start != "-"} == {
-        run_id for (_, env, _), run_id in ids.items() if env == "Pendulum-v1"}
+        run_id for (_, env, _), run_id in ids.items() if env == "Pendulum-v1"
+    }
     assert "6 to run (3,072 steps)" in text
 
 
 def test_env_outside_the_suite_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
-    write_suite(tmp_path, """
+    write_suite(
+        tmp_path,
+        """
         name = "order"
         steps = 512
         seeds = 1
         envs = ["InvertedPendulum-v5"]
         algos = ["trpo"]
-    """)
+    """,
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["run", "grid.toml", "--env", "Hopper-v5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "grid.toml" in err and "'Hopper-v5'" in err and "allowed: InvertedPendulum-v5" in err
+    assert (
+        err.count("\n") == 1 and "grid.toml" in err and "'Hopper-v5'" in err and "allowed: InvertedPendulum-v5" in err
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 
 
 @pytest.mark.slow
 def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_path):
-    suite = load_suite(write_suite(tmp_path, """
+    suite = load_suite(
+        write_suite(
+            tmp_path,
+            """
         name = "select"
         steps = 512
         seeds = 1
         envs = ["InvertedPendulum-v5", "Pendulum-v1"]
         algos = ["vpg"]
-    """))
+    """,
+        )
+    )
     out = tmp_path / "results"
     first, second = suite.runs
     assert (first.spec.env_id, second.spec.env_id) == ("InvertedPendulum-v5", "Pendulum-v1")
     log = io.StringIO()
-    assert run_suite(suite, out, workers=1, executor="local", address=None, redo_failed=True, stream=log,
-                     order="cells", only_envs=("Pendulum-v1",)) == 1
+    assert (
+        run_suite(
+            suite,
+            out,
+            workers=1,
+            executor="local",
+            address=None,
+            redo_failed=True,
+            stream=log,
+            order="cells",
+            only_envs=("Pendulum-v1",),
+        )
+        == 1
+    )
     assert check_intact(out / "runs" / second.run_id, 512)["status"] == "complete"
     assert not (out / "runs" / first.run_id).exists()
     text = log.getvalue()
@@ -471,7 +563,9 @@ def test_running_one_env_runs_only_it_and_leaves_the_rest_of_the_grid_alone(tmp_
 
 
 def test_a_complete_run_left_with_its_checkpoint_loses_it_unless_it_keeps_checkpoints(tmp_path):
-    path = write_suite(tmp_path, """
+    path = write_suite(
+        tmp_path,
+        """
         name = "leftover"
         steps = 512
         seeds = 1
@@ -479,7 +573,8 @@ def test_a_complete_run_left_with_its_checkpoint_loses_it_unless_it_keeps_checkp
         algos = ["trpo", "vpg"]
         [hparams.vpg]
         keep_checkpoint = true
-    """)
+    """,
+    )
     suite = load_suite(path)
     runs_dir = tmp_path / "runs"
     for run in suite.runs:  # killed between writing result.json and removing the checkpoint

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from trbench.cli import main
-from trbench.runs import RunSpec, execute_run, inspect_run_folder, resolve
-from trbench.tensorboard_log import EVENT_FILE_PREFIX
+from trbench.suites.execute import execute_run, inspect_run_folder
+from trbench.suites.run_spec import RunSpec, resolve
+from trbench.suites.tensorboard_log import EVENT_FILE_PREFIX
 
 SETTINGS = {"eval_interval_steps": 1024, "eval_episodes": 2, "steps_per_iteration": 512, "num_envs": 2}
 
@@ -23,8 +24,9 @@ def read_events(folder):
 
     accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
     accumulator.Reload()
-    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-               for tag in accumulator.Tags()["scalars"]}
+    scalars = {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
     text = tensor_util.make_ndarray(accumulator.Tensors("config/text_summary")[0].tensor_proto).flatten()[0].decode()
     return scalars, text
 
@@ -37,8 +39,12 @@ def assert_events_match_progress(folder) -> None:
         logged = progress.dropna(subset=[column])
         assert [step for step, _ in events] == logged["step"].tolist(), column
         # TensorBoard keeps scalars as float32
-        assert np.allclose([value for _, value in events], logged[column].to_numpy(dtype=float), rtol=1e-6, atol=1e-6), column
-    assert json.loads("\n".join(line[4:] for line in text.splitlines())) == json.loads((folder / "config.json").read_text())
+        assert np.allclose(
+            [value for _, value in events], logged[column].to_numpy(dtype=float), rtol=1e-6, atol=1e-6
+        ), column
+    assert json.loads("\n".join(line[4:] for line in text.splitlines())) == json.loads(
+        (folder / "config.json").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -53,8 +59,9 @@ def test_event_files_hold_progress_csv_and_the_config(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_run_logs_each_step_once(tmp_path):
     pytest.importorskip("tensorboard")
-    run = resolve(RunSpec("ppo", "Pendulum-v1", 2048, 0, {**SETTINGS, "tensorboard": True,
-                                                          "checkpoint_interval_steps": 1024}))
+    run = resolve(
+        RunSpec("ppo", "Pendulum-v1", 2048, 0, {**SETTINGS, "tensorboard": True, "checkpoint_interval_steps": 1024})
+    )
     folder = tmp_path / "run"
 
     def interrupt_after_the_checkpoint(row):
@@ -80,8 +87,21 @@ def test_the_setting_is_off_by_default_and_leaves_run_ids_alone():
 def test_without_the_extra_the_setting_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
 
-    code = main(["train", "--algo", "ppo", "--env", "Pendulum-v1", "--steps", "512", "--set", "tensorboard=true",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            "--env",
+            "Pendulum-v1",
+            "--steps",
+            "512",
+            "--set",
+            "tensorboard=true",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
 
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("trbench: error: tensorboard: ") and "tensorboard extra" in err
@@ -101,9 +121,11 @@ def test_a_folder_with_event_files_is_a_run_folder(tmp_path):
 def test_trbench_run_tensorboard_writes_event_files_in_every_run(tmp_path, capsys):
     pytest.importorskip("tensorboard")
     suite = tmp_path / "s.toml"
-    suite.write_text('name = "s"\nsteps = 1024\nseeds = [0, 1]\nenvs = ["Pendulum-v1"]\nalgos = ["ppo"]\n'
-                     "[hparams.all]\nsteps_per_iteration = 512\nnum_envs = 2\neval_interval_steps = 0\n"
-                     "final_eval_episodes = 10\n")
+    suite.write_text(
+        'name = "s"\nsteps = 1024\nseeds = [0, 1]\nenvs = ["Pendulum-v1"]\nalgos = ["ppo"]\n'
+        "[hparams.all]\nsteps_per_iteration = 512\nnum_envs = 2\neval_interval_steps = 0\n"
+        "final_eval_episodes = 10\n"
+    )
 
     assert main(["run", str(suite), "--out", str(tmp_path / "results"), "--workers", "1", "--tensorboard"]) == 0
 

@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from trbench.algos.config import TRPOConfig
+from trbench.base.errors import UsageError
 from trbench.cli import main
-from trbench.errors import UsageError
 from trbench.tune import DEFAULT_SPACE_TEXT, build_settings, parse_param, parse_space
 
 
@@ -16,21 +16,24 @@ def run_tune(tmp_path, *extra):
     return code, out
 
 
-@pytest.mark.parametrize(("param", "expected"), [
-    ("max_kl=0.1:0.01", "max_kl=0.1:0.01: low must be < high, got low=0.1 >= high=0.01"),
-    ("max_kl=0.01:0.01", "low must be < high"),
-    ("max_lk=0.001:0.1", "unknown setting 'max_lk' for TRPOConfig; allowed: "),
-    ("damping=0:1:log", "damping=0:1:log: a log range needs low > 0, got low=0"),
-    ("damping=-1:1:log", "a log range needs low > 0"),
-    ("max_kl=0.001", "expected name=low:high or name=low:high:log"),
-    ("max_kl=0.001:0.1:lg", "expected name=low:high or name=low:high:log"),
-    ("=0.001:0.1", "expected name=low:high"),
-    ("max_kl=a:0.1", "low 'a' is not a number"),
-    ("max_kl=0:0.1", "max_kl=0:0.1: bound 0 is not allowed: must be > 0"),
-    ("gae_lambda=0.5:1.5", "gae_lambda=0.5:1.5: bound 1.5 is not allowed: must be >= 0 and <= 1"),
-    ("activation=1:2", "activation is not a numeric setting"),
-    ("cg_iters=1.5:10", "cg_iters is an integer setting"),
-])
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ("max_kl=0.1:0.01", "max_kl=0.1:0.01: low must be < high, got low=0.1 >= high=0.01"),
+        ("max_kl=0.01:0.01", "low must be < high"),
+        ("max_lk=0.001:0.1", "unknown setting 'max_lk' for TRPOConfig; allowed: "),
+        ("damping=0:1:log", "damping=0:1:log: a log range needs low > 0, got low=0"),
+        ("damping=-1:1:log", "a log range needs low > 0"),
+        ("max_kl=0.001", "expected name=low:high or name=low:high:log"),
+        ("max_kl=0.001:0.1:lg", "expected name=low:high or name=low:high:log"),
+        ("=0.001:0.1", "expected name=low:high"),
+        ("max_kl=a:0.1", "low 'a' is not a number"),
+        ("max_kl=0:0.1", "max_kl=0:0.1: bound 0 is not allowed: must be > 0"),
+        ("gae_lambda=0.5:1.5", "gae_lambda=0.5:1.5: bound 1.5 is not allowed: must be >= 0 and <= 1"),
+        ("activation=1:2", "activation is not a numeric setting"),
+        ("cg_iters=1.5:10", "cg_iters is an integer setting"),
+    ],
+)
 def test_bad_search_space_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, param, expected):
     code, out = run_tune(tmp_path, "--param", param)
     err = capsys.readouterr().err
@@ -40,15 +43,21 @@ def test_bad_search_space_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("extra", "expected"), [
-    (["--param", "max_kl=1e-3:1e-1:log", "--param", "max_kl=1e-2:1e-1"], "max_kl: given more than once"),
-    (["--set", "max_kl=0.01"], "--set max_kl: also searched by --param"),
-    (["--algo", "ppo"], "PPOConfig has no max_kl or damping, so the default space does not apply"),
-    (["--env", "InvertedPendulum-v5", "--env", "Pendulum-v1"], "--env Pendulum-v1: no normalisation constants"),
-    (["--set", "num_envs=3"], "steps_per_iteration: must be a multiple of num_envs=3"),
-    (["--storage", "not-a-url"], "--storage: 'not-a-url' is not a storage URL"),
-    (["--heartbeat-interval", "10", "--heartbeat-grace", "10"], "--heartbeat-grace: must be > --heartbeat-interval"),
-])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--param", "max_kl=1e-3:1e-1:log", "--param", "max_kl=1e-2:1e-1"], "max_kl: given more than once"),
+        (["--set", "max_kl=0.01"], "--set max_kl: also searched by --param"),
+        (["--algo", "ppo"], "PPOConfig has no max_kl or damping, so the default space does not apply"),
+        (["--env", "InvertedPendulum-v5", "--env", "Pendulum-v1"], "--env Pendulum-v1: no normalisation constants"),
+        (["--set", "num_envs=3"], "steps_per_iteration: must be a multiple of num_envs=3"),
+        (["--storage", "not-a-url"], "--storage: 'not-a-url' is not a storage URL"),
+        (
+            ["--heartbeat-interval", "10", "--heartbeat-grace", "10"],
+            "--heartbeat-grace: must be > --heartbeat-interval",
+        ),
+    ],
+)
 def test_bad_settings_exit_2_and_write_nothing(tmp_path, capsys, extra, expected):
     out = tmp_path / "tune"
     argv = ["tune", "--trials", "2", "--steps", "1024", "--out", str(out), *extra]
@@ -63,7 +72,10 @@ def test_bad_settings_exit_2_and_write_nothing(tmp_path, capsys, extra, expected
 
 def test_default_space_is_log_uniform_max_kl_and_damping():
     space = parse_space([], TRPOConfig)
-    assert [(p.name, p.low, p.high, p.log) for p in space] == [("max_kl", 1e-3, 1e-1, True), ("damping", 1e-4, 1.0, True)]
+    assert [(p.name, p.low, p.high, p.log) for p in space] == [
+        ("max_kl", 1e-3, 1e-1, True),
+        ("damping", 1e-4, 1.0, True),
+    ]
     assert len(DEFAULT_SPACE_TEXT) == 2
 
 
@@ -74,10 +86,31 @@ def test_integer_settings_are_sampled_as_integers():
 
 
 def _args(**overrides):
-    defaults = dict(algo=None, envs=[], trials=None, seeds=None, steps=None, params=[], overrides=[], suite=None,
-                    storage=None, study_name=None, workers=1, pruner="patient", pruner_startup_trials=5,
-                    pruner_warmup_steps=None, patience=2, sampler="tpe", sampler_startup_trials=10,
-                    sampler_seed=None, out=None, reevaluate=0, top_k=3, heartbeat_interval=30, heartbeat_grace=120)
+    defaults = dict(
+        algo=None,
+        envs=[],
+        trials=None,
+        seeds=None,
+        steps=None,
+        params=[],
+        overrides=[],
+        suite=None,
+        storage=None,
+        study_name=None,
+        workers=1,
+        pruner="patient",
+        pruner_startup_trials=5,
+        pruner_warmup_steps=None,
+        patience=2,
+        sampler="tpe",
+        sampler_startup_trials=10,
+        sampler_seed=None,
+        out=None,
+        reevaluate=0,
+        top_k=3,
+        heartbeat_interval=30,
+        heartbeat_grace=120,
+    )
     defaults.update(overrides)
     return argparse.Namespace(**defaults)
 

@@ -17,8 +17,16 @@ from optuna.trial import TrialState
 from trbench.analysis.load import load_results
 from trbench.cli import main
 from trbench.suites.grid import load_suite
-from trbench.tune import (COUNTED_FAIL_ATTR, PRUNED_ATTR, REEVALUATION_SEED_BASE, RETRY_ATTR, WORKER_ATTR,
-                          counts, default_storage, open_storage)
+from trbench.tune import (
+    COUNTED_FAIL_ATTR,
+    PRUNED_ATTR,
+    REEVALUATION_SEED_BASE,
+    RETRY_ATTR,
+    WORKER_ATTR,
+    counts,
+    default_storage,
+    open_storage,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs a study, which trains
 
@@ -27,14 +35,41 @@ STEPS = 1024  # two iterations of 512 steps: one run takes a couple of seconds o
 # Runs of the tests that kill a worker mid-run: once a run has logged its first iteration, three
 # more and an evaluation are left, so polling catches it unfinished even on a much faster machine.
 KILLED_STEPS = 4 * 512
-TINY = ["--set", "steps_per_iteration=512", "--set", "num_envs=4", "--set", "eval_interval_steps=0",
-        "--set", "save_model=false", "--set", "critic_epochs=2"]
+TINY = [
+    "--set",
+    "steps_per_iteration=512",
+    "--set",
+    "num_envs=4",
+    "--set",
+    "eval_interval_steps=0",
+    "--set",
+    "save_model=false",
+    "--set",
+    "critic_epochs=2",
+]
 STUDY = "tiny"
 
 
 def tune_argv(out, trials, *extra, seeds=1, steps=STEPS):
-    return ["tune", "--env", ENV, "--steps", str(steps), "--trials", str(trials), "--seeds", str(seeds),
-            "--study-name", STUDY, "--sampler-seed", "0", "--out", str(out), *TINY, *extra]
+    return [
+        "tune",
+        "--env",
+        ENV,
+        "--steps",
+        str(steps),
+        "--trials",
+        str(trials),
+        "--seeds",
+        str(seeds),
+        "--study-name",
+        STUDY,
+        "--sampler-seed",
+        "0",
+        "--out",
+        str(out),
+        *TINY,
+        *extra,
+    ]
 
 
 def study_of(out, storage=None):
@@ -87,8 +122,9 @@ def test_resume_continues_to_n_in_total_and_retries_an_interrupted_trial(tmp_pat
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     study = study_of(out)
-    interrupted = study.ask({"max_kl": FloatDistribution(1e-3, 1e-1, log=True),
-                             "damping": FloatDistribution(1e-4, 1.0, log=True)})
+    interrupted = study.ask(
+        {"max_kl": FloatDistribution(1e-3, 1e-1, log=True), "damping": FloatDistribution(1e-4, 1.0, log=True)}
+    )
     interrupted.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": dead.pid})
 
     assert main(tune_argv(out, 3)) == 0
@@ -97,7 +133,6 @@ def test_resume_continues_to_n_in_total_and_retries_an_interrupted_trial(tmp_pat
     assert trials[interrupted.number].state == TrialState.FAIL and not counts(trials[interrupted.number])
     retry = [t for t in trials if t.user_attrs.get(RETRY_ATTR) == interrupted.number]
     assert len(retry) == 1 and counts(retry[0]) and retry[0].params == interrupted.params
-
 
 
 @pytest.mark.slow
@@ -124,11 +159,19 @@ def _fabricate_good_trials(out, steps_to_value, count):
     falls below their median at every reported step."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = study_of(out)
-    distributions = {"max_kl": FloatDistribution(1e-3, 1e-1, log=True), "damping": FloatDistribution(1e-4, 1.0, log=True)}
+    distributions = {
+        "max_kl": FloatDistribution(1e-3, 1e-1, log=True),
+        "damping": FloatDistribution(1e-4, 1.0, log=True),
+    }
     for i in range(count):
-        study.add_trial(optuna.trial.create_trial(
-            params={"max_kl": 0.01 + i * 1e-3, "damping": 0.1}, distributions=distributions, value=1000.0,
-            intermediate_values=dict(steps_to_value)))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"max_kl": 0.01 + i * 1e-3, "damping": 0.1},
+                distributions=distributions,
+                value=1000.0,
+                intermediate_values=dict(steps_to_value),
+            )
+        )
 
 
 def test_median_pruner_prunes_a_bad_trial_after_its_first_seed(tmp_path):
@@ -149,8 +192,18 @@ def test_median_pruner_prunes_a_bad_trial_after_its_first_seed(tmp_path):
 
 def test_pruner_stops_a_run_at_an_evaluation_point(tmp_path):
     out = tmp_path / "tune"
-    argv = tune_argv(out, 3, "--pruner", "median", "--pruner-startup-trials", "2", "--pruner-warmup-steps", "0",
-                     "--set", "eval_interval_steps=512")
+    argv = tune_argv(
+        out,
+        3,
+        "--pruner",
+        "median",
+        "--pruner-startup-trials",
+        "2",
+        "--pruner-warmup-steps",
+        "0",
+        "--set",
+        "eval_interval_steps=512",
+    )
     out.mkdir()
     optuna.create_study(study_name=STUDY, storage=default_storage(out), direction="maximize")
     _fabricate_good_trials(out, {512: 1000.0}, 2)
@@ -190,8 +243,14 @@ def test_a_configuration_that_errors_fails_its_trial_and_still_counts(tmp_path):
 def _tune_process(out, trials, *extra, seeds=1, steps=STEPS):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     argv = tune_argv(out, trials, *extra, seeds=seeds, steps=steps)
-    return subprocess.Popen([sys.executable, "-m", "trbench.cli", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trbench.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
@@ -320,7 +379,7 @@ def test_two_env_objective_is_the_mean_normalised_score(tmp_path):
 
     out = tmp_path / "tune"
     argv = tune_argv(out, 1, "--pruner", "none")
-    argv[argv.index("--env") + 1:argv.index("--env") + 1] = [ENV, "--env"]
+    argv[argv.index("--env") + 1 : argv.index("--env") + 1] = [ENV, "--env"]
     argv[argv.index(ENV, argv.index(ENV) + 1)] = "InvertedDoublePendulum-v5"
     assert main(argv) == 0
     (trial,) = counted(out)

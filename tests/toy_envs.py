@@ -28,5 +28,9 @@ class CounterEnv(gym.Env):
 def register_toy_envs() -> None:
     if "trbench-test/CounterTruncated-v0" not in gym.registry:
         gym.register("trbench-test/CounterTruncated-v0", entry_point=CounterEnv, max_episode_steps=3)
-        gym.register("trbench-test/CounterTerminated-v0", entry_point=CounterEnv, max_episode_steps=100,
-                     kwargs={"terminate_at": 3})
+        gym.register(
+            "trbench-test/CounterTerminated-v0",
+            entry_point=CounterEnv,
+            max_episode_steps=100,
+            kwargs={"terminate_at": 3},
+        )

@@ -1,2 +1,3 @@
 """trbench: comparative benchmarking of trust-region policy optimisation."""
+
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 Each subcommand lives next to the code it drives and contributes an ``add_parser(subparsers)``
 function that registers itself and sets ``func`` (a callable taking the parsed namespace and
-returning an exit code). Bad input raises :class:`trbench.errors.UsageError`, which becomes a
+returning an exit code). Bad input raises :class:`trbench.base.errors.UsageError`, which becomes a
 single line on stderr and exit code 2.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 # module providing add_parser(subparsers), in the order `trbench --help` lists them
 SUBCOMMAND_MODULES = (

@@ -14,7 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 from trbench.suites.runner import ORDERS
 
 DEFAULT_ROOT = Path("results") / "reproduction"
@@ -65,27 +65,40 @@ def check_has_reference(suite_name: str, path: Path) -> None:
 
     known = load_reference_sets()
     if suite_name not in known:
-        raise UsageError(f"PRESET: {path}: suite {suite_name!r} has no published reference set; "
-                         f"known: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"PRESET: {path}: suite {suite_name!r} has no published reference set; known: {', '.join(sorted(known))}"
+        )
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="run a published-results preset, then report it against the published numbers",
+        "reproduce",
+        help="run a published-results preset, then report it against the published numbers",
         description="Run a reproduction preset's grid (resumably, through the suite runner) into --out, then "
-                    "write the report with its reproduction table and figure (trbench report --reference). "
-                    "Exit code 0 when every run is complete, 1 when some failed or are missing (the report "
-                    "then covers the complete ones), 2 for bad input.")
+        "write the report with its reproduction table and figure (trbench report --reference). "
+        "Exit code 0 when every run is complete, 1 when some failed or are missing (the report "
+        "then covers the complete ones), 2 for bad input.",
+    )
     p.add_argument("preset", help="preset suite name (e.g. baselines-mujoco1m), file name, or path to a suite file")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/reproduction/<suite name>)")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the number of cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="as for trbench run")
     p.add_argument("--address", default=None, help="Ray cluster address, as for trbench run")
-    p.add_argument("--order", choices=ORDERS, default="cells",
-                   help="as for trbench run, but cells by default: a reproduction stopped half-way then has "
-                        "whole cells with the 5 seeds a verdict needs, not every cell short of them")
-    p.add_argument("--env", action="append", default=[], dest="only_envs", metavar="ENV",
-                   help="run only this env's runs now (repeatable), as for trbench run; the report covers all")
+    p.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="cells",
+        help="as for trbench run, but cells by default: a reproduction stopped half-way then has "
+        "whole cells with the 5 seeds a verdict needs, not every cell short of them",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        dest="only_envs",
+        metavar="ENV",
+        help="run only this env's runs now (repeatable), as for trbench run; the report covers all",
+    )
     p.add_argument("--report-only", action="store_true", help="do not run anything; report what is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap in the report (default: 0)")
     p.set_defaults(func=reproduce_command)
@@ -102,8 +115,17 @@ def reproduce_command(args) -> int:
     code = 0
     if not args.report_only:
         check_executor(args.executor, args.address, args.workers)
-        code = run_suite(suite, out, workers=args.workers, executor=args.executor, address=args.address,
-                         redo_failed=True, stream=sys.stdout, order=args.order, only_envs=tuple(args.only_envs))
+        code = run_suite(
+            suite,
+            out,
+            workers=args.workers,
+            executor=args.executor,
+            address=args.address,
+            redo_failed=True,
+            stream=sys.stdout,
+            order=args.order,
+            only_envs=tuple(args.only_envs),
+        )
     elif not (out / "runs").is_dir():
         raise UsageError(f"--report-only: {out} holds no runs yet; run the preset first")
     report_dir = build_report(out, None, ReportOptions(seed=args.seed, reference=suite.name))

@@ -7,24 +7,36 @@ import sys
 from pathlib import Path
 
 from trbench.algos.config import parse_set_arguments
-from trbench.errors import UsageError, check_output_folder
-from trbench.runs import (ResolvedRun, RunSpec, execute_run, inspect_run_folder, read_checkpoint, resolve,
-                          rounding_note)
+from trbench.base.errors import UsageError, check_output_folder
+from trbench.suites.execute import execute_run, inspect_run_folder, read_checkpoint
+from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve, rounding_note
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train one algorithm on one env and write a run folder",
-        description="Train one algorithm on one env; writes config.json, progress.csv and result.json into --out.")
+        "train",
+        help="train one algorithm on one env and write a run folder",
+        description="Train one algorithm on one env; writes config.json, progress.csv and result.json into --out.",
+    )
     p.add_argument("--algo", required=True, help="trpo, npg, vpg, ppo, or an import path module:Class")
     p.add_argument("--env", required=True, help="gymnasium env id with Box spaces, e.g. Hopper-v5")
     p.add_argument("--steps", required=True, type=_int_steps, help="environment-step budget")
     p.add_argument("--seed", type=int, default=0, help="run seed; every other seed derives from it (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's, cpu)")
-    p.add_argument("--env-backend", default=None, choices=("gymnasium", "envpool"),
-                   help="what steps the envs (default: the config's, gymnasium); envpool needs its extra")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field; repeatable (see `trbench config ALGO`)")
+    p.add_argument(
+        "--env-backend",
+        default=None,
+        choices=("gymnasium", "envpool"),
+        help="what steps the envs (default: the config's, gymnasium); envpool needs its extra",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field; repeatable (see `trbench config ALGO`)",
+    )
     p.add_argument("--label", default="", help="name of this arm in reports (default: the algorithm)")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--quiet", action="store_true", help="do not print the learning curve")
@@ -50,8 +62,16 @@ def run_train(args) -> int:
         overrides["env_backend"] = args.env_backend
     if args.seed < 0:
         raise UsageError(f"--seed: must be >= 0, got {args.seed}")
-    run = resolve(RunSpec(algorithm=args.algo, env_id=args.env, steps=args.steps, seed=args.seed,
-                          overrides=overrides, label=args.label))
+    run = resolve(
+        RunSpec(
+            algorithm=args.algo,
+            env_id=args.env,
+            steps=args.steps,
+            seed=args.seed,
+            overrides=overrides,
+            label=args.label,
+        )
+    )
     check_output_folder(args.out)
     folder_state = inspect_run_folder(args.out, run)
     check_env_spaces(run)
@@ -69,8 +89,10 @@ def run_train(args) -> int:
     result = execute_run(run, args.out, on_iteration=printer)
     if result["status"] == "complete":
         if not args.quiet:
-            print(f"final_eval_return {result['final_eval_return']:.2f} ± {result['final_eval_return_std']:.2f} "
-                  f"over {result['final_eval_episodes']} episodes; {result['steps_per_second']:.0f} steps/s")
+            print(
+                f"final_eval_return {result['final_eval_return']:.2f} ± {result['final_eval_return_std']:.2f} "
+                f"over {result['final_eval_episodes']} episodes; {result['steps_per_second']:.0f} steps/s"
+            )
         return 0
     print(f"trbench: run {result['status']}: {result['error']}", file=sys.stderr)
     return 1
@@ -88,8 +110,11 @@ def _print_row(row: dict) -> None:
     def fmt(value, width, spec):
         return f"{'':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
-    print(f"{row['step']:>9} {fmt(row['train_return'], 13, '.2f')} {fmt(row['eval_return'], 12, '.2f')} "
-          f"{fmt(row.get('kl'), 9, '.5f')} {row['steps_per_second']:>8.0f}", flush=True)
+    print(
+        f"{row['step']:>9} {fmt(row['train_return'], 13, '.2f')} {fmt(row['eval_return'], 12, '.2f')} "
+        f"{fmt(row.get('kl'), 9, '.5f')} {row['steps_per_second']:>8.0f}",
+        flush=True,
+    )
 
 
 def run_config(args) -> int:

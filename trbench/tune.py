@@ -30,7 +30,6 @@ import math
 import multiprocessing
 import os
 import re
-import signal
 import socket
 import sys
 import tomllib
@@ -41,7 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trbench.errors import UsageError, check_output_folder
+from trbench.base.errors import UsageError, check_output_folder
+from trbench.base.processes import die_with_parent
 
 # --- documented constants ---------------------------------------------------------------------------
 
@@ -106,6 +106,7 @@ NAME_PATTERN = re.compile(r"[^A-Za-z0-9_.-]+")
 
 # --- search space -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ParamRange:
     """One tuned setting: a numeric config field and the interval it is sampled from."""
@@ -141,8 +142,7 @@ def _base_type(hint: Any) -> Any:
 
 
 def tunable_fields(config_cls: type) -> list[str]:
-    return sorted(name for name, hint in typing.get_type_hints(config_cls).items()
-                  if _base_type(hint) in (int, float))
+    return sorted(name for name, hint in typing.get_type_hints(config_cls).items() if _base_type(hint) in (int, float))
 
 
 def _bound(text: str, what: str, where: str) -> float:
@@ -187,9 +187,11 @@ def parse_space(texts: list[str], config_cls: type, where: str = "--param") -> l
     if not texts:
         names = [text.partition("=")[0] for text in DEFAULT_SPACE_TEXT]
         if not all(n in typing.get_type_hints(config_cls) for n in names):
-            raise UsageError(f"--param: {config_cls.__name__} has no {' or '.join(names)}, so the default space does "
-                             f"not apply; give one with --param name=low:high[:log] (allowed: "
-                             f"{', '.join(tunable_fields(config_cls))})")
+            raise UsageError(
+                f"--param: {config_cls.__name__} has no {' or '.join(names)}, so the default space does "
+                f"not apply; give one with --param name=low:high[:log] (allowed: "
+                f"{', '.join(tunable_fields(config_cls))})"
+            )
         texts, where = list(DEFAULT_SPACE_TEXT), "default space"
     space = [parse_param(text, config_cls, where) for text in texts]
     names = [param.name for param in space]
@@ -200,6 +202,7 @@ def parse_space(texts: list[str], config_cls: type, where: str = "--param") -> l
 
 
 # --- settings ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TuneSettings:
@@ -247,20 +250,28 @@ class TuneSettings:
 
     def first_run(self):
         """The trials' first run (trial seed 0 on the first env) at the searched settings' defaults."""
-        from trbench.runs import RunSpec, resolve
+        from trbench.suites.run_spec import RunSpec, resolve
 
-        return resolve(RunSpec(self.algorithm, self.envs[0], self.steps, TRIAL_SEED_BASE,
-                               self.overrides(self.envs[0], {})))
+        return resolve(
+            RunSpec(self.algorithm, self.envs[0], self.steps, TRIAL_SEED_BASE, self.overrides(self.envs[0], {}))
+        )
 
     def stride(self) -> int:
         """Environment steps one run takes: whole iterations, so the budget rounded up."""
         return self.first_run().steps_taken
 
     def identity(self) -> dict[str, Any]:
-        return {"algorithm": self.algorithm, "arm": self.label, "envs": list(self.envs), "steps": self.steps,
-                "seeds": self.trial_seeds, "space": [p.text for p in self.space],
-                "fixed": _jsonable(self.fixed), "env_fixed": _jsonable(self.env_fixed),
-                "objective": self.objective_name()}
+        return {
+            "algorithm": self.algorithm,
+            "arm": self.label,
+            "envs": list(self.envs),
+            "steps": self.steps,
+            "seeds": self.trial_seeds,
+            "space": [p.text for p in self.space],
+            "fixed": _jsonable(self.fixed),
+            "env_fixed": _jsonable(self.env_fixed),
+            "objective": self.objective_name(),
+        }
 
     def objective_name(self) -> str:
         what = "normalised score" if self.normalised else "final eval return"
@@ -286,12 +297,14 @@ def _jsonable(value: Any) -> Any:
 
 # --- storage, study, sampler, pruner ------------------------------------------------------------------
 
+
 def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
-                 heartbeat_grace_s: int = HEARTBEAT_GRACE_S):
+def open_storage(
+    url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S, heartbeat_grace_s: int = HEARTBEAT_GRACE_S
+):
     """An RDB URL (sqlite:///, postgresql://, mysql://) or ``journal:PATH`` for a journal file,
     either way with trial heartbeats whose stale trials are enqueued again (requeue_trial)."""
     import optuna
@@ -304,17 +317,27 @@ def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
         if not path:
             raise UsageError("--storage: journal:PATH needs a file path, e.g. journal:results/tune/journal.log")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return HeartbeatJournalStorage(JournalFileBackend(path), heartbeat_interval=heartbeat_interval_s,
-                                       grace_period=heartbeat_grace_s, heartbeat_stale_trial_callback=requeue_trial)
+        return HeartbeatJournalStorage(
+            JournalFileBackend(path),
+            heartbeat_interval=heartbeat_interval_s,
+            grace_period=heartbeat_grace_s,
+            heartbeat_stale_trial_callback=requeue_trial,
+        )
     if "://" not in url:
-        raise UsageError(f"--storage: {url!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
-                         f"mysql://... or journal:PATH")
+        raise UsageError(
+            f"--storage: {url!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
+            f"mysql://... or journal:PATH"
+        )
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else None
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats; optuna is pinned
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval_s,
-                                          grace_period=heartbeat_grace_s,
-                                          heartbeat_stale_trial_callback=requeue_trial)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval_s,
+            grace_period=heartbeat_grace_s,
+            heartbeat_stale_trial_callback=requeue_trial,
+        )
     except Exception as exc:  # noqa: BLE001 - a driver that is not installed, a server that does not answer
         raise UsageError(f"--storage: cannot open {url!r}: {str(exc).splitlines()[0] or type(exc).__name__}") from None
 
@@ -342,8 +365,11 @@ def make_pruner(settings: TuneSettings, stride: int):
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
     if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=stride, max_resource=stride * settings.seeds * len(settings.envs),
-                                              reduction_factor=HYPERBAND_REDUCTION_FACTOR)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=stride,
+            max_resource=stride * settings.seeds * len(settings.envs),
+            reduction_factor=HYPERBAND_REDUCTION_FACTOR,
+        )
     median = optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=warmup)
     if settings.pruner == "median":
         return median
@@ -359,23 +385,30 @@ def load_study(settings: TuneSettings, *, worker_index: int = 0, create: bool = 
     storage = open_storage(settings.storage, settings.heartbeat_interval_s, settings.heartbeat_grace_s)
     stride = settings.stride()
     if create:
-        study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True
+        )
         recorded = study.user_attrs.get(STUDY_ATTR)
         if recorded is None:
             study.set_user_attr(STUDY_ATTR, settings.identity())
         elif recorded != settings.identity():
             differ = [k for k in settings.identity() if recorded.get(k) != settings.identity()[k]]
-            raise UsageError(f"--study-name: study {settings.study_name!r} in {settings.storage} was created with "
-                             f"different settings ({', '.join(differ)}: {[recorded.get(k) for k in differ]}); "
-                             f"resume it with the same command, or choose another --study-name or --out")
+            raise UsageError(
+                f"--study-name: study {settings.study_name!r} in {settings.storage} was created with "
+                f"different settings ({', '.join(differ)}: {[recorded.get(k) for k in differ]}); "
+                f"resume it with the same command, or choose another --study-name or --out"
+            )
     trials_so_far = len(optuna.load_study(study_name=settings.study_name, storage=storage).trials)
-    return optuna.load_study(study_name=settings.study_name, storage=storage,
-                             sampler=make_sampler(settings, worker_index, trials_so_far),
-                             pruner=make_pruner(settings, stride))
+    return optuna.load_study(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(settings, worker_index, trials_so_far),
+        pruner=make_pruner(settings, stride),
+    )
 
 
 # --- trial bookkeeping -------------------------------------------------------------------------------
+
 
 def counts(trial) -> bool:
     from optuna.trial import TrialState
@@ -438,11 +471,15 @@ def study_progress(study) -> tuple[int, int, int]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    return (sum(counts(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials),
-            sum(t.state == TrialState.WAITING for t in trials))
+    return (
+        sum(counts(t) for t in trials),
+        sum(t.state == TrialState.RUNNING for t in trials),
+        sum(t.state == TrialState.WAITING for t in trials),
+    )
 
 
 # --- the objective ------------------------------------------------------------------------------------
+
 
 class TrialFailed(Exception):
     """A configuration that cannot be trained (an error that is not divergence); counts as a trial."""
@@ -458,8 +495,10 @@ def load_normalization_for(envs: tuple[str, ...]):
     table = load_normalization()
     missing = [env for env in envs if env not in table]
     if missing:
-        raise UsageError(f"--env {missing[0]}: no normalisation constants (analysis/data/normalization.csv), which a "
-                         f"multi-env objective needs; allowed: {', '.join(sorted(table))}")
+        raise UsageError(
+            f"--env {missing[0]}: no normalisation constants (analysis/data/normalization.csv), which a "
+            f"multi-env objective needs; allowed: {', '.join(sorted(table))}"
+        )
     return {env: table[env] for env in envs}
 
 
@@ -492,7 +531,9 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from trbench.runs import RunPruned, RunSpec, execute_run, resolve, run_is_complete
+        from trbench.base.run_folder import run_is_complete
+        from trbench.suites.execute import RunPruned, execute_run
+        from trbench.suites.run_spec import RunSpec, resolve
 
         s = self.settings
         self.claim(trial)
@@ -513,7 +554,7 @@ class Objective:
                 folder = self.runs_dir / run.run_id
                 pruned_at: list[int] = []
 
-                def on_iteration(row: dict[str, Any], r=r, env_id=env_id) -> None:
+                def on_iteration(row: dict[str, Any], r=r, env_id=env_id, pruned_at=pruned_at) -> None:
                     if row.get("eval_return") is None or row["step"] >= self.stride:
                         return  # the last iteration's evaluation is reported as the run's result below
                     step = r * self.stride + row["step"]
@@ -527,8 +568,9 @@ class Objective:
                 else:
                     result = execute_run(run, folder, on_iteration=on_iteration)
                 if pruned_at:
-                    trial.set_user_attr(PRUNED_ATTR, f"{s.pruner} pruner at trial step {pruned_at[0]} "
-                                                     f"({env_id}, seed {seed})")
+                    trial.set_user_attr(
+                        PRUNED_ATTR, f"{s.pruner} pruner at trial step {pruned_at[0]} ({env_id}, seed {seed})"
+                    )
                     raise optuna.TrialPruned(trial.user_attrs[PRUNED_ATTR])
                 if result["status"] == "diverged":
                     reason = f"diverged: {env_id} seed {seed}: {result['error']}"
@@ -561,11 +603,11 @@ def _mean(values: list[float]) -> float:
 
 # --- workers --------------------------------------------------------------------------------------------
 
+
 def work(settings: TuneSettings, worker_index: int = 0) -> None:
     """Run trials until the study has N counted ones; safe to run in several processes at once."""
-    from optuna.trial import TrialState
-
     import optuna
+    from optuna.trial import TrialState
 
     study = load_study(settings, worker_index=worker_index)
     objective = Objective(settings)
@@ -577,14 +619,22 @@ def work(settings: TuneSettings, worker_index: int = 0) -> None:
         if counted + running >= settings.trials and not waiting:
             return
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed, SurplusTrial),
-                           callbacks=[lambda _study, trial: mine.append(trial), report_trial(settings)])
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(TrialFailed, SurplusTrial),
+                callbacks=[lambda _study, trial: mine.append(trial), report_trial(settings)],
+            )
         except KeyboardInterrupt:
             # optuna has failed the interrupted trial; this process owns it, so it re-enqueues it
-            interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                           if t.user_attrs.get(WORKER_ATTR, {}).get("pid") == os.getpid()
-                           and not counts(t) and SURPLUS_ATTR not in t.user_attrs
-                           and not _was_requeued(study, t)]
+            interrupted = [
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if t.user_attrs.get(WORKER_ATTR, {}).get("pid") == os.getpid()
+                and not counts(t)
+                and SURPLUS_ATTR not in t.user_attrs
+                and not _was_requeued(study, t)
+            ]
             for trial in interrupted:
                 requeue_trial(study, trial)
             raise
@@ -623,6 +673,7 @@ def trial_line(settings: TuneSettings, study, trial) -> str | None:
 
 def report_trial(settings: TuneSettings):
     """An Optuna callback that prints :func:`trial_line` for each trial this worker finishes."""
+
     def callback(study, trial) -> None:
         line = trial_line(settings, study, trial)
         if line is not None:
@@ -633,22 +684,13 @@ def report_trial(settings: TuneSettings):
 
 def _was_requeued(study, trial) -> bool:
     root = retry_root(trial)
-    return any(t.number > trial.number and t.user_attrs.get(RETRY_ATTR) == root
-               for t in study.get_trials(deepcopy=False))
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
+    return any(
+        t.number > trial.number and t.user_attrs.get(RETRY_ATTR) == root for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _worker_process(data: dict[str, Any], worker_index: int, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     import torch
 
     from trbench.algos.library_warnings import silence_env_building_warnings
@@ -667,8 +709,12 @@ def run_workers(settings: TuneSettings) -> None:
 
     context = multiprocessing.get_context("spawn")
     with environment_set_to(SINGLE_THREAD_ENV):
-        processes = [context.Process(target=_worker_process, args=(settings.to_worker(), index, os.getpid()),
-                                     name=f"trbench-tune-{index}") for index in range(settings.workers)]
+        processes = [
+            context.Process(
+                target=_worker_process, args=(settings.to_worker(), index, os.getpid()), name=f"trbench-tune-{index}"
+            )
+            for index in range(settings.workers)
+        ]
         for process in processes:
             process.start()
     try:
@@ -680,11 +726,15 @@ def run_workers(settings: TuneSettings) -> None:
         raise
     crashed = [p for p in processes if p.exitcode not in (0, None)]
     if crashed:
-        print(f"trbench tune: {len(crashed)} worker(s) exited with an error (codes "
-              f"{', '.join(str(p.exitcode) for p in crashed)}); rerun the command to finish the study", file=sys.stderr)
+        print(
+            f"trbench tune: {len(crashed)} worker(s) exited with an error (codes "
+            f"{', '.join(str(p.exitcode) for p in crashed)}); rerun the command to finish the study",
+            file=sys.stderr,
+        )
 
 
 # --- outputs ---------------------------------------------------------------------------------------------
+
 
 def trial_rows(study) -> list[dict[str, Any]]:
     rows = []
@@ -694,18 +744,26 @@ def trial_rows(study) -> list[dict[str, Any]]:
         reason = t.user_attrs.get(PRUNED_ATTR) or t.user_attrs.get(COUNTED_FAIL_ATTR) or ""
         if t.state.name == "FAIL" and not counts(t):
             reason = "interrupted; enqueued again"
-        rows.append({"number": t.number, "state": t.state.name, "counted": counts(t), "value": t.value,
-                     **{f"params_{k}": v for k, v in t.params.items()},
-                     "seed_scores": json.dumps(t.user_attrs.get("seed_scores", [])),
-                     "retry_of": t.user_attrs.get(RETRY_ATTR, ""), "reason": reason,
-                     "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
-                     "duration_s": t.duration.total_seconds() if t.duration else "",
-                     "run_ids": " ".join(t.user_attrs.get("run_ids", []))})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "counted": counts(t),
+                "value": t.value,
+                **{f"params_{k}": v for k, v in t.params.items()},
+                "seed_scores": json.dumps(t.user_attrs.get("seed_scores", [])),
+                "retry_of": t.user_attrs.get(RETRY_ATTR, ""),
+                "reason": reason,
+                "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
+                "duration_s": t.duration.total_seconds() if t.duration else "",
+                "run_ids": " ".join(t.user_attrs.get("run_ids", [])),
+            }
+        )
     return rows
 
 
 def write_trials_csv(study, path: Path) -> None:
-    from trbench.runs import atomic_write_text
+    from trbench.base.files import atomic_write_text
 
     rows = trial_rows(study)
     columns: list[str] = []
@@ -748,15 +806,30 @@ def best_record(settings: TuneSettings, study) -> dict[str, Any] | None:
     scores = best.user_attrs.get("seed_scores", [])
     _, low, high = mean_ci(scores) if scores else (None, None, None)
     counted, _, _ = study_progress(study)
-    return {"study_name": settings.study_name, "storage": settings.storage, "algorithm": settings.algorithm,
-            "envs": list(settings.envs), "steps": settings.steps, "objective": settings.objective_name(),
-            "trial": best.number, "params": dict(best.params), "value": best.value,
-            "ci": {"low": low, "high": high, "confidence": 0.95, "method": "bootstrap over trial seeds",
-                   "seeds": settings.trial_seeds},
-            "seed_scores": scores, "final_eval_returns": best.user_attrs.get("final_eval_returns", {}),
-            "fixed_settings": _jsonable(settings.fixed), "trials_counted": counted,
-            "note": "the CI is over the seeds the study selected on, so it is optimistic; --reevaluate scores the "
-                    "best configurations on fresh seeds"}
+    return {
+        "study_name": settings.study_name,
+        "storage": settings.storage,
+        "algorithm": settings.algorithm,
+        "envs": list(settings.envs),
+        "steps": settings.steps,
+        "objective": settings.objective_name(),
+        "trial": best.number,
+        "params": dict(best.params),
+        "value": best.value,
+        "ci": {
+            "low": low,
+            "high": high,
+            "confidence": 0.95,
+            "method": "bootstrap over trial seeds",
+            "seeds": settings.trial_seeds,
+        },
+        "seed_scores": scores,
+        "final_eval_returns": best.user_attrs.get("final_eval_returns", {}),
+        "fixed_settings": _jsonable(settings.fixed),
+        "trials_counted": counted,
+        "note": "the CI is over the seeds the study selected on, so it is optimistic; --reevaluate scores the "
+        "best configurations on fresh seeds",
+    }
 
 
 def write_figures(settings: TuneSettings, study, folder: Path) -> list[str]:
@@ -772,12 +845,15 @@ def write_figures(settings: TuneSettings, study, folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = [p.name for p in settings.space]
     target_name = "normalised score" if settings.normalised else "final eval return"
-    figures = {"history": lambda: plots.plot_optimization_history(study, target_name=target_name),
-               "slices": lambda: plots.plot_slice(study, params=names, target_name=target_name),
-               "importances": lambda: plots.plot_param_importances(study, params=names)}
+    figures = {
+        "history": lambda: plots.plot_optimization_history(study, target_name=target_name),
+        "slices": lambda: plots.plot_slice(study, params=names, target_name=target_name),
+        "importances": lambda: plots.plot_param_importances(study, params=names),
+    }
     if len(names) >= 2:
-        figures[f"contour_{names[0]}_{names[1]}"] = lambda: plots.plot_contour(study, params=names[:2],
-                                                                               target_name=target_name)
+        figures[f"contour_{names[0]}_{names[1]}"] = lambda: plots.plot_contour(
+            study, params=names[:2], target_name=target_name
+        )
     notes = [] if len(names) >= 2 else ["contour: skipped, the space has one parameter"]
     for name, draw in figures.items():
         with warnings.catch_warnings():
@@ -804,24 +880,34 @@ def suite_name(text: str) -> str:
     return name if name[0].isalnum() else f"t{name}"
 
 
-def tuned_suite_text(settings: TuneSettings, params: dict[str, Any], seeds: list[int], name: str,
-                     description: str, header: str) -> str:
+def tuned_suite_text(
+    settings: TuneSettings, params: dict[str, Any], seeds: list[int], name: str, description: str, header: str
+) -> str:
     import tomli_w
 
-    data: dict[str, Any] = {"name": name, "description": description, "steps": settings.steps, "seeds": seeds,
-                            "envs": list(settings.envs), "algos": [settings.algorithm]}
+    data: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "steps": settings.steps,
+        "seeds": seeds,
+        "envs": list(settings.envs),
+        "algos": [settings.algorithm],
+    }
     hparams = {**_jsonable(settings.fixed), **params}
     if hparams:
         data["hparams"] = {settings.algorithm: hparams}
-    env_tables = {env: {"hparams": {settings.algorithm: _jsonable(values)}}
-                  for env, values in settings.env_fixed.items() if values}
+    env_tables = {
+        env: {"hparams": {settings.algorithm: _jsonable(values)}}
+        for env, values in settings.env_fixed.items()
+        if values
+    }
     if env_tables:
         data["env"] = env_tables
     return header + tomli_w.dumps(data)
 
 
 def write_outputs(settings: TuneSettings, study) -> dict[str, Any] | None:
-    from trbench.runs import atomic_write_json, atomic_write_text
+    from trbench.base.files import atomic_write_json, atomic_write_text
 
     out = settings.out
     write_trials_csv(study, out / "trials.csv")
@@ -836,24 +922,33 @@ def write_outputs(settings: TuneSettings, study) -> dict[str, Any] | None:
             best["reevaluation"] = previous["summary"]
     atomic_write_json(out / "best.json", best)
     seeds = [REEVALUATION_SEED_BASE + i for i in range(settings.reevaluate or TUNED_SUITE_SEEDS)]
-    header = (f"# The best configuration of study {settings.study_name!r} (trial {best['trial']}, "
-              f"{settings.objective_name()} {best['value']:.4g}).\n"
-              f"# Seeds start at {REEVALUATION_SEED_BASE}: fresh seeds, disjoint from the ones the study tuned on.\n"
-              f"# Run it with: trbench run {out / 'tuned.toml'}\n")
-    text = tuned_suite_text(settings, best["params"], seeds, suite_name(f"{settings.study_name}-tuned"),
-                            f"{settings.label} with the settings tuned by study {settings.study_name}", header)
+    header = (
+        f"# The best configuration of study {settings.study_name!r} (trial {best['trial']}, "
+        f"{settings.objective_name()} {best['value']:.4g}).\n"
+        f"# Seeds start at {REEVALUATION_SEED_BASE}: fresh seeds, disjoint from the ones the study tuned on.\n"
+        f"# Run it with: trbench run {out / 'tuned.toml'}\n"
+    )
+    text = tuned_suite_text(
+        settings,
+        best["params"],
+        seeds,
+        suite_name(f"{settings.study_name}-tuned"),
+        f"{settings.label} with the settings tuned by study {settings.study_name}",
+        header,
+    )
     atomic_write_text(out / "tuned.toml", text)
     return best
 
 
 # --- re-evaluation ------------------------------------------------------------------------------------------
 
+
 def reevaluate(settings: TuneSettings, study, stream) -> dict[str, Any] | None:
     """Re-run the top-k trials' configurations and the default one on K2 fresh seeds."""
     import numpy as np
 
     from trbench.analysis.stats import probability_of_improvement, welch_test
-    from trbench.runs import atomic_write_json, atomic_write_text
+    from trbench.base.files import atomic_write_json, atomic_write_text
     from trbench.suites.grid import load_suite
     from trbench.suites.runner import run_suite
 
@@ -864,26 +959,40 @@ def reevaluate(settings: TuneSettings, study, stream) -> dict[str, Any] | None:
     seeds = [REEVALUATION_SEED_BASE + i for i in range(settings.reevaluate)]
     arms = {f"tuned-{rank}": dict(t.params) for rank, t in enumerate(ranked, start=1)}
     arms["default"] = {}
-    variants = {name: {"algo": settings.algorithm, "description": (f"trial {ranked[int(name[6:]) - 1].number}"
-                                                                     if name != "default" else "default settings"),
-                       "hparams": {**_jsonable(settings.fixed), **params}}
-                for name, params in arms.items()}
+    variants = {
+        name: {
+            "algo": settings.algorithm,
+            "description": (f"trial {ranked[int(name[6:]) - 1].number}" if name != "default" else "default settings"),
+            "hparams": {**_jsonable(settings.fixed), **params},
+        }
+        for name, params in arms.items()
+    }
     for body in variants.values():
         if not body["hparams"]:
             del body["hparams"]
     import tomli_w
 
-    data: dict[str, Any] = {"name": suite_name(f"{settings.study_name}-reevaluation"),
-                            "description": "top trials and the default configuration on fresh seeds",
-                            "steps": settings.steps, "seeds": seeds, "envs": list(settings.envs),
-                            "algos": list(arms), "variants": variants}
-    env_tables = {env: {"hparams": {name: _jsonable(values) for name in arms}}
-                  for env, values in settings.env_fixed.items() if values}
+    data: dict[str, Any] = {
+        "name": suite_name(f"{settings.study_name}-reevaluation"),
+        "description": "top trials and the default configuration on fresh seeds",
+        "steps": settings.steps,
+        "seeds": seeds,
+        "envs": list(settings.envs),
+        "algos": list(arms),
+        "variants": variants,
+    }
+    env_tables = {
+        env: {"hparams": {name: _jsonable(values) for name in arms}}
+        for env, values in settings.env_fixed.items()
+        if values
+    }
     if env_tables:
         data["env"] = env_tables
     suite_file = settings.out / "reevaluation.toml"
-    atomic_write_text(suite_file, "# Written by trbench tune --reevaluate; rerunning it resumes the re-evaluation.\n"
-                      + tomli_w.dumps(data))
+    atomic_write_text(
+        suite_file,
+        "# Written by trbench tune --reevaluate; rerunning it resumes the re-evaluation.\n" + tomli_w.dumps(data),
+    )
     suite = load_suite(suite_file)
     run_suite(suite, folder, workers=settings.workers, executor="local", address=None, redo_failed=True, stream=stream)
 
@@ -909,10 +1018,16 @@ def reevaluate(settings: TuneSettings, study, stream) -> dict[str, Any] | None:
         scores = [_mean(v) for v in per_arm[name].values() if len(v) == len(settings.envs)]
         samples[name] = scores
         mean, low, high = mean_ci(scores) if scores else (None, None, None)
-        summary["arms"][name] = {"params": arms[name], "trial": ranked[int(name[6:]) - 1].number if name != "default"
-                                 else None, "study_value": ranked[int(name[6:]) - 1].value if name != "default" else None,
-                                 "mean": mean, "ci_low": low, "ci_high": high, "n": len(scores),
-                                 "runs_not_complete": failures[name]}
+        summary["arms"][name] = {
+            "params": arms[name],
+            "trial": ranked[int(name[6:]) - 1].number if name != "default" else None,
+            "study_value": ranked[int(name[6:]) - 1].value if name != "default" else None,
+            "mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "n": len(scores),
+            "runs_not_complete": failures[name],
+        }
     best, default = samples["tuned-1"], samples["default"]
     test = welch_test(best, default) if best and default else None
     pvalue = None if test is None or math.isnan(test.pvalue) else test.pvalue
@@ -920,75 +1035,165 @@ def reevaluate(settings: TuneSettings, study, stream) -> dict[str, Any] | None:
     if pvalue is None:
         verdict = "inconclusive: too few complete runs (or no spread) for a test"
     elif significant:
-        verdict = f"the best configuration beats the default significantly (Welch p = {pvalue:.3g} < {SIGNIFICANCE_LEVEL})"
+        verdict = (
+            f"the best configuration beats the default significantly (Welch p = {pvalue:.3g} < {SIGNIFICANCE_LEVEL})"
+        )
     else:
-        verdict = (f"no significant difference between the best and the default configuration "
-                   f"(Welch p = {pvalue:.3g}, level {SIGNIFICANCE_LEVEL})")
-    summary.update(best_vs_default={"welch_t": None if test is None else test.statistic, "pvalue": pvalue,
-                                    "level": SIGNIFICANCE_LEVEL, "significant": significant,
-                                    "probability_of_improvement": float(probability_of_improvement(
-                                        np.asarray(best), np.asarray(default))) if best and default else None,
-                                    "verdict": verdict})
+        verdict = (
+            f"no significant difference between the best and the default configuration "
+            f"(Welch p = {pvalue:.3g}, level {SIGNIFICANCE_LEVEL})"
+        )
+    summary.update(
+        best_vs_default={
+            "welch_t": None if test is None else test.statistic,
+            "pvalue": pvalue,
+            "level": SIGNIFICANCE_LEVEL,
+            "significant": significant,
+            "probability_of_improvement": float(probability_of_improvement(np.asarray(best), np.asarray(default)))
+            if best and default
+            else None,
+            "verdict": verdict,
+        }
+    )
     atomic_write_json(settings.out / "reevaluation.json", {"best_trial": ranked[0].number, "summary": summary})
     return summary
 
 
 # --- command line -------------------------------------------------------------------------------------------
 
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "tune", help="tune an algorithm's settings with Optuna (default: TRPO's max_kl and damping)",
+        "tune",
+        help="tune an algorithm's settings with Optuna (default: TRPO's max_kl and damping)",
         description="Search an algorithm's settings with Optuna: each trial trains on K seeds (x every env) and is "
-                    "scored by the mean final evaluation return (normalised scores with several envs). Resumable "
-                    "(rerun the same command), parallel (--workers, or several machines on one --storage). "
-                    "See docs/tuning.md.")
+        "scored by the mean final evaluation return (normalised scores with several envs). Resumable "
+        "(rerun the same command), parallel (--workers, or several machines on one --storage). "
+        "See docs/tuning.md.",
+    )
     p.add_argument("--algo", default=None, help="algorithm to tune: trpo (default), npg, vpg, ppo or module:Class")
-    p.add_argument("--env", dest="envs", action="append", default=[], metavar="ENV",
-                   help="gymnasium env id; repeat for a multi-env objective on normalised scores")
-    p.add_argument("--trials", type=_positive_int("--trials"), default=None, help="trials in total, resumptions included")
-    p.add_argument("--seeds", type=_positive_int("--seeds"), default=None,
-                   help=f"seeds per trial, {TRIAL_SEED_BASE}..K-1 (default 3)")
+    p.add_argument(
+        "--env",
+        dest="envs",
+        action="append",
+        default=[],
+        metavar="ENV",
+        help="gymnasium env id; repeat for a multi-env objective on normalised scores",
+    )
+    p.add_argument(
+        "--trials", type=_positive_int("--trials"), default=None, help="trials in total, resumptions included"
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=None,
+        help=f"seeds per trial, {TRIAL_SEED_BASE}..K-1 (default 3)",
+    )
     p.add_argument("--steps", type=_positive_int("--steps"), default=None, help="environment steps per run")
-    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
-                   help="a setting to search; repeatable (default: max_kl=1e-3:1e-1:log and damping=1e-4:1:log)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a setting for every trial (and for the default configuration); repeatable")
-    p.add_argument("--suite", type=Path, default=None,
-                   help="suite file giving envs, steps and fixed settings, and a [tune] table (see docs/tuning.md)")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage: sqlite:///PATH, postgresql://..., mysql://... or journal:PATH "
-                        "(default: sqlite in --out)")
+    p.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=LOW:HIGH[:log]",
+        help="a setting to search; repeatable (default: max_kl=1e-3:1e-1:log and damping=1e-4:1:log)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a setting for every trial (and for the default configuration); repeatable",
+    )
+    p.add_argument(
+        "--suite",
+        type=Path,
+        default=None,
+        help="suite file giving envs, steps and fixed settings, and a [tune] table (see docs/tuning.md)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage: sqlite:///PATH, postgresql://..., mysql://... or journal:PATH (default: sqlite in --out)",
+    )
     p.add_argument("--study-name", default=None, help="study name in the storage (default: ALGO-ENVS)")
-    p.add_argument("--workers", type=_positive_int("--workers"), default=1,
-                   help="worker processes sharing the study on this machine (default 1)")
-    p.add_argument("--heartbeat-interval", type=_positive_int("--heartbeat-interval"), default=HEARTBEAT_INTERVAL_S,
-                   metavar="S", help=f"seconds between two heartbeats of a running trial (default {HEARTBEAT_INTERVAL_S})")
-    p.add_argument("--heartbeat-grace", type=_positive_int("--heartbeat-grace"), default=HEARTBEAT_GRACE_S,
-                   metavar="S", help=f"seconds without a heartbeat after which a running trial's worker counts as dead "
-                                     f"and the trial is retried (default {HEARTBEAT_GRACE_S})")
-    p.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
-                   help=f"patient: median rule after {PRUNER_PATIENCE} reports without improvement (default); "
-                        "median; hyperband; none")
-    p.add_argument("--pruner-startup-trials", type=_positive_int("--pruner-startup-trials", 0),
-                   default=PRUNER_STARTUP_TRIALS,
-                   help=f"trials that finish before the median rule applies (default {PRUNER_STARTUP_TRIALS})")
-    p.add_argument("--pruner-warmup-steps", type=_positive_int("--pruner-warmup-steps", 0), default=None,
-                   help="trial steps before a trial can be pruned (default: one run, so never before a first result)")
-    p.add_argument("--patience", type=_positive_int("--patience", 0), default=PRUNER_PATIENCE,
-                   help=f"reports without improvement before the patient pruner may prune (default {PRUNER_PATIENCE})")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="tpe (default; multivariate with constant liar), random, gp")
-    p.add_argument("--sampler-startup-trials", type=_positive_int("--sampler-startup-trials", 0),
-                   default=SAMPLER_STARTUP_TRIALS,
-                   help=f"random trials before TPE/GP model the objective (default {SAMPLER_STARTUP_TRIALS})")
-    p.add_argument("--sampler-seed", type=_positive_int("--sampler-seed", 0), default=None,
-                   help="seed of the sampler (default: unseeded)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=1,
+        help="worker processes sharing the study on this machine (default 1)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=_positive_int("--heartbeat-interval"),
+        default=HEARTBEAT_INTERVAL_S,
+        metavar="S",
+        help=f"seconds between two heartbeats of a running trial (default {HEARTBEAT_INTERVAL_S})",
+    )
+    p.add_argument(
+        "--heartbeat-grace",
+        type=_positive_int("--heartbeat-grace"),
+        default=HEARTBEAT_GRACE_S,
+        metavar="S",
+        help=f"seconds without a heartbeat after which a running trial's worker counts as dead "
+        f"and the trial is retried (default {HEARTBEAT_GRACE_S})",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default=DEFAULT_PRUNER,
+        help=f"patient: median rule after {PRUNER_PATIENCE} reports without improvement (default); "
+        "median; hyperband; none",
+    )
+    p.add_argument(
+        "--pruner-startup-trials",
+        type=_positive_int("--pruner-startup-trials", 0),
+        default=PRUNER_STARTUP_TRIALS,
+        help=f"trials that finish before the median rule applies (default {PRUNER_STARTUP_TRIALS})",
+    )
+    p.add_argument(
+        "--pruner-warmup-steps",
+        type=_positive_int("--pruner-warmup-steps", 0),
+        default=None,
+        help="trial steps before a trial can be pruned (default: one run, so never before a first result)",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int("--patience", 0),
+        default=PRUNER_PATIENCE,
+        help=f"reports without improvement before the patient pruner may prune (default {PRUNER_PATIENCE})",
+    )
+    p.add_argument(
+        "--sampler", choices=SAMPLERS, default="tpe", help="tpe (default; multivariate with constant liar), random, gp"
+    )
+    p.add_argument(
+        "--sampler-startup-trials",
+        type=_positive_int("--sampler-startup-trials", 0),
+        default=SAMPLER_STARTUP_TRIALS,
+        help=f"random trials before TPE/GP model the objective (default {SAMPLER_STARTUP_TRIALS})",
+    )
+    p.add_argument(
+        "--sampler-seed",
+        type=_positive_int("--sampler-seed", 0),
+        default=None,
+        help="seed of the sampler (default: unseeded)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: results/tune-STUDY_NAME)")
-    p.add_argument("--reevaluate", type=_positive_int("--reevaluate", 0), default=0, metavar="K2",
-                   help=f"re-run the top-k and the default configuration on K2 fresh seeds "
-                        f"({REEVALUATION_SEED_BASE}..) and test best vs default")
-    p.add_argument("--top-k", type=_positive_int("--top-k"), default=DEFAULT_TOP_K,
-                   help=f"configurations --reevaluate re-runs (default {DEFAULT_TOP_K})")
+    p.add_argument(
+        "--reevaluate",
+        type=_positive_int("--reevaluate", 0),
+        default=0,
+        metavar="K2",
+        help=f"re-run the top-k and the default configuration on K2 fresh seeds "
+        f"({REEVALUATION_SEED_BASE}..) and test best vs default",
+    )
+    p.add_argument(
+        "--top-k",
+        type=_positive_int("--top-k"),
+        default=DEFAULT_TOP_K,
+        help=f"configurations --reevaluate re-runs (default {DEFAULT_TOP_K})",
+    )
     p.set_defaults(func=run_tune)
 
 
@@ -1054,8 +1259,10 @@ def read_suite_input(path: Path, algo: str | None) -> _SuiteInput:
     wanted = algo or tune.get("algo")
     if wanted is None:
         if len(arm_names) != 1:
-            raise UsageError(f"{path}: tune.algo: the suite lists {len(arm_names)} arms; name the one to tune "
-                             f"(one of {', '.join(arm_names)})")
+            raise UsageError(
+                f"{path}: tune.algo: the suite lists {len(arm_names)} arms; name the one to tune "
+                f"(one of {', '.join(arm_names)})"
+            )
         wanted = arm_names[0]
     if wanted not in arm_names:
         raise UsageError(f"{path}: tune.algo: {wanted!r} is not in algos; allowed: {', '.join(arm_names)}")
@@ -1068,16 +1275,22 @@ def read_suite_input(path: Path, algo: str | None) -> _SuiteInput:
         if run.spec.seed != first_seed or run.spec.arm.split("[")[0] != arm.name:
             continue
         if run.spec.env_id in per_env:
-            raise UsageError(f"{path}: hparams for {arm.name}: a grid axis (a list value) cannot be tuned; "
-                             f"search it with tune.params instead")
+            raise UsageError(
+                f"{path}: hparams for {arm.name}: a grid axis (a list value) cannot be tuned; "
+                f"search it with tune.params instead"
+            )
         per_env[run.spec.env_id] = {k: run.config.to_dict()[k] for k in run.spec.overrides}
         steps = run.spec.steps
         if result.steps not in (None, steps):
-            raise UsageError(f"{path}: env.{run.spec.env_id}.steps: every env must have the same budget to be tuned "
-                             f"together")
+            raise UsageError(
+                f"{path}: env.{run.spec.env_id}.steps: every env must have the same budget to be tuned together"
+            )
         result.steps = steps
-    shared = {k: v for k, v in next(iter(per_env.values())).items()
-              if all(k in values and values[k] == v for values in per_env.values())}
+    shared = {
+        k: v
+        for k, v in next(iter(per_env.values())).items()
+        if all(k in values and values[k] == v for values in per_env.values())
+    }
     result.fixed = shared
     result.env_fixed = {env: {k: v for k, v in values.items() if k not in shared} for env, values in per_env.items()}
     return result
@@ -1088,7 +1301,7 @@ def build_settings(args) -> TuneSettings:
     from trbench.algos.config import parse_set_arguments
     from trbench.algos.registry import resolve_algorithm
     from trbench.algos.rollout import make_vector_env
-    from trbench.runs import RunSpec, resolve
+    from trbench.suites.run_spec import RunSpec, resolve
 
     suite = read_suite_input(args.suite, args.algo) if args.suite is not None else _SuiteInput()
     algorithm = suite.algorithm or args.algo or "trpo"
@@ -1107,8 +1320,10 @@ def build_settings(args) -> TuneSettings:
         raise UsageError("--trials: required (trials in total)")
     seeds = args.seeds or suite.seeds or 3
     if TRIAL_SEED_BASE + seeds > REEVALUATION_SEED_BASE:
-        raise UsageError(f"--seeds: at most {REEVALUATION_SEED_BASE - TRIAL_SEED_BASE}, so trial seeds stay disjoint "
-                         f"from re-evaluation seeds")
+        raise UsageError(
+            f"--seeds: at most {REEVALUATION_SEED_BASE - TRIAL_SEED_BASE}, so trial seeds stay disjoint "
+            f"from re-evaluation seeds"
+        )
     space = parse_space(args.params or suite.params, cls.Config)
     given = parse_set_arguments(args.overrides)
     for param in space:
@@ -1131,8 +1346,9 @@ def build_settings(args) -> TuneSettings:
                 try:
                     resolve(RunSpec(algorithm, env_id, steps, TRIAL_SEED_BASE, {**overrides, param.name: bound}))
                 except UsageError as exc:
-                    raise UsageError(f"--param {param.text}: bound {bound:g} is not allowed: "
-                                     f"{str(exc).partition(': ')[2] or exc}") from None
+                    raise UsageError(
+                        f"--param {param.text}: bound {bound:g} is not allowed: {str(exc).partition(': ')[2] or exc}"
+                    ) from None
     env_fixed = {k: v for k, v in env_fixed.items() if v}
     label = arm or algorithm
     study_name = args.study_name or suite_name(f"{label}-{'+'.join(envs)}")
@@ -1140,23 +1356,45 @@ def build_settings(args) -> TuneSettings:
     check_output_folder(out)
     storage = args.storage or default_storage(out)
     if not (storage.startswith("journal:") or "://" in storage):
-        raise UsageError(f"--storage: {storage!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
-                         f"mysql://... or journal:PATH")
+        raise UsageError(
+            f"--storage: {storage!r} is not a storage URL; use sqlite:///PATH, postgresql://..., "
+            f"mysql://... or journal:PATH"
+        )
     if args.heartbeat_grace <= args.heartbeat_interval:
-        raise UsageError(f"--heartbeat-grace: must be > --heartbeat-interval ({args.heartbeat_interval} s), got "
-                         f"{args.heartbeat_grace}, or live trials would be failed between two heartbeats")
+        raise UsageError(
+            f"--heartbeat-grace: must be > --heartbeat-interval ({args.heartbeat_interval} s), got "
+            f"{args.heartbeat_grace}, or live trials would be failed between two heartbeats"
+        )
     return TuneSettings(
-        algorithm=algorithm, envs=tuple(envs), steps=steps, seeds=seeds, space=tuple(space), fixed=fixed,
-        env_fixed=env_fixed, trials=trials, out=out, storage=storage, study_name=study_name, workers=args.workers,
-        pruner=args.pruner, pruner_startup_trials=args.pruner_startup_trials,
-        pruner_warmup_steps=args.pruner_warmup_steps, patience=args.patience, sampler=args.sampler,
-        sampler_startup_trials=args.sampler_startup_trials, sampler_seed=args.sampler_seed,
-        reevaluate=args.reevaluate, top_k=args.top_k, arm=label if label != algorithm else "",
-        heartbeat_interval_s=args.heartbeat_interval, heartbeat_grace_s=args.heartbeat_grace)
+        algorithm=algorithm,
+        envs=tuple(envs),
+        steps=steps,
+        seeds=seeds,
+        space=tuple(space),
+        fixed=fixed,
+        env_fixed=env_fixed,
+        trials=trials,
+        out=out,
+        storage=storage,
+        study_name=study_name,
+        workers=args.workers,
+        pruner=args.pruner,
+        pruner_startup_trials=args.pruner_startup_trials,
+        pruner_warmup_steps=args.pruner_warmup_steps,
+        patience=args.patience,
+        sampler=args.sampler,
+        sampler_startup_trials=args.sampler_startup_trials,
+        sampler_seed=args.sampler_seed,
+        reevaluate=args.reevaluate,
+        top_k=args.top_k,
+        arm=label if label != algorithm else "",
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_grace_s=args.heartbeat_grace,
+    )
 
 
 def run_tune(args) -> int:
-    from trbench.runs import rounding_note
+    from trbench.suites.run_spec import rounding_note
 
     settings = build_settings(args)
     if settings.normalised:
@@ -1170,8 +1408,11 @@ def run_tune(args) -> int:
     recover_dead_local_trials(study)
     counted, running, waiting = study_progress(study)
     space = ", ".join(p.text for p in settings.space)
-    print(f"study {settings.study_name!r} in {settings.storage}: {counted}/{settings.trials} trials done; "
-          f"{settings.objective_name()}; space {space}; {settings.workers} worker(s) -> {settings.out}", flush=True)
+    print(
+        f"study {settings.study_name!r} in {settings.storage}: {counted}/{settings.trials} trials done; "
+        f"{settings.objective_name()}; space {space}; {settings.workers} worker(s) -> {settings.out}",
+        flush=True,
+    )
     if note := rounding_note([settings.first_run()]):
         print(note, flush=True)
     run_workers(settings)
@@ -1179,15 +1420,21 @@ def run_tune(args) -> int:
     counted, running, _ = study_progress(study)
     best = write_outputs(settings, study)
     states = [t.state.name for t in study.get_trials(deepcopy=False) if counts(t)]
-    print(f"{counted} trials counted: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
-          f"{states.count('FAIL')} failed; {running} still running elsewhere", flush=True)
+    print(
+        f"{counted} trials counted: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+        f"{states.count('FAIL')} failed; {running} still running elsewhere",
+        flush=True,
+    )
     if best is None:
         print("trbench tune: no trial completed, so there is no best configuration; see trials.csv", file=sys.stderr)
         return 1
     ci = best["ci"]
     ci_text = f" (95% CI {ci['low']:.4g} to {ci['high']:.4g})" if ci["low"] is not None else ""
-    print(f"best: trial {best['trial']}, {settings.objective_name()} {best['value']:.4g}{ci_text}, "
-          f"{json.dumps(best['params'])}", flush=True)
+    print(
+        f"best: trial {best['trial']}, {settings.objective_name()} {best['value']:.4g}{ci_text}, "
+        f"{json.dumps(best['params'])}",
+        flush=True,
+    )
     if settings.reevaluate:
         summary = reevaluate(settings, study, sys.stdout)
         best = write_outputs(settings, study)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+
 # the interface Optuna's RDB storage implements; its module is private, and optuna is pinned
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
@@ -31,8 +32,13 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """A journal storage whose running trials beat every `heartbeat_interval` seconds; a trial
     silent for `grace_period` seconds is stale."""
 
-    def __init__(self, backend: BaseJournalBackend, heartbeat_interval: int, grace_period: int,
-                 heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None):
+    def __init__(
+        self,
+        backend: BaseJournalBackend,
+        heartbeat_interval: int,
+        grace_period: int,
+        heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ):
         super().__init__(backend)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
@@ -47,8 +53,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         # as on an RDB storage, a trial that never beat (its worker died at once) is never stale
-        return [trial._trial_id for trial in running
-                if now - trial.system_attrs.get(HEARTBEAT_ATTR, now) > self.grace_period]
+        return [
+            trial._trial_id
+            for trial in running
+            if now - trial.system_attrs.get(HEARTBEAT_ATTR, now) > self.grace_period
+        ]
 
     def get_heartbeat_interval(self) -> int:
         return self.heartbeat_interval

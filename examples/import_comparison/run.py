@@ -29,8 +29,9 @@ def train_sb3(folder: Path, seed: int) -> None:
     """SB3 PPO at its defaults, logged the usual way: Monitor files, EvalCallback, the saved model."""
     env = make_vec_env(ENV_ID, n_envs=1, seed=seed, monitor_dir=str(folder))
     eval_env = make_vec_env(ENV_ID, n_envs=1, seed=10_000 + seed)
-    evaluations = EvalCallback(eval_env, eval_freq=EVAL_EVERY, n_eval_episodes=10, log_path=str(folder),
-                               deterministic=True, verbose=0)
+    evaluations = EvalCallback(
+        eval_env, eval_freq=EVAL_EVERY, n_eval_episodes=10, log_path=str(folder), deterministic=True, verbose=0
+    )
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     model.learn(STEPS, callback=evaluations)
     model.save(folder / "ppo")

@@ -12,8 +12,16 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from trbench.importers.source import (Claim, SourceRun, as_int, empty_evaluations, episodes_by_step,
-                                      find_run_folders, median_spacing, refuse)
+from trbench.importers.source import (
+    Claim,
+    SourceRun,
+    as_int,
+    empty_evaluations,
+    episodes_by_step,
+    find_run_folders,
+    median_spacing,
+    refuse,
+)
 from trbench.importers.tensorboard_events import holds_event_files, read_event_log, source_scalars
 
 FORMAT = "cleanrl"
@@ -21,8 +29,10 @@ LIBRARY = "cleanrl"
 EXPECTED = "a CleanRL run directory (TensorBoard event files with charts/episodic_return)"
 RETURN_TAG = "charts/episodic_return"
 ITERATION_TAG = "charts/SPS"  # logged once per iteration, so its spacing is the rollout size
-NO_EVALUATION = ("none: CleanRL runs no deterministic evaluation; compare these runs with "
-                 "`trbench report --metric last100` (training return of the last 100 episodes)")
+NO_EVALUATION = (
+    "none: CleanRL runs no deterministic evaluation; compare these runs with "
+    "`trbench report --metric last100` (training return of the last 100 episodes)"
+)
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -75,16 +85,26 @@ def algorithm_of(exp_name: str) -> str:
 def read_run(folder: Path) -> SourceRun:
     log = read_event_log(folder)
     if RETURN_TAG not in log.scalars:
-        raise refuse(folder, f"its TensorBoard events hold no '{RETURN_TAG}'; a CleanRL run logs each training "
-                             "episode's return there")
+        raise refuse(
+            folder,
+            f"its TensorBoard events hold no '{RETURN_TAG}'; a CleanRL run logs each training episode's return there",
+        )
     episodes = log.scalars[RETURN_TAG]
     hyperparameters = parse_hyperparameters(log.texts.get("hyperparameters", ""))
     from_name = parse_run_name(folder.name)
 
     env_claims = [Claim(str(hyperparameters["env_id"]), "hyperparameters")] if hyperparameters.get("env_id") else []
-    seed_claims = [Claim(int(hyperparameters["seed"]), "hyperparameters")] if as_int(hyperparameters.get("seed")) is not None else []
+    seed_claims = (
+        [Claim(int(hyperparameters["seed"]), "hyperparameters")]
+        if as_int(hyperparameters.get("seed")) is not None
+        else []
+    )
     # the script's name (ppo_continuous_action) stays in the config; the algorithm is its first word
-    exp_names = [Claim(algorithm_of(str(hyperparameters["exp_name"])), "hyperparameters")] if hyperparameters.get("exp_name") else []
+    exp_names = (
+        [Claim(algorithm_of(str(hyperparameters["exp_name"])), "hyperparameters")]
+        if hyperparameters.get("exp_name")
+        else []
+    )
     if from_name:
         env_claims.append(Claim(from_name["env_id"], "run name"))
         seed_claims.append(Claim(from_name["seed"], "run name"))
@@ -95,20 +115,34 @@ def read_run(folder: Path) -> SourceRun:
     every_step = scalars["step"]
     iteration_steps = median_spacing(log.scalars[ITERATION_TAG]["step"]) if ITERATION_TAG in log.scalars else None
     start = log.first_wall_time
-    unknown = ["version: CleanRL logs none", "eval_return and final_eval_return: CleanRL runs no deterministic evaluation"]
+    unknown = [
+        "version: CleanRL logs none",
+        "eval_return and final_eval_return: CleanRL runs no deterministic evaluation",
+    ]
     if not hyperparameters:
         unknown.append("configuration: no hyperparameters text in the events")
     return SourceRun(
-        format=FORMAT, library=LIBRARY, path=folder, files=log.files, label_prefix="cleanrl-",
-        training=episodes_by_step(episodes["step"], episodes["value"]), evaluations=empty_evaluations(),
+        format=FORMAT,
+        library=LIBRARY,
+        path=folder,
+        files=log.files,
+        label_prefix="cleanrl-",
+        training=episodes_by_step(episodes["step"], episodes["value"]),
+        evaluations=empty_evaluations(),
         scalars=scalars,
-        meaning={"train_return": f"{RETURN_TAG}: the return of each training episode, at the global step it ended",
-                 "eval_return": NO_EVALUATION, "final_eval_return": NO_EVALUATION},
-        env_id=env_claims, seed=seed_claims, algorithm=exp_names,
-        config=hyperparameters, unknown=unknown,
+        meaning={
+            "train_return": f"{RETURN_TAG}: the return of each training episode, at the global step it ended",
+            "eval_return": NO_EVALUATION,
+            "final_eval_return": NO_EVALUATION,
+        },
+        env_id=env_claims,
+        seed=seed_claims,
+        algorithm=exp_names,
+        config=hyperparameters,
+        unknown=unknown,
         budget=as_int(hyperparameters.get("total_timesteps")),
         steps_taken=int(every_step.max()) if len(every_step) else None,
         iteration_steps=iteration_steps,
         wall_time_s=float(scalars["wall_time_s"].max()) if len(scalars) else None,
-        started_at=_dt.datetime.fromtimestamp(start, _dt.timezone.utc).isoformat(timespec="seconds") if start else None,
+        started_at=_dt.datetime.fromtimestamp(start, _dt.UTC).isoformat(timespec="seconds") if start else None,
     )

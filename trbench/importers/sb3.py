@@ -25,8 +25,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from trbench.importers.source import (Claim, SourceRun, as_int, empty_evaluations, episodes_by_step,
-                                      find_run_folders, refuse)
+from trbench.importers.source import (
+    Claim,
+    SourceRun,
+    as_int,
+    empty_evaluations,
+    episodes_by_step,
+    find_run_folders,
+    refuse,
+)
 
 FORMAT = "sb3"
 LIBRARY = "stable-baselines3"
@@ -34,12 +41,20 @@ EXPECTED = "a Stable-Baselines3 / RL Zoo log folder (*.monitor.csv and/or evalua
 EVALUATIONS_FILE = "evaluations.npz"
 ON_POLICY = ("a2c", "ppo", "trpo", "ars", "ppo_lstm", "recurrentppo")
 # system_info.txt names -> the keys of config.json's versions
-SYSTEM_INFO_NAMES = {"Stable-Baselines3": LIBRARY, "PyTorch": "torch", "Numpy": "numpy", "Gymnasium": "gymnasium",
-                     "Python": "python", "OpenAI Gym": "gym"}
+SYSTEM_INFO_NAMES = {
+    "Stable-Baselines3": LIBRARY,
+    "PyTorch": "torch",
+    "Numpy": "numpy",
+    "Gymnasium": "gymnasium",
+    "Python": "python",
+    "OpenAI Gym": "gym",
+}
 
 
 def monitor_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.glob("*monitor.csv") if path.name == "monitor.csv" or path.name.endswith(".monitor.csv"))
+    return sorted(
+        path for path in folder.glob("*monitor.csv") if path.name == "monitor.csv" or path.name.endswith(".monitor.csv")
+    )
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -63,7 +78,9 @@ def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict:
 
 
 _ZooLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
-_ZooLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node, deep=True))
+_ZooLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node, deep=True)
+)
 _ZooLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: f"<python/{suffix}>")
 
 
@@ -86,7 +103,9 @@ def read_monitor(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError):
         header = episodes = None
     if not isinstance(header, dict) or episodes is None or not {"r", "l", "t"} <= set(episodes.columns):
-        raise refuse(path, "not a Stable-Baselines3 Monitor file (expected a '#{...}' JSON line, then the columns r,l,t)")
+        raise refuse(
+            path, "not a Stable-Baselines3 Monitor file (expected a '#{...}' JSON line, then the columns r,l,t)"
+        )
     for column in ("r", "l", "t"):
         episodes[column] = pd.to_numeric(episodes[column], errors="coerce")
     if episodes[["r", "l", "t"]].isna().any().any():
@@ -102,8 +121,14 @@ def read_evaluations(path: Path) -> pd.DataFrame:
         raise refuse(path, "not EvalCallback's evaluations.npz (expected arrays timesteps and results)") from None
     if results.ndim != 2 or results.shape[0] != timesteps.shape[0]:
         raise refuse(path, f"results has shape {results.shape}, expected one row of episode returns per timestep")
-    return pd.DataFrame({"step": timesteps.astype(float), "eval_return": results.mean(axis=1),
-                         "eval_return_std": results.std(axis=1), "eval_episodes": results.shape[1]})
+    return pd.DataFrame(
+        {
+            "step": timesteps.astype(float),
+            "eval_return": results.mean(axis=1),
+            "eval_return_std": results.std(axis=1),
+            "eval_episodes": results.shape[1],
+        }
+    )
 
 
 def read_saved_model(folder: Path) -> tuple[dict[str, Any], dict[str, str], str | None]:
@@ -114,10 +139,16 @@ def read_saved_model(folder: Path) -> tuple[dict[str, Any], dict[str, str], str 
         try:
             with zipfile.ZipFile(path) as archive:
                 data = json.loads(archive.read("data"))
-                info = archive.read("system_info.txt").decode("utf-8", "replace") if "system_info.txt" in archive.namelist() else ""
+                info = (
+                    archive.read("system_info.txt").decode("utf-8", "replace")
+                    if "system_info.txt" in archive.namelist()
+                    else ""
+                )
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             continue  # some other zip: not a model SB3 saved
-        scalars = {key: value for key, value in data.items() if isinstance(value, (int, float, str, bool)) or value is None}
+        scalars = {
+            key: value for key, value in data.items() if isinstance(value, (int, float, str, bool)) or value is None
+        }
         versions = {}
         for line in info.splitlines():
             name, _, value = line.strip().lstrip("- ").partition(":")
@@ -139,7 +170,9 @@ def _zoo_files(folder: Path) -> dict[str, Path]:
 
 def read_run(folder: Path) -> SourceRun:
     monitors = [(path, *read_monitor(path)) for path in monitor_files(folder)]
-    evaluations = read_evaluations(folder / EVALUATIONS_FILE) if (folder / EVALUATIONS_FILE).is_file() else empty_evaluations()
+    evaluations = (
+        read_evaluations(folder / EVALUATIONS_FILE) if (folder / EVALUATIONS_FILE).is_file() else empty_evaluations()
+    )
     zoo = {name: read_zoo_yaml(path) for name, path in _zoo_files(folder).items()}
     hyperparams, args = zoo.get("config.yml", {}), zoo.get("args.yml", {})
     model, versions, model_file = read_saved_model(folder)
@@ -147,13 +180,16 @@ def read_run(folder: Path) -> SourceRun:
     n_envs = len(monitors)
     for stated, where in ((as_int(model.get("n_envs")), model_file), (as_int(hyperparams.get("n_envs")), "config.yml")):
         if monitors and stated is not None and stated != n_envs:
-            raise refuse(folder, f"holds {n_envs} Monitor file(s) but {where} says n_envs = {stated}; "
-                                 "every training env's Monitor file is needed to count steps")
+            raise refuse(
+                folder,
+                f"holds {n_envs} Monitor file(s) but {where} says n_envs = {stated}; "
+                "every training env's Monitor file is needed to count steps",
+            )
 
     steps, returns, times = [], [], []
     t_starts = [float(header.get("t_start", 0.0)) for _, header, _ in monitors]
     start = min(t_starts) if t_starts else None
-    for (_, header, episodes), t_start in zip(monitors, t_starts):
+    for (_, _header, episodes), t_start in zip(monitors, t_starts):
         steps.append(episodes["l"].cumsum().to_numpy() * n_envs)
         returns.append(episodes["r"].to_numpy())
         times.append(t_start - start + episodes["t"].to_numpy())
@@ -165,17 +201,34 @@ def read_run(folder: Path) -> SourceRun:
     env_claims = [Claim(header["env_id"], path.name) for path, header, _ in monitors if header.get("env_id")]
     if args.get("env"):
         env_claims.append(Claim(str(args["env"]), "args.yml"))
-    seed_claims = [Claim(int(value), where) for value, where in ((args.get("seed"), "args.yml"), (model.get("seed"), model_file))
-                   if as_int(value) is not None]
+    seed_claims = [
+        Claim(int(value), where)
+        for value, where in ((args.get("seed"), "args.yml"), (model.get("seed"), model_file))
+        if as_int(value) is not None
+    ]
     algorithm_claims = [Claim(str(args["algo"]), "args.yml")] if args.get("algo") else []
 
-    budget = next((value for value in (as_int(args.get("n_timesteps")), as_int(hyperparams.get("n_timesteps")),
-                                       as_int(model.get("_total_timesteps"))) if value and value > 0), None)
-    logged = ([float(all_steps.max())] if all_steps.size else []) + ([float(evaluations["step"].max())] if len(evaluations) else [])
+    budget = next(
+        (
+            value
+            for value in (
+                as_int(args.get("n_timesteps")),
+                as_int(hyperparams.get("n_timesteps")),
+                as_int(model.get("_total_timesteps")),
+            )
+            if value and value > 0
+        ),
+        None,
+    )
+    logged = ([float(all_steps.max())] if all_steps.size else []) + (
+        [float(evaluations["step"].max())] if len(evaluations) else []
+    )
     steps_taken = as_int(model.get("num_timesteps")) or int(max(logged, default=0))
     n_steps = as_int(hyperparams.get("n_steps", model.get("n_steps")))
     algorithm = str(args.get("algo", "")).lower()
-    iteration_steps = n_steps * max(n_envs, 1) if n_steps and (algorithm in ON_POLICY or "n_epochs" in hyperparams) else None
+    iteration_steps = (
+        n_steps * max(n_envs, 1) if n_steps and (algorithm in ON_POLICY or "n_epochs" in hyperparams) else None
+    )
 
     unknown = []
     if not monitors:
@@ -185,23 +238,51 @@ def read_run(folder: Path) -> SourceRun:
     if monitors:
         unknown.append("wall_time_s: when training ended (the time the last training episode ended is used)")
     version = versions.pop(LIBRARY, None)
-    started = _dt.datetime.fromtimestamp(start, _dt.timezone.utc).isoformat(timespec="seconds") if start else None
+    started = _dt.datetime.fromtimestamp(start, _dt.UTC).isoformat(timespec="seconds") if start else None
     return SourceRun(
-        format=FORMAT, library=LIBRARY, path=folder, label_prefix="sb3-",
-        files=[path.name for path, _, _ in monitors] + ([EVALUATIONS_FILE] if (folder / EVALUATIONS_FILE).is_file() else [])
-        + [str(path.relative_to(folder)) for path in _zoo_files(folder).values()] + ([model_file] if model_file else []),
-        training=training, evaluations=evaluations, scalars=scalars,
+        format=FORMAT,
+        library=LIBRARY,
+        path=folder,
+        label_prefix="sb3-",
+        files=[path.name for path, _, _ in monitors]
+        + ([EVALUATIONS_FILE] if (folder / EVALUATIONS_FILE).is_file() else [])
+        + [str(path.relative_to(folder)) for path in _zoo_files(folder).values()]
+        + ([model_file] if model_file else []),
+        training=training,
+        evaluations=evaluations,
+        scalars=scalars,
         meaning={
             "train_return": "Monitor (*.monitor.csv): the return of each training episode, at the step it ended "
-                            "(episode lengths summed per env, times n_envs)",
-            "eval_return": ("EvalCallback (evaluations.npz): the mean return of its evaluation episodes"
-                            if len(evaluations) else "none: the folder has no evaluations.npz (no EvalCallback)"),
-            "final_eval_return": ("the last EvalCallback evaluation (not a separate final evaluation)"
-                                  if len(evaluations) else "none: the folder has no evaluations.npz (no EvalCallback)"),
+            "(episode lengths summed per env, times n_envs)",
+            "eval_return": (
+                "EvalCallback (evaluations.npz): the mean return of its evaluation episodes"
+                if len(evaluations)
+                else "none: the folder has no evaluations.npz (no EvalCallback)"
+            ),
+            "final_eval_return": (
+                "the last EvalCallback evaluation (not a separate final evaluation)"
+                if len(evaluations)
+                else "none: the folder has no evaluations.npz (no EvalCallback)"
+            ),
         },
-        env_id=env_claims, seed=seed_claims, algorithm=algorithm_claims, version=version, versions=versions,
-        config={key: value for key, value in (("rl_zoo3 config.yml", hyperparams), ("rl_zoo3 args.yml", args),
-                                              (f"{model_file} data" if model_file else "", model)) if value},
-        unknown=unknown, budget=budget, steps_taken=steps_taken, iteration_steps=iteration_steps,
-        wall_time_s=float(wall["wall_time_s"].max()) if len(wall) else None, started_at=started,
+        env_id=env_claims,
+        seed=seed_claims,
+        algorithm=algorithm_claims,
+        version=version,
+        versions=versions,
+        config={
+            key: value
+            for key, value in (
+                ("rl_zoo3 config.yml", hyperparams),
+                ("rl_zoo3 args.yml", args),
+                (f"{model_file} data" if model_file else "", model),
+            )
+            if value
+        },
+        unknown=unknown,
+        budget=budget,
+        steps_taken=steps_taken,
+        iteration_steps=iteration_steps,
+        wall_time_s=float(wall["wall_time_s"].max()) if len(wall) else None,
+        started_at=started,
     )

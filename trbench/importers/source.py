@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
 
 TRAINING_COLUMNS = ["step", "train_return", "train_episodes"]
 EVALUATION_COLUMNS = ["step", "eval_return", "eval_return_std", "eval_episodes"]
@@ -87,7 +87,9 @@ def empty_scalars() -> pd.DataFrame:
 def episodes_by_step(steps: Iterable[float], returns: Iterable[float]) -> pd.DataFrame:
     """Single training episodes (the step each ended at, its return) as TRAINING_COLUMNS rows:
     episodes that ended at the same step share a row, with their mean return and their count."""
-    frame = pd.DataFrame({"step": np.asarray(list(steps), dtype=float), "train_return": np.asarray(list(returns), dtype=float)})
+    frame = pd.DataFrame(
+        {"step": np.asarray(list(steps), dtype=float), "train_return": np.asarray(list(returns), dtype=float)}
+    )
     frame = frame[np.isfinite(frame["step"]) & np.isfinite(frame["train_return"])]
     if frame.empty:
         return empty_training()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from trbench.errors import UsageError
-from trbench.tensorboard_log import EVENT_FILE_PREFIX
+from trbench.base.errors import UsageError
+from trbench.suites.tensorboard_log import EVENT_FILE_PREFIX
+
 TEXT_SUFFIX = "/text_summary"  # torch's add_text(tag) stores the text under "<tag>/text_summary"
 
 
@@ -42,8 +43,9 @@ def read_event_log(folder: Path) -> EventLog:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
         from tensorboard.util import tensor_util
     except ImportError:
-        raise UsageError(f"{folder}: reading TensorBoard event files needs the tensorboard extra: "
-                         "pip install 'trbench[tensorboard]'") from None
+        raise UsageError(
+            f"{folder}: reading TensorBoard event files needs the tensorboard extra: pip install 'trbench[tensorboard]'"
+        ) from None
     # 0 keeps every event; TensorBoard's default keeps a random sample of 10,000 per tag
     accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
     try:
@@ -52,8 +54,10 @@ def read_event_log(folder: Path) -> EventLog:
         raise UsageError(f"{folder}: unreadable TensorBoard event file ({type(exc).__name__}: {exc})") from None
     tags = accumulator.Tags()
     scalars = {
-        tag: pd.DataFrame([(event.step, event.wall_time, event.value) for event in accumulator.Scalars(tag)],
-                          columns=["step", "wall_time", "value"])
+        tag: pd.DataFrame(
+            [(event.step, event.wall_time, event.value) for event in accumulator.Scalars(tag)],
+            columns=["step", "wall_time", "value"],
+        )
         for tag in tags.get("scalars", [])
     }
     texts = {}
@@ -62,11 +66,17 @@ def read_event_log(folder: Path) -> EventLog:
         events = accumulator.Tensors(tag)
         if plugin == "text" and events:
             value = tensor_util.make_ndarray(events[-1].tensor_proto).flatten()[0]
-            texts[tag.removesuffix(TEXT_SUFFIX)] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            texts[tag.removesuffix(TEXT_SUFFIX)] = (
+                value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            )
         elif plugin == "scalars":  # a writer that stores scalars as tensors (new-style summaries)
             scalars[tag] = pd.DataFrame(
-                [(event.step, event.wall_time, float(tensor_util.make_ndarray(event.tensor_proto)))
-                 for event in events], columns=["step", "wall_time", "value"])
+                [
+                    (event.step, event.wall_time, float(tensor_util.make_ndarray(event.tensor_proto)))
+                    for event in events
+                ],
+                columns=["step", "wall_time", "value"],
+            )
     files = sorted(path.name for path in folder.iterdir() if path.name.startswith(EVENT_FILE_PREFIX))
     return EventLog(folder, files, scalars, texts)
 

@@ -25,8 +25,16 @@ from typing import Any
 
 import pandas as pd
 
-from trbench.importers.source import (Claim, SourceRun, as_int, empty_evaluations, empty_training,
-                                      find_run_folders, median_spacing, refuse)
+from trbench.importers.source import (
+    Claim,
+    SourceRun,
+    as_int,
+    empty_evaluations,
+    empty_training,
+    find_run_folders,
+    median_spacing,
+    refuse,
+)
 from trbench.importers.tensorboard_events import EventLog, holds_event_files, per_step, read_event_log, source_scalars
 
 FORMAT = "tianshou"
@@ -47,10 +55,22 @@ class TagScheme:
 
 SCHEMES = (
     TagScheme("before 1.0", "train/reward", "train/episode", "test/reward", "test/reward_std", None),
-    TagScheme("1.x", "train/returns_stat/mean", "train/n_collected_episodes", "test/returns_stat/mean",
-              "test/returns_stat/std", "test/n_collected_episodes"),
-    TagScheme("2.x", "training/returns_stat/mean", "training/n_collected_episodes", "test/returns_stat/mean",
-              "test/returns_stat/std", "test/n_collected_episodes"),
+    TagScheme(
+        "1.x",
+        "train/returns_stat/mean",
+        "train/n_collected_episodes",
+        "test/returns_stat/mean",
+        "test/returns_stat/std",
+        "test/n_collected_episodes",
+    ),
+    TagScheme(
+        "2.x",
+        "training/returns_stat/mean",
+        "training/n_collected_episodes",
+        "test/returns_stat/mean",
+        "test/returns_stat/std",
+        "test/n_collected_episodes",
+    ),
 )
 # scopes whose scalars are logged against the env step (update/ and info/ count gradient steps and epochs)
 ENV_STEP_SCOPES = ("train/", "training/", "test/")
@@ -74,8 +94,11 @@ def parse_args_text(text: str) -> dict[str, Any]:
     if isinstance(tree, ast.Call):
         pairs = [(keyword.arg, keyword.value) for keyword in tree.keywords if keyword.arg]
     elif isinstance(tree, ast.Dict):
-        pairs = [(key.value, value) for key, value in zip(tree.keys, tree.values)
-                 if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+        pairs = [
+            (key.value, value)
+            for key, value in zip(tree.keys, tree.values)
+            if isinstance(key, ast.Constant) and isinstance(key.value, str)
+        ]
     else:
         return {}
     parsed = {}
@@ -124,13 +147,17 @@ def _evaluations(log: EventLog, scheme: TagScheme, episodes: int | None) -> pd.D
         return empty_evaluations()
     frame = per_step(log.scalars[scheme.test_return]).rename(columns={"value": "eval_return"})
     if scheme.test_std in log.scalars:
-        frame = frame.merge(per_step(log.scalars[scheme.test_std]).rename(columns={"value": "eval_return_std"}),
-                            on="step", how="left")
+        frame = frame.merge(
+            per_step(log.scalars[scheme.test_std]).rename(columns={"value": "eval_return_std"}), on="step", how="left"
+        )
     else:
         frame["eval_return_std"] = float("nan")
     if scheme.test_episodes and scheme.test_episodes in log.scalars:
-        frame = frame.merge(per_step(log.scalars[scheme.test_episodes]).rename(columns={"value": "eval_episodes"}),
-                            on="step", how="left")
+        frame = frame.merge(
+            per_step(log.scalars[scheme.test_episodes]).rename(columns={"value": "eval_episodes"}),
+            on="step",
+            how="left",
+        )
     else:
         frame["eval_episodes"] = episodes if episodes is not None else float("nan")
     return frame
@@ -163,28 +190,38 @@ def read_run(folder: Path) -> SourceRun:
     training = _training(log, scheme)
     test_episodes = as_int(args.get("test_num"))
     start = log.first_wall_time
-    unknown = ["version: the log does not say which Tianshou release wrote it "
-               f"(its tags are those of releases {scheme.releases})",
-               "whether test episodes used the deterministic policy (the policy's deterministic_eval): "
-               "the log does not say",
-               "update/ and info/ scalars: logged against gradient steps and epochs, not env steps, so not kept"]
+    unknown = [
+        "version: the log does not say which Tianshou release wrote it "
+        f"(its tags are those of releases {scheme.releases})",
+        "whether test episodes used the deterministic policy (the policy's deterministic_eval): the log does not say",
+        "update/ and info/ scalars: logged against gradient steps and epochs, not env steps, so not kept",
+    ]
     if scheme.train_return in log.scalars:
         unknown.append("training episodes of collects the logger skipped (its train_interval)")
     return SourceRun(
-        format=FORMAT, library=LIBRARY, path=folder, files=log.files, label_prefix="tianshou-",
-        training=training, evaluations=_evaluations(log, scheme, test_episodes), scalars=scalars,
+        format=FORMAT,
+        library=LIBRARY,
+        path=folder,
+        files=log.files,
+        label_prefix="tianshou-",
+        training=training,
+        evaluations=_evaluations(log, scheme, test_episodes),
+        scalars=scalars,
         meaning={
             "train_return": f"{scheme.train_return}: the mean return of the training episodes of each logged "
-                            f"collect ({scheme.train_episodes} of them)",
+            f"collect ({scheme.train_episodes} of them)",
             "eval_return": f"{scheme.test_return}: the mean return of the test episodes after each epoch "
-                           "(deterministic only if the policy had deterministic_eval = True)",
+            "(deterministic only if the policy had deterministic_eval = True)",
             "final_eval_return": f"the last {scheme.test_return}: the test after the last epoch",
         },
-        env_id=env_claims, seed=seed_claims, algorithm=algorithm_claims,
-        config=args, unknown=unknown,
+        env_id=env_claims,
+        seed=seed_claims,
+        algorithm=algorithm_claims,
+        config=args,
+        unknown=unknown,
         budget=epochs * per_epoch if epochs and per_epoch else None,
         steps_taken=last_step,
         iteration_steps=as_int(args.get("step_per_collect")) or median_spacing(training["step"]),
         wall_time_s=float(scalars["wall_time_s"].max()) if len(scalars) else None,
-        started_at=_dt.datetime.fromtimestamp(start, _dt.timezone.utc).isoformat(timespec="seconds") if start else None,
+        started_at=_dt.datetime.fromtimestamp(start, _dt.UTC).isoformat(timespec="seconds") if start else None,
     )

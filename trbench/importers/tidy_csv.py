@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trbench.importers.source import Claim, SourceRun, episodes_by_step, empty_evaluations, refuse
+from trbench.importers.source import Claim, SourceRun, empty_evaluations, episodes_by_step, refuse
 
 FORMAT = "csv"
 LIBRARY = "unknown"
@@ -38,8 +38,11 @@ def read(path: Path) -> list[SourceRun]:
     unknown = [column for column in columns if column not in REQUIRED + OPTIONAL]
     if unknown:
         raise refuse(path, f"unknown column {unknown[0]!r}; allowed: {', '.join(REQUIRED + OPTIONAL)}")
-    numbers = {column: _numbers(path, table, column, required=column == "step")
-               for column in ("step", "return", "eval_return") if column in columns}
+    numbers = {
+        column: _numbers(path, table, column, required=column == "step")
+        for column in ("step", "return", "eval_return")
+        if column in columns
+    }
     runs = []
     for run_name, rows in table.groupby("run", sort=True):
         index = rows.index
@@ -52,19 +55,38 @@ def read(path: Path) -> list[SourceRun]:
             evaluations = evals.groupby("step", sort=True)["eval_return"].mean().reset_index()
             evaluations["eval_return_std"] = np.nan
             evaluations["eval_episodes"] = np.nan
-        runs.append(SourceRun(
-            format=FORMAT, library=LIBRARY, path=path, files=[path.name],
-            training=training, evaluations=evaluations, scalars=pd.DataFrame({"step": np.unique(steps)}),
-            meaning={"train_return": "the CSV's return column: the return of each training episode, at the step it ended",
-                     "eval_return": ("the CSV's eval_return column" if len(evaluations) else
-                                     "none: the CSV has no eval_return for this run"),
-                     "final_eval_return": ("the CSV's last eval_return of the run" if len(evaluations) else
-                                           "none: the CSV has no eval_return for this run")},
-            env_id=_claims(rows, "env", run_name), seed=_seed_claims(path, rows, run_name),
-            algorithm=_claims(rows, "algo", run_name),
-            config={"run": run_name}, unknown=["version and configuration: a tidy CSV records neither",
-                                               "eval_return_std and the number of evaluation episodes"],
-        ))
+        runs.append(
+            SourceRun(
+                format=FORMAT,
+                library=LIBRARY,
+                path=path,
+                files=[path.name],
+                training=training,
+                evaluations=evaluations,
+                scalars=pd.DataFrame({"step": np.unique(steps)}),
+                meaning={
+                    "train_return": "the CSV's return column: the return of each training episode, at the step it ended",
+                    "eval_return": (
+                        "the CSV's eval_return column"
+                        if len(evaluations)
+                        else "none: the CSV has no eval_return for this run"
+                    ),
+                    "final_eval_return": (
+                        "the CSV's last eval_return of the run"
+                        if len(evaluations)
+                        else "none: the CSV has no eval_return for this run"
+                    ),
+                },
+                env_id=_claims(rows, "env", run_name),
+                seed=_seed_claims(path, rows, run_name),
+                algorithm=_claims(rows, "algo", run_name),
+                config={"run": run_name},
+                unknown=[
+                    "version and configuration: a tidy CSV records neither",
+                    "eval_return_std and the number of evaluation episodes",
+                ],
+            )
+        )
     if not runs:
         raise refuse(path, f"has no rows; expected {EXPECTED}")
     return runs
@@ -85,7 +107,9 @@ def _numbers(path: Path, table: pd.DataFrame, column: str, required: bool) -> np
 
 def _claims(rows: pd.DataFrame, column: str, run_name: str) -> list[Claim]:
     """One claim per distinct value: several mean the run mixes them, which the writer refuses."""
-    return [Claim(value, f"{column} column of run {run_name!r}") for value in sorted(set(rows[column].str.strip())) if value]
+    return [
+        Claim(value, f"{column} column of run {run_name!r}") for value in sorted(set(rows[column].str.strip())) if value
+    ]
 
 
 def _seed_claims(path: Path, rows: pd.DataFrame, run_name: str) -> list[Claim]:

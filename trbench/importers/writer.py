@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 import trbench
-from trbench.errors import UsageError, check_output_folder
+from trbench.base.errors import UsageError, check_output_folder
+from trbench.base.files import atomic_write_json, atomic_write_text
+from trbench.base.run_folder import PROGRESS_FIXED_COLUMNS, SOURCE_KEY
 from trbench.importers.source import Claim, SourceRun
-from trbench.runs import PROGRESS_FIXED_COLUMNS, atomic_write_json, atomic_write_text
 
-SOURCE_KEY = "source"  # the block of config.json that marks an imported run and holds its provenance
 MAX_ENV_ID = 100
 
 
@@ -54,21 +54,14 @@ class PreparedRun:
     config: dict[str, Any]
 
 
-def is_imported_run(folder: Path) -> bool:
-    """Whether a run folder was written by `trbench import` (its config.json has a source block)."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_bytes().decode("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and isinstance(config.get(SOURCE_KEY), dict)
-
-
 def check_destination(out: Path) -> None:
     """A results folder to add runs to: new, empty, or one with runs/ (a suite's, or an earlier import's)."""
     check_output_folder(out)
     if out.is_dir() and any(out.iterdir()) and not (out / "runs").is_dir():
-        raise UsageError(f"--out: {out} holds files but no runs/ folder, so it is not a results folder; give a "
-                         "suite's results folder, an earlier import's, or a new folder")
+        raise UsageError(
+            f"--out: {out} holds files but no runs/ folder, so it is not a results folder; give a "
+            "suite's results folder, an earlier import's, or a new folder"
+        )
 
 
 def _pick(source: SourceRun, claims: list[Claim], given: Any, option: str, what: str) -> tuple[Any, list[Claim]]:
@@ -96,7 +89,9 @@ def progress_table(source: SourceRun) -> pd.DataFrame:
         steps.add(float(source.steps_taken))
     values = np.array(sorted(steps), dtype=float)
     if values.size and (values.min() < 0 or not np.all(np.equal(np.mod(values, 1), 0))):
-        raise UsageError(f"{source.path}: steps must be whole numbers >= 0, got {values[(values < 0) | (np.mod(values, 1) != 0)][0]:g}")
+        raise UsageError(
+            f"{source.path}: steps must be whole numbers >= 0, got {values[(values < 0) | (np.mod(values, 1) != 0)][0]:g}"
+        )
     frame = pd.DataFrame({"step": values.astype(np.int64)})
     for part in (source.training, source.evaluations.drop(columns="eval_episodes"), source.scalars):
         frame = frame.merge(part.assign(step=part["step"].astype(np.int64)), on="step", how="left")
@@ -124,11 +119,16 @@ def result_record(source: SourceRun, progress: pd.DataFrame) -> dict[str, Any]:
             status, error = "failed", f"the imported log ends at step {steps:,} of its {source.budget:,}-step budget"
     wall = _number(source.wall_time_s)
     episodes = _number(final["eval_episodes"]) if final is not None else None
-    return {"status": status, "error": error,
-            "final_eval_return": _number(final["eval_return"]) if final is not None else None,
-            "final_eval_return_std": _number(final["eval_return_std"]) if final is not None else None,
-            "final_eval_episodes": int(episodes) if episodes is not None else None,
-            "steps": steps, "wall_time_s": wall, "steps_per_second": steps / wall if wall else None}
+    return {
+        "status": status,
+        "error": error,
+        "final_eval_return": _number(final["eval_return"]) if final is not None else None,
+        "final_eval_return_std": _number(final["eval_return_std"]) if final is not None else None,
+        "final_eval_episodes": int(episodes) if episodes is not None else None,
+        "steps": steps,
+        "wall_time_s": wall,
+        "steps_per_second": steps / wall if wall else None,
+    }
 
 
 def _unknown(source: SourceRun, given: dict[str, str]) -> list[str]:
@@ -162,37 +162,75 @@ def prepare(source: SourceRun, identity: Identity) -> PreparedRun:
     algorithm = _algorithm(source, identity)
     env_id = str(env_id)
     if not env_id or len(env_id) > MAX_ENV_ID or any(character.isspace() for character in env_id):
-        raise UsageError(f"{source.path}: env id {env_id!r} is not an env id (no spaces, at most {MAX_ENV_ID} characters); give --env ID")
+        raise UsageError(
+            f"{source.path}: env id {env_id!r} is not an env id (no spaces, at most {MAX_ENV_ID} characters); give --env ID"
+        )
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"--seed: must be >= 0, got {seed!r}")
     label = identity.algo or f"{source.label_prefix}{algorithm}"
     progress = progress_table(source)
     result = result_record(source, progress)
     progress_text = progress.to_csv(index=False, lineterminator="\n")
-    payload = json.dumps({"format": source.format, "label": label, "algorithm": algorithm, "env_id": env_id,
-                          "seed": seed, "progress": progress_text, "result": result}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "format": source.format,
+            "label": label,
+            "algorithm": algorithm,
+            "env_id": env_id,
+            "seed": seed,
+            "progress": progress_text,
+            "result": result,
+        },
+        sort_keys=True,
+    )
     run_id = f"{_safe(label)}__{_safe(env_id)}__s{seed}__{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
-    given = {key: option for key, option, value, claims in (
-        ("env_id", "--env", identity.env_id, source.env_id), ("seed", "--seed", identity.seed, source.seed))
-        if value is not None and not claims}
+    given = {
+        key: option
+        for key, option, value, claims in (
+            ("env_id", "--env", identity.env_id, source.env_id),
+            ("seed", "--seed", identity.seed, source.seed),
+        )
+        if value is not None and not claims
+    }
     if algorithm is None:
         given["algorithm"] = "--algo (the arm's label; the log names no one algorithm)"
     algorithm_overridden = source.algorithm if algorithm is None else []
-    overridden = {key: [{"value": claim.value, "where": claim.where} for claim in claims]
-                  for key, claims in (("env_id", env_overridden), ("seed", seed_overridden),
-                                      ("algorithm", algorithm_overridden)) if claims}
+    overridden = {
+        key: [{"value": claim.value, "where": claim.where} for claim in claims]
+        for key, claims in (("env_id", env_overridden), ("seed", seed_overridden), ("algorithm", algorithm_overridden))
+        if claims
+    }
     versions = {**({source.library: source.version} if source.version else {}), **source.versions}
     config = {
-        "run_id": run_id, "algo": label, "algorithm": algorithm, "env_id": env_id, "env_backend": None,
-        "seed": seed, "seeds": None, "steps": source.budget or result["steps"], "device": None, "config": None,
-        "overrides": {}, "versions": versions, "git_commit": None, "hostname": None, "created_at": source.started_at,
+        "run_id": run_id,
+        "algo": label,
+        "algorithm": algorithm,
+        "env_id": env_id,
+        "env_backend": None,
+        "seed": seed,
+        "seeds": None,
+        "steps": source.budget or result["steps"],
+        "device": None,
+        "config": None,
+        "overrides": {},
+        "versions": versions,
+        "git_commit": None,
+        "hostname": None,
+        "created_at": source.started_at,
         SOURCE_KEY: {
-            "format": source.format, "library": source.library, "version": source.version,
-            "path": str(source.path.resolve()), "files": source.files, "config": source.config,
-            "meaning": source.meaning, "unknown": _unknown(source, given), "given": given, "overridden": overridden,
+            "format": source.format,
+            "library": source.library,
+            "version": source.version,
+            "path": str(source.path.resolve()),
+            "files": source.files,
+            "config": source.config,
+            "meaning": source.meaning,
+            "unknown": _unknown(source, given),
+            "given": given,
+            "overridden": overridden,
             "iteration_steps": source.iteration_steps,
-            "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "imported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "imported_with": f"trbench {trbench.__version__}",
         },
     }
@@ -226,8 +264,10 @@ def plan(prepared: Sequence[PreparedRun], runs_dir: Path) -> tuple[list[Prepared
             continue
         if key in identities:
             other = paths.get(identities[key], identities[key])
-            raise UsageError(f"{run.source.path}: {run.label} on {run.env_id} with seed {run.seed} is already in the "
-                             f"results ({other}); give it another --seed or --algo, or import into another --out")
+            raise UsageError(
+                f"{run.source.path}: {run.label} on {run.env_id} with seed {run.seed} is already in the "
+                f"results ({other}); give it another --seed or --algo, or import into another --out"
+            )
         identities[key] = run.run_id
         paths[run.run_id] = str(run.source.path)
         to_write.append(run)

@@ -16,19 +16,21 @@ import math
 from pathlib import Path
 from typing import Any
 
-from trbench.errors import UsageError
+from trbench.base.errors import UsageError
+from trbench.base.run_folder import EVENT_FILE_PREFIX
 
-EVENT_FILE_PREFIX = "events.out.tfevents."
+__all__ = ["EVENT_FILE_PREFIX", "RunEvents", "require_tensorboard"]
 CONFIG_TAG = "config"
 
 
 def require_tensorboard() -> None:
     """Refuse the setting before anything is written when the extra is not installed."""
     try:
-        import torch.utils.tensorboard  # noqa: F401 - imports tensorboard itself
+        import torch.utils.tensorboard  # noqa: F401, PLC0415 - the optional tensorboard extra
     except ImportError:
-        raise UsageError("tensorboard: writing event files needs the tensorboard extra: "
-                         "pip install 'trbench[tensorboard]'") from None
+        raise UsageError(
+            "tensorboard: writing event files needs the tensorboard extra: pip install 'trbench[tensorboard]'"
+        ) from None
 
 
 def _scalar(value: Any) -> float | None:
@@ -46,7 +48,7 @@ class RunEvents:
     """The event file of one run folder; written through torch's SummaryWriter."""
 
     def __init__(self, folder: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - the optional tensorboard extra
 
         self._writer = SummaryWriter(log_dir=str(folder))
 
