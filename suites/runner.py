@@ -20,9 +20,10 @@ from trbench.base.files import atomic_write_json, atomic_write_text, remove_temp
 from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUITE_FILE, SUPERSEDED_DIR
 from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_result, run_state
 
-from .executors import ray_available, ray_session, run_local, run_ray
+from .executors import run_local
 from .grid import Suite
 from .progress import Progress, format_duration
+from .ray_executor import ray_available, ray_session, run_ray
 from .run_spec import ResolvedRun, rounding_note
 
 EXECUTORS = ("local", "ray")

@@ -24,8 +24,8 @@ from typing import TypeVar
 
 import pytest
 
-from trbench.suites.executors import SYSTEM_FAILURE_RETRIES, is_system_failure
 from trbench.suites.grid import load_suite
+from trbench.suites.ray_executor import SYSTEM_FAILURE_RETRIES, is_system_failure
 
 FAILING = "plugins_for_tests.failing"
 ON_LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker process through /proc")
