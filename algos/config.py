@@ -46,7 +46,8 @@ def _allowed_text(meta: dict) -> str:
     return " and ".join(parts)
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for a type hint ``T | None`` (``Optional[T]``), else ``(tp, False)``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -57,7 +58,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Convert a value (a string from the command line, or a TOML value) to the field's type."""
-    base, optional = _strip_optional(tp)
+    base, optional = strip_optional(tp)
     if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
         return None
     if base is bool:
@@ -114,7 +115,7 @@ class ConfigBase:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            tp, optional = _strip_optional(hints[f.name])
+            tp, optional = strip_optional(hints[f.name])
             if value is None and optional:
                 continue
             coerced = _coerce(f.name, hints[f.name], value)

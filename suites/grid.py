@@ -25,7 +25,6 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from trbench.algos.registry import available_algorithms, resolve_algorithm
 from trbench.algos.rollout import make_vector_env
 from trbench.base.errors import UsageError
 from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve
+from trbench.suites.suite import Arm, ArmSettings, Setting, Suite, SuiteSettings, Variant, merge_layers
 
 BUILTIN_VARIANTS_FILE = Path(__file__).parent / "presets" / "variants.toml"
 ALL_ARMS = "all"
@@ -48,91 +48,37 @@ SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One hyperparameter as a suite file sets it: a single value or a grid axis."""
-
-    key_path: str  # where it was set, e.g. "hparams.trpo.max_kl"
-    values: tuple[Any, ...]
-    is_axis: bool
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    algorithm: str
-    description: str
-    settings: dict[str, Setting]
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One entry of `algos`: a plain algorithm, an import path, or a variant of one."""
-
-    name: str
-    algorithm: str
-    config_fields: dict[str, Any]  # field name -> type hint
-    variant: Variant | None
-
-
-@dataclass(frozen=True)
-class Suite:
-    path: Path
-    name: str
-    description: str
-    text: str  # the file verbatim, copied next to the results
-    envs: tuple[str, ...]
-    arms: tuple[Arm, ...]
-    seeds: tuple[int, ...]
-    runs: tuple[ResolvedRun, ...]
-
-    @property
-    def total_steps(self) -> int:
-        """The environment steps the grid takes (each budget rounded up to whole iterations)."""
-        return sum(run.steps_taken for run in self.runs)
-
-    def manifest(self) -> dict[str, Any]:
-        return {"suite": self.name, "runs": [manifest_entry(run) for run in self.runs]}
-
-
-def manifest_entry(run: ResolvedRun) -> dict[str, Any]:
-    spec = run.spec
-    return {
-        "run_id": run.run_id,
-        "algo": spec.arm,
-        "algorithm": spec.algorithm,
-        "env_id": spec.env_id,
-        "seed": spec.seed,
-        "steps": spec.steps,
-        "overrides": dict(spec.overrides),
-    }
-
-
-def steps_taken(run: ResolvedRun) -> int:
-    """Whole iterations are collected, so a run takes its budget rounded up to one."""
-    return run.steps_taken
-
-
-def load_suite(path: Path | str) -> Suite:
-    """Read and validate a suite file and expand its grid; UsageError on any mistake."""
-    path = Path(path)
+def read_suite_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """A suite file's text and its parsed TOML; UsageError naming the file when it is unreadable."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read suite file: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except UnicodeDecodeError:
         raise UsageError(f"{path}: malformed TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: malformed TOML: {str(exc).splitlines()[0]}") from None
-    return parse_suite(path, text, data)
+
+
+def load_suite(path: Path | str) -> Suite:
+    """Read and validate a suite file and expand its grid; UsageError on any mistake."""
+    return load_suite_settings(path).suite
+
+
+def load_suite_settings(path: Path | str) -> SuiteSettings:
+    """Like :func:`load_suite`, keeping each arm's settings layers and the [tune] table."""
+    path = Path(path)
+    text, data = read_suite_toml(path)
+    return _SuiteReader(path, text, data, builtin_variants()).read()
 
 
 def parse_suite(path: Path, text: str, data: dict[str, Any]) -> Suite:
-    """Validate and expand already-parsed suite TOML (`text` is kept for error context)."""
-    return _SuiteReader(path, text, data, builtin_variants()).read()
+    """Validate and expand a suite held in memory: `data` is its TOML, `text` what the runner
+    copies into the results folder, `path` what error messages name."""
+    return _SuiteReader(path, text, data, builtin_variants()).read().suite
 
 
 @functools.cache
@@ -230,7 +176,7 @@ class _SuiteReader:
         return value
 
     # --- the suite ----------------------------------------------------------------------------------
-    def read(self) -> Suite:
+    def read(self) -> SuiteSettings:
         data = self.data
         self.check_keys(data, "", SUITE_KEYS)
         for required in ("envs", "algos", "seeds"):
@@ -247,6 +193,8 @@ class _SuiteReader:
         hparams = self.hparams_tables(self.table(data.get("hparams", {}), "hparams"), "hparams", arms)
 
         runs: list[tuple[int, ResolvedRun]] = []
+        steps_by_env: dict[str, int] = {}
+        layers: dict[str, dict[str, tuple[dict[str, Setting], ...]]] = {arm.name: {} for arm in arms}
         for env_id in envs:
             env_table = env_tables.get(env_id, {})
             if "steps" in env_table:
@@ -255,23 +203,26 @@ class _SuiteReader:
                 steps = global_steps
             else:
                 self.fail("steps", f"missing; set steps at the top level or in [env.{env_id}]")
+            steps_by_env[env_id] = steps
             env_hparams = self.hparams_tables(
                 self.table(env_table.get("hparams", {}), f"env.{env_id}.hparams"), f"env.{env_id}.hparams", arms
             )
             for arm in arms:
-                layers = [
+                arm_layers = layers[arm.name][env_id] = (
                     hparams.get(ALL_ARMS, {}),
                     arm.variant.settings if arm.variant else {},
                     hparams.get(arm.name, {}),
                     env_hparams.get(ALL_ARMS, {}),
                     env_hparams.get(arm.name, {}),
-                ]
+                )
                 for seed_index, seed in enumerate(seeds):
-                    runs.extend((seed_index, run) for run in self.expand(arm, env_id, steps, seed, layers))
+                    runs.extend((seed_index, run) for run in self.expand(arm, env_id, steps, seed, arm_layers))
         self.check_backends(runs)
         # seeds outermost: an interrupted grid holds every arm and env for its first seeds
         ordered = tuple(run for _, run in sorted(runs, key=lambda pair: pair[0]))
-        return Suite(self.path, name, description, self.text, tuple(envs), tuple(arms), tuple(seeds), ordered)
+        suite = Suite(self.path, name, description, self.text, tuple(envs), tuple(arms), tuple(seeds), ordered)
+        arm_settings = {arm.name: ArmSettings(arm, layers[arm.name]) for arm in arms}
+        return SuiteSettings(suite, steps_by_env, arm_settings, data.get("tune", {}))
 
     def check_backends(self, runs: list[tuple[int, ResolvedRun]]) -> None:
         """envs were checked against gymnasium; a run on another backend must exist there too
@@ -450,11 +401,9 @@ class _SuiteReader:
 
     # --- expansion ----------------------------------------------------------------------------------
     def expand(
-        self, arm: Arm, env_id: str, steps: int, seed: int, layers: list[dict[str, Setting]]
+        self, arm: Arm, env_id: str, steps: int, seed: int, layers: tuple[dict[str, Setting], ...]
     ) -> list[ResolvedRun]:
-        merged: dict[str, Setting] = {}
-        for layer in layers:
-            merged.update({k: s for k, s in layer.items() if k in arm.config_fields})
+        merged = merge_layers(arm, layers)
         axes = sorted(k for k, s in merged.items() if s.is_axis)
         fixed = {k: s.values[0] for k, s in merged.items() if not s.is_axis}
         runs = []

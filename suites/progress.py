@@ -12,8 +12,6 @@ from typing import Any, TextIO
 
 from trbench.suites.run_spec import ResolvedRun
 
-from .grid import steps_taken
-
 LOG_INTERVAL_S = 30.0
 LIVE_REFRESH_S = 0.5
 
@@ -51,7 +49,7 @@ class Progress:
         self.log_interval_s = log_interval_s
         self.total = len(runs) + already_done
         self.already_done = already_done
-        self.planned_steps = sum(steps_taken(run) for run in runs)
+        self.planned_steps = sum(run.steps_taken for run in runs)
         self.running: dict[str, int] = {}  # run id -> steps so far
         self.complete = 0
         self.failed = 0
@@ -74,7 +72,7 @@ class Progress:
 
     def finished(self, run: ResolvedRun, result: dict[str, Any]) -> None:
         self.running.pop(run.run_id, None)
-        self.finished_steps += steps_taken(run)
+        self.finished_steps += run.steps_taken
         self.measured_steps += int(result.get("steps") or 0)
         status = result.get("status")
         if status == "complete":

@@ -32,7 +32,11 @@ from trbench.analysis.render import render_markdown
 from trbench.analysis.stats import IntervalEstimate
 from trbench.cli import main
 from trbench.suites.run_spec import RunSpec, resolve, rounding_note
-from trbench.tune import COUNTED_FAIL_ATTR, PRUNED_ATTR, TuneSettings, default_storage, parse_space, trial_line
+from trbench.tune.settings import TuneSettings
+from trbench.tune.space import parse_space
+from trbench.tune.storage import default_storage
+from trbench.tune.trials import COUNTED_FAIL_ATTR, PRUNED_ATTR
+from trbench.tune.workers import trial_line
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = report.ReportOptions(n_resamples=200)

@@ -19,7 +19,7 @@ import pytest
 from trbench.base.files import atomic_write_json
 from trbench.cli import main
 from trbench.suites.executors import record_failure
-from trbench.suites.grid import load_suite, steps_taken
+from trbench.suites.grid import load_suite
 from trbench.suites.progress import Progress
 from trbench.suites.runner import remove_finished_checkpoints, run_suite, sort_run_folders
 
@@ -274,7 +274,7 @@ def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path):
     log = io.StringIO()
     assert run_suite(suite, out, workers=2, executor="local", address=None, redo_failed=True, stream=log) == 1
     results = {
-        run.spec.arm.rsplit(":", 1)[-1]: check_intact(out / "runs" / run.run_id, steps_taken(run)) for run in suite.runs
+        run.spec.arm.rsplit(":", 1)[-1]: check_intact(out / "runs" / run.run_id, run.steps_taken) for run in suite.runs
     }
     assert results["vpg"]["status"] == "complete" and results["npg"]["status"] == "complete"
     assert results["RaisingVPG"]["status"] == "failed"
@@ -384,7 +384,7 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
     assert [entry["run_id"] for entry in manifest["runs"]] == [run.run_id for run in suite.runs]
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(run.run_id for run in suite.runs)
     for run in suite.runs:
-        assert check_intact(out / "runs" / run.run_id, steps_taken(run))["status"] == "complete"
+        assert check_intact(out / "runs" / run.run_id, run.steps_taken)["status"] == "complete"
     assert leftovers(out) == []
     assert not (out / "superseded").exists()
     # the runs interrupted after a checkpoint went on from it; finished, none keeps its checkpoint
@@ -422,7 +422,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     assert run_suite(suite, out, workers=2, executor="ray", address=None, redo_failed=True, stream=log) == 1
     for run in suite.runs:
         folder = out / "runs" / run.run_id
-        result = check_intact(folder, steps_taken(run))
+        result = check_intact(folder, run.steps_taken)
         if run.spec.arm == "vpg":
             assert result["status"] == "complete"
             assert (folder / "model.pt").stat().st_size > 0

@@ -7,7 +7,8 @@ import pytest
 from trbench.algos.config import TRPOConfig
 from trbench.base.errors import UsageError
 from trbench.cli import main
-from trbench.tune import DEFAULT_SPACE_TEXT, build_settings, parse_param, parse_space
+from trbench.tune.settings import build_settings
+from trbench.tune.space import DEFAULT_SPACE_TEXT, parse_param, parse_space
 
 
 def run_tune(tmp_path, *extra):

@@ -17,16 +17,9 @@ from optuna.trial import TrialState
 from trbench.analysis.load import load_results
 from trbench.cli import main
 from trbench.suites.grid import load_suite
-from trbench.tune import (
-    COUNTED_FAIL_ATTR,
-    PRUNED_ATTR,
-    REEVALUATION_SEED_BASE,
-    RETRY_ATTR,
-    WORKER_ATTR,
-    counts,
-    default_storage,
-    open_storage,
-)
+from trbench.tune.settings import REEVALUATION_SEED_BASE
+from trbench.tune.storage import default_storage, open_storage
+from trbench.tune.trials import COUNTED_FAIL_ATTR, PRUNED_ATTR, RETRY_ATTR, WORKER_ATTR, counts
 
 pytestmark = pytest.mark.slow  # every test here runs a study, which trains
 

@@ -20,7 +20,7 @@ SUBCOMMAND_MODULES = (
     "trbench.suites.cli",
     "trbench.analysis.cli",
     "trbench.importers.cli",
-    "trbench.tune",
+    "trbench.tune.cli",
     "trbench.reproduce",
     "trbench.bench",
 )
