@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -157,6 +158,7 @@ class Trainer:
         for record in self.iterate():
             if on_iteration is not None:
                 on_iteration(record)
+        assert self.outcome is not None  # set when iterate() is exhausted
         return self.outcome
 
     # --- checkpoints --------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ class Trainer:
         objects are kept as objects (one pickle keeps the generator shared by the algorithm and
         the collector shared), so an algorithm's own state (a penalty coefficient, optimiser
         moments) is saved without each algorithm having to list it."""
-        if self.algorithm is None:
+        if self.algorithm is None or self.collector is None:
             raise RuntimeError("checkpoint_state() is only defined once iterate() has yielded a record")
         if self.checkpoint_unsupported_reason:
             raise EnvStateUnsupported(self.checkpoint_unsupported_reason)
@@ -190,8 +192,8 @@ class Trainer:
     def _start(self) -> None:
         """Build the learning objects: fresh from the seeds, or from the checkpoint to resume."""
         cfg = self.config
-        obs_dim = self.env.single_observation_space.shape[0]
-        act_dim = self.env.single_action_space.shape[0]
+        obs_dim = _flat_size(self.env.single_observation_space)
+        act_dim = _flat_size(self.env.single_action_space)
         state = self._resume_from
         if state is None:
             np.random.seed(self.seeds["numpy"])
@@ -230,6 +232,7 @@ class Trainer:
         self._started_at = time.perf_counter()
         self._start()
         algorithm, collector, obs_normalizer, loop = self.algorithm, self.collector, self.obs_normalizer, self.loop
+        assert algorithm is not None and collector is not None and obs_normalizer is not None  # built by _start()
         # acting is one tiny forward per env step: a CPU copy beats a device round trip
         actor = algorithm.policy if self.device.type == "cpu" else copy.deepcopy(algorithm.policy).cpu()
         iterations = self.iterations
@@ -304,8 +307,17 @@ class Trainer:
 
     def final_state(self) -> dict[str, Any]:
         """Networks and normalisation statistics, as model.pt stores them."""
+        if self.algorithm is None or self.obs_normalizer is None or self.reward_scaler is None:
+            raise RuntimeError("final_state() is only defined once iterate() has started")
         return {
             "algorithm": self.algorithm.state_dict(),
             "obs_normalizer": self.obs_normalizer.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
         }
+
+
+def _flat_size(space: gym.Space) -> int:
+    """The length of a Box space's vectors (the trainer takes flat Box observations and actions)."""
+    if space.shape is None:
+        raise ValueError(f"expected a Box space, got {space}")
+    return int(space.shape[0])

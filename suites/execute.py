@@ -306,6 +306,7 @@ def execute_run(
         progress.write(row)
         if events is not None:
             events.row(row)
+        assert trainer is not None  # rows come from trainer.run()
         if trainer.checkpoint_due:
             path = write_checkpoint(folder, run, trainer, progress, resumed_at_steps)
             if on_checkpoint is not None:

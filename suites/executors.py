@@ -239,6 +239,7 @@ def run_local(runs: list[ResolvedRun], runs_dir: Path, workers: int, tracker: Tr
                 if worker.run is not None and not worker.process.is_alive():
                     worker.process.join()
                     run, folder = worker.run, worker.folder
+                    assert folder is not None  # assigned with the run
                     result = record_failure(
                         run, folder, _exit_reason(worker.process.exitcode), time.perf_counter() - worker.started_at
                     )
@@ -269,6 +270,7 @@ def _drain(worker: _Worker, tracker: Tracker) -> None:
             worker.release()
             tracker.finished(run, payload)
         elif kind == "error":
+            assert worker.folder is not None  # assigned with the run
             result = record_failure(run, worker.folder, payload, time.perf_counter() - worker.started_at)
             worker.release()
             tracker.finished(run, result)

@@ -11,6 +11,7 @@ not retried. ray is an optional extra, so it is imported where it is used.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import sys
@@ -136,13 +137,16 @@ def start_ray(address: str | None, workers: int) -> None:
     env_vars = dict(SINGLE_THREAD_ENV)
     try:
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level="WARNING")
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level=logging.WARNING)
         else:
             # workers of a local instance import what this process can: algorithms given as an
             # import path from the current project, for instance
             env_vars["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
             ray.init(
-                num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env_vars}, logging_level="WARNING"
+                num_cpus=workers,
+                include_dashboard=False,
+                runtime_env={"env_vars": env_vars},
+                logging_level=logging.WARNING,
             )
     except (ConnectionError, ValueError, RuntimeError, AuthenticationError) as exc:
         where = address or "a new local instance"

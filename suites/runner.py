@@ -289,7 +289,7 @@ def run_suite(
         progress = Progress(todo, stream, live=stream.isatty(), already_done=already_done)
         try:
             if todo and executor == "local":
-                run_local(todo, runs_dir, workers, progress)
+                run_local(todo, runs_dir, workers or default_workers(), progress)
             elif todo:
                 run_ray(todo, runs_dir, workers or (None if address else default_workers()), address, progress)
         finally:

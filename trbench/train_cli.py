@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from trbench.algos.config import parse_set_arguments
+from trbench.algos.registry import resolve_algorithm
+from trbench.algos.rollout import make_vector_env
 from trbench.base.errors import UsageError, check_output_folder
 from trbench.suites.execute import execute_run, inspect_run_folder, read_checkpoint
 from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve, rounding_note
@@ -80,7 +82,9 @@ def run_train(args) -> int:
         if note := rounding_note([run]):
             print(note)
         if folder_state == "resume":
-            step = read_checkpoint(args.out, run)["step"]
+            checkpoint = read_checkpoint(args.out, run)
+            assert checkpoint is not None  # the folder state says there is one
+            step = checkpoint["step"]
             print(f"resuming the interrupted run from its checkpoint at step {step}")
         elif folder_state == "restart":
             print("the interrupted run had no checkpoint yet: starting it over from step 0")
@@ -101,8 +105,6 @@ def run_train(args) -> int:
 def check_env_spaces(run: ResolvedRun) -> None:
     """Build the env once to check its spaces (Box actions and observations only): training would
     find out too, but only after the run folder exists."""
-    from trbench.algos.rollout import make_vector_env
-
     make_vector_env(run.spec.env_id, 1, run.config.env_backend).close()
 
 
@@ -118,8 +120,6 @@ def _print_row(row: dict) -> None:
 
 
 def run_config(args) -> int:
-    from trbench.algos.registry import resolve_algorithm
-
     cls = resolve_algorithm(args.algo)
     for row in cls.Config.describe():
         allowed = f" [{row['allowed']}]" if row["allowed"] else ""

@@ -9,6 +9,7 @@ from types import ModuleType
 from trbench.base.errors import UsageError
 from trbench.importers import cleanrl, sb3, spinningup, tianshou, tidy_csv
 from trbench.importers.writer import Identity, PreparedRun, check_destination, plan, prepare, write_run
+from trbench.suites.runner import exclusive
 
 FORMATS: dict[str, ModuleType] = {
     "sb3": sb3,
@@ -67,9 +68,7 @@ def run_import(args: argparse.Namespace) -> int:
         if not sources:
             raise UsageError(f"{path}: no {args.format} run found; expected {reader.EXPECTED}")
         prepared += [prepare(source, identity) for source in sources]
-    from trbench.suites.runner import exclusive  # the runner's lock: no import while a suite runs into --out
-
-    with exclusive(args.out):
+    with exclusive(args.out):  # the runner's lock: no import while a suite runs into --out
         to_write, present = plan(prepared, args.out / "runs")
         for run in to_write:
             write_run(run, args.out)

@@ -71,16 +71,22 @@ class _ZooLoader(yaml.SafeLoader):
     other Python object its tag."""
 
 
+def _python_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> list:
+    if not isinstance(node, yaml.SequenceNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"expected a sequence, got {type(node).__name__}", node.start_mark
+        )
+    return loader.construct_sequence(node, deep=True)
+
+
 def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict:
-    arguments = loader.construct_sequence(node, deep=True)
+    arguments = _python_tuple(loader, node)
     pairs = arguments[0] if arguments else []
     return {str(key): value for key, value in pairs}
 
 
 _ZooLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
-_ZooLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node, deep=True)
-)
+_ZooLoader.add_constructor("tag:yaml.org,2002:python/tuple", _python_tuple)
 _ZooLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: f"<python/{suffix}>")
 
 
@@ -188,7 +194,7 @@ def read_run(folder: Path) -> SourceRun:
 
     steps, returns, times = [], [], []
     t_starts = [float(header.get("t_start", 0.0)) for _, header, _ in monitors]
-    start = min(t_starts) if t_starts else None
+    start = min(t_starts) if t_starts else 0.0
     for (_, _header, episodes), t_start in zip(monitors, t_starts):
         steps.append(episodes["l"].cumsum().to_numpy() * n_envs)
         returns.append(episodes["r"].to_numpy())
@@ -202,9 +208,9 @@ def read_run(folder: Path) -> SourceRun:
     if args.get("env"):
         env_claims.append(Claim(str(args["env"]), "args.yml"))
     seed_claims = [
-        Claim(int(value), where)
+        Claim(seed, str(where))
         for value, where in ((args.get("seed"), "args.yml"), (model.get("seed"), model_file))
-        if as_int(value) is not None
+        if (seed := as_int(value)) is not None
     ]
     algorithm_claims = [Claim(str(args["algo"]), "args.yml")] if args.get("algo") else []
 

@@ -40,8 +40,10 @@ def holds_event_files(folder: Path) -> bool:
 def read_event_log(folder: Path) -> EventLog:
     """Every scalar and text of the event files directly in ``folder`` (not its subfolders)."""
     try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-        from tensorboard.util import tensor_util
+        from tensorboard.backend.event_processing.event_accumulator import (  # noqa: PLC0415 - optional extra
+            EventAccumulator,
+        )
+        from tensorboard.util import tensor_util  # noqa: PLC0415 - the optional tensorboard extra
     except ImportError:
         raise UsageError(
             f"{folder}: reading TensorBoard event files needs the tensorboard extra: pip install 'trbench[tensorboard]'"

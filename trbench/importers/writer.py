@@ -27,7 +27,8 @@ import pandas as pd
 import trbench
 from trbench.base.errors import UsageError, check_output_folder
 from trbench.base.files import atomic_write_json, atomic_write_text
-from trbench.base.run_folder import PROGRESS_FIXED_COLUMNS, SOURCE_KEY
+from trbench.base.results_folder import run_folders
+from trbench.base.run_folder import PROGRESS_FIXED_COLUMNS, SOURCE_KEY, RunFolderError, read_config
 from trbench.importers.source import Claim, SourceRun
 
 MAX_ENV_ID = 100
@@ -239,14 +240,12 @@ def prepare(source: SourceRun, identity: Identity) -> PreparedRun:
 
 def _existing_identities(runs_dir: Path) -> dict[tuple[str, str, int], str]:
     """(algo, env_id, seed) -> run id of every readable run folder already in runs/."""
-    identities = {}
-    if not runs_dir.is_dir():
-        return identities
-    for folder in sorted(path for path in runs_dir.iterdir() if path.is_dir()):
+    identities: dict[tuple[str, str, int], str] = {}
+    for folder in run_folders(runs_dir.parent):
         try:
-            config = json.loads((folder / "config.json").read_bytes().decode("utf-8"))
+            config = read_config(folder)
             identities[(str(config["algo"]), str(config["env_id"]), int(config["seed"]))] = folder.name
-        except (OSError, ValueError, KeyError, TypeError):
+        except (RunFolderError, ValueError, KeyError, TypeError):
             continue  # a damaged or unfinished folder: the report lists it, it claims no identity
     return identities
 
@@ -256,7 +255,8 @@ def plan(prepared: Sequence[PreparedRun], runs_dir: Path) -> tuple[list[Prepared
     algo, env and seed, which a report would count as two seeds."""
     identities = _existing_identities(runs_dir)
     paths = {run_id: "runs/" + run_id for run_id in identities.values()}
-    to_write, present = [], []
+    to_write: list[PreparedRun] = []
+    present: list[PreparedRun] = []
     for run in prepared:
         key = (run.label, run.env_id, run.seed)
         if (runs_dir / run.run_id).exists() or run.run_id in {other.run_id for other in to_write}:
