@@ -28,8 +28,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_text(data: Any) -> str:
+    """The JSON text trbench writes: indented, keys in their order, numpy scalars as numbers."""
+    return json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
+    atomic_write_text(path, json_text(data))
 
 
 def json_default(value: Any) -> Any:

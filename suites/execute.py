@@ -324,7 +324,7 @@ def execute_run(
             resume_from=checkpoint["trainer"] if checkpoint else None,
         )
         if not (folder / CONFIG_FILE).exists():
-            atomic_write_json(folder / "config.json", config_record(run, str(trainer.device)))
+            atomic_write_json(folder / CONFIG_FILE, config_record(run, str(trainer.device)))
         if events is not None:
             events.config((folder / CONFIG_FILE).read_text())
         outcome = trainer.run(record)
@@ -360,7 +360,7 @@ def execute_run(
         if events is not None:
             events.close()
     if not (folder / CONFIG_FILE).exists():
-        atomic_write_json(folder / "config.json", config_record(run, run.config.device))
+        atomic_write_json(folder / CONFIG_FILE, config_record(run, run.config.device))
     progress.close()
     wall = earlier_wall_time_s + time.perf_counter() - start
     result["wall_time_s"] = wall
@@ -372,7 +372,7 @@ def execute_run(
     for key in ("final_eval_return", "final_eval_return_std"):
         if result[key] is not None and not math.isfinite(result[key]):
             result.update(status="diverged", error=f"non-finite {key}")
-    atomic_write_json(folder / "result.json", result)
+    atomic_write_json(folder / RESULT_FILE, result)
     # a failed run keeps its checkpoint, so the rerun that redoes it resumes it (after a full disk, say)
     if result["status"] != "failed" and not run.config.keep_checkpoint:
         (folder / CHECKPOINT_FILE).unlink(missing_ok=True)

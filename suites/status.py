@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
-from trbench.base.results_folder import imported_folders, read_manifest
+from trbench.base.results_folder import MANIFEST_FILE, imported_folders, read_manifest
 from trbench.base.run_folder import read_config_or_empty, read_result, run_state
 
 STATES = ("complete", "failed", "missing")
@@ -32,7 +32,7 @@ def print_status(out: Path, stream: TextIO) -> int:
     complete, else 1. A folder of imported runs alone needs no manifest."""
     runs_dir = out / "runs"
     imported = imported_folders(runs_dir)
-    if imported and not (out / "manifest.json").exists():
+    if imported and not (out / MANIFEST_FILE).exists():
         return 0 if print_imported(imported, stream) else 1
     manifest = read_manifest(out)
     counts: dict[tuple[str, str], Counter] = {}

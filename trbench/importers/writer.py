@@ -26,9 +26,18 @@ import pandas as pd
 
 import trbench
 from trbench.base.errors import UsageError, check_output_folder
-from trbench.base.files import atomic_write_json, atomic_write_text
-from trbench.base.results_folder import run_folders
-from trbench.base.run_folder import PROGRESS_FIXED_COLUMNS, SOURCE_KEY, RunFolderError, read_config
+from trbench.base.files import json_text
+from trbench.base.results_folder import RUNS_DIR, run_folders
+from trbench.base.run_folder import (
+    CONFIG_FILE,
+    PROGRESS_FILE,
+    PROGRESS_FIXED_COLUMNS,
+    RESULT_FILE,
+    SOURCE_KEY,
+    RunFolderError,
+    read_config,
+    store_run_files,
+)
 from trbench.importers.source import Claim, SourceRun
 
 MAX_ENV_ID = 100
@@ -276,13 +285,13 @@ def plan(prepared: Sequence[PreparedRun], runs_dir: Path) -> tuple[list[Prepared
 
 def write_run(run: PreparedRun, results_dir: Path) -> Path:
     """config.json, progress.csv and result.json (last), in a staging folder renamed into runs/."""
-    runs_dir = results_dir / "runs"
+    runs_dir = results_dir / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".importing-", dir=results_dir))
     try:
-        atomic_write_json(staging / "config.json", run.config)
-        atomic_write_text(staging / "progress.csv", run.progress.to_csv(index=False, lineterminator="\n"))
-        atomic_write_json(staging / "result.json", run.result)
+        progress_csv = run.progress.to_csv(index=False, lineterminator="\n")
+        files = {CONFIG_FILE: json_text(run.config), PROGRESS_FILE: progress_csv, RESULT_FILE: json_text(run.result)}
+        store_run_files(staging, {name: text.encode() for name, text in files.items()})
         os.replace(staging, runs_dir / run.run_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
