@@ -222,6 +222,7 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     if settings.reevaluate:
         summary = reevaluate(settings, study, sys.stdout)
+        assert summary is not None  # there is a best trial to re-evaluate
         best = write_outputs(settings, study)
         for name, arm in summary["arms"].items():
             ci_text = f" [{arm['ci_low']:.4g}, {arm['ci_high']:.4g}]" if arm["ci_low"] is not None else ""

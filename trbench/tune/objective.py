@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from typing import Any
@@ -11,7 +10,7 @@ import optuna
 
 from trbench.analysis.normalization import NormalizationConstants, load_normalization
 from trbench.base.errors import UsageError
-from trbench.base.run_folder import run_is_complete
+from trbench.base.run_folder import read_result, run_is_complete
 from trbench.suites.execute import RunPruned, execute_run
 from trbench.suites.run_spec import RunSpec, resolve
 
@@ -97,8 +96,8 @@ class Objective:
                         pruned_at.append(step)
                         raise RunPruned(f"pruned by the tuner ({s.pruner} pruner) at trial step {step}")
 
-                if run_is_complete(folder):
-                    result = json.loads((folder / "result.json").read_text())
+                if run_is_complete(folder):  # a trial resumed after a kill: this run is done
+                    result = read_result(folder) or {}
                 else:
                     result = execute_run(run, folder, on_iteration=on_iteration)
                 if pruned_at:

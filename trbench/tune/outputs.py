@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -74,7 +74,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda t: (-t.value, t.number))
+    return sorted(complete, key=lambda t: (-cast(float, t.value), t.number))  # a complete trial has a value
 
 
 def mean_ci(values: list[float]) -> tuple[float, float | None, float | None]:
@@ -146,7 +146,7 @@ def write_figures(settings: TuneSettings, study: optuna.Study, folder: Path) -> 
                 notes.append(f"{name}: skipped, {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
                 continue
         first = axes.flat[0] if hasattr(axes, "flat") else axes
-        figure = first.figure
+        figure = cast(plt.Figure, first.figure)
         figure.set_size_inches(max(figure.get_size_inches()[0], 6.0), max(figure.get_size_inches()[1], 4.0))
         for suffix in ("pdf", "png"):
             tmp = folder / f".{name}.{suffix}.tmp"

@@ -3,7 +3,6 @@ and whether the best beats the default there."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, TextIO
 
@@ -14,6 +13,8 @@ from optuna.trial import FrozenTrial
 
 from trbench.analysis.stats import probability_of_improvement, welch_test
 from trbench.base.files import atomic_write_json, atomic_write_text
+from trbench.base.results_folder import RUNS_DIR
+from trbench.base.run_folder import read_result
 from trbench.suites.grid import parse_suite
 from trbench.suites.runner import run_suite
 
@@ -81,8 +82,7 @@ def reevaluate(settings: TuneSettings, study: optuna.Study, stream: TextIO) -> d
     per_arm: dict[str, dict[int, list[float]]] = {name: {} for name in arms}
     failures: dict[str, int] = {name: 0 for name in arms}
     for run in suite.runs:
-        path = folder / "runs" / run.run_id / "result.json"
-        result = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+        result = read_result(folder / RUNS_DIR / run.run_id) or {"status": "missing"}
         arm = run.spec.arm
         if result.get("status") != "complete":
             failures[arm] += 1

@@ -37,7 +37,7 @@ def holds_slot(trial: FrozenTrial) -> bool:
     return counts(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
-def retry_root(trial: FrozenTrial) -> int:
+def retry_root(trial: FrozenTrial | optuna.Trial) -> int:
     return int(trial.user_attrs.get(RETRY_ATTR, trial.number))
 
 

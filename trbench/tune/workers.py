@@ -85,10 +85,12 @@ def trial_line(settings: TuneSettings, study: optuna.Study, trial: FrozenTrial) 
         outcome = f"failed ({trial.user_attrs[COUNTED_FAIL_ATTR]})"
     params = ", ".join(f"{name}={value:.4g}" for name, value in trial.params.items())
     took = format_duration(trial.duration.total_seconds()) if trial.duration else "?"
-    finished = [t for t in study.get_trials(deepcopy=False) if counts(t) and t.duration is not None]
+    durations = [
+        t.duration.total_seconds() for t in study.get_trials(deepcopy=False) if counts(t) and t.duration is not None
+    ]
     counted = sum(counts(t) for t in study.get_trials(deepcopy=False))
     # the trials left, at the mean duration of the finished ones, shared by this machine's workers
-    mean_s = sum(t.duration.total_seconds() for t in finished) / len(finished) if finished else None
+    mean_s = sum(durations) / len(durations) if durations else None
     left = max(settings.trials - counted, 0)
     eta = format_duration(None if mean_s is None else left * mean_s / settings.workers)
     return f"trial {trial.number} {outcome}: {params}; took {took}; {counted}/{settings.trials} trials done, ETA {eta}"
