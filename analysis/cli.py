@@ -6,7 +6,11 @@ import argparse
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from trbench.analysis.load import METRICS
+from trbench.analysis.report import ReportOptions, build_report
+from trbench.analysis.report_sections import headline_lines
 from trbench.base.errors import UsageError
 
 
@@ -63,10 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_report(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from trbench.analysis.report import ReportOptions, build_report, headline_lines
-
     if args.metric not in METRICS:
         raise UsageError(f"--metric: must be one of {', '.join(METRICS)}, got {args.metric!r}")
     if not (math.isfinite(args.min_diff) and args.min_diff > 0):

@@ -85,7 +85,9 @@ class LoadedResults:
     ``runs``: one row per complete run (RUN_COLUMNS); ``curves``: one row per evaluation of a
     complete run (CURVE_COLUMNS); ``excluded``: runs left out and why (EXCLUDED_COLUMNS);
     ``versions``: for each versions key, the sorted distinct values seen in config.json files;
-    ``sources``: for each imported run (by run id), the source block of its config.json.
+    ``sources``: for each imported run (by run id), the source block of its config.json;
+    ``progress``: each complete run's progress table as read (by run id, in run-folder order), so
+    that the reproduction table compares exactly the runs the report analyses.
     """
 
     results_dir: Path
@@ -96,6 +98,7 @@ class LoadedResults:
     suite_toml: str | None = None
     versions: dict[str, list[str]] = field(default_factory=dict)
     sources: dict[str, dict] = field(default_factory=dict)
+    progress: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
@@ -192,8 +195,8 @@ def _identity(config: dict, manifest_entry: dict) -> dict:
     return identity
 
 
-def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, pd.DataFrame]:
-    """One complete run: its row for the runs table and its evaluation curve.
+def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """One complete run: its row for the runs table, its evaluation curve and its progress table.
 
     Raises RunFolderError (with the reason) for a run that must be excluded.
     """
@@ -216,7 +219,7 @@ def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, p
     }
     if result.get("steps") is not None:
         row["steps"] = result["steps"]
-    return row, curve
+    return row, curve, progress
 
 
 def _manifest_entries(manifest: dict | None) -> dict[str, dict]:
@@ -260,15 +263,16 @@ def load_results(results_dir: Path | str) -> LoadedResults:
     entries = _manifest_entries(manifest)
     suite_toml = _read_suite_file(results_dir / SUITE_FILE, str)
 
-    rows, curves, excluded = [], [], []
+    rows, curves, excluded, progress_tables = [], [], [], {}
     for run_dir in run_dirs:
         entry = entries.get(run_dir.name, {})
         try:
-            row, curve = load_run(run_dir, entry)
+            row, curve, progress = load_run(run_dir, entry)
         except RunFolderError as exc:
             excluded.append(_excluded_row(run_dir, entry, exc))
             continue
         rows.append(row)
+        progress_tables[row["run_id"]] = progress
         if len(curve):
             curves.append(curve.assign(run_id=row["run_id"], algo=row["algo"], env_id=row["env_id"], seed=row["seed"]))
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -286,6 +290,7 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         suite_toml=suite_toml,
         versions=_versions(run_dirs),
         sources=_sources(run_dirs, set(runs["run_id"])),
+        progress=progress_tables,
     )
 
 

@@ -1,28 +1,20 @@
-"""Published results as data, and the comparison of a results folder against them.
+"""The comparison of a results folder against the published numbers of a preset (published.py).
 
-Two data files live in ``analysis/data/``:
+For every published row, our value is computed *with the source's metric* (final deterministic
+evaluation, training-episode return over the last 100 episodes, the average over all of
+training, or the maximum of the seed-averaged evaluation curve) at the source's step budget, with
+a confidence interval over seeds at the report's level (95% by default), and a verdict is drawn:
+``consistent`` when the published value lies in our CI or our mean lies within the published
+spread, otherwise ``above`` or ``below``.
 
-- ``published_results.csv``: one row per published number (source, algorithm, env, env
-  version, step budget, seeds, metric, value, spread and where it comes from). Every number of
-  the project's reference notes on published TRPO results is there, the PPO, NPG, VPG, A2C and
-  REINFORCE rows included, because reports compare those arms too.
-- ``reference_sets.toml``: for each reproduction preset (by its suite name), which published
-  rows each arm of the suite is compared with. The mapping lives here rather than in the suite
-  file because the runner accepts only its own keys in a suite file.
-
-The comparison computes, for every published row, our value *with the source's metric* (final
-deterministic evaluation, training-episode return over the last 100 episodes, the average over
-all of training, or the maximum of the seed-averaged evaluation curve) at the source's step
-budget, with a 95% CI over seeds, and gives a verdict: ``consistent`` when the published value
-lies in our CI or our mean lies within the published spread, otherwise ``above`` or ``below``.
-
-This module reads results folders only; it never imports training code.
+The runs compared are those the report's loader (load.py) found complete, read once by it: a
+run left out here is left out of the report for the same reason, and ``Reproduction.excluded``
+lists them. This module reads results folders only; it never imports training code.
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,62 +23,18 @@ import numpy as np
 import pandas as pd
 
 from trbench.analysis import stats
-from trbench.analysis.load import eval_curve, last_episodes_mean
-from trbench.base.errors import UsageError
-from trbench.base.results_folder import run_folders
-from trbench.base.run_folder import RunFolderError, read_complete_run
+from trbench.analysis.load import LoadedResults, last_episodes_mean, load_results
+from trbench.analysis.published import (
+    METRICS,
+    PublishedDataError,
+    ReferenceSet,
+    load_published,
+    load_reference_sets,
+    published_interval,
+    selected_rows,
+)
 
-DATA_DIR = Path(__file__).parent / "data"
-PUBLISHED_CSV = DATA_DIR / "published_results.csv"
-REFERENCE_SETS_TOML = DATA_DIR / "reference_sets.toml"
-
-COLUMNS = [
-    "source",
-    "algo",
-    "setting",
-    "env",
-    "env_version",
-    "steps",
-    "seeds",
-    "metric",
-    "value",
-    "spread",
-    "spread_kind",
-    "ci_low",
-    "ci_high",
-    "digitized",
-    "approximate",
-    "citation",
-    "note",
-]
-KEY_COLUMNS = ["source", "algo", "setting", "env", "env_version", "steps", "metric"]
-REQUIRED_TEXT = ["source", "algo", "env", "env_version", "metric", "citation"]
-
-# metric -> what the source measured, and how we compute the same thing from our runs
-METRICS: dict[str, str] = {
-    "final_eval_return": "deterministic evaluation return at the end of training (ours: the final "
-    "evaluation's mean return, or the periodic evaluation at that step)",
-    "eval_return_at_step": "mean evaluation return at a step along the curve (ours: the periodic "
-    "evaluation at that step)",
-    "train_return_last100": "mean return of the last 100 training episodes (ours: the same, from progress.csv)",
-    "train_return_curve": "a point of the (smoothed) training-episode return curve (ours: the mean "
-    "of the last 100 training episodes up to that step)",
-    "avg_train_return_all": "average return of every training episode up to that step (Duan et al. "
-    "2016's average over all iterations)",
-    "max_mean_eval_curve": "maximum over the budget of the seed-averaged evaluation curve (Tianshou, "
-    "TD3 paper convention); ours: the same over our periodic evaluations",
-    "max_return": "maximum return over training, statistic not defined further (not computed)",
-}
 COMPUTED_METRICS = tuple(m for m in METRICS if m != "max_return")
-SPREAD_KINDS: dict[str, str] = {
-    "": "no spread published",
-    "std_seeds": "standard deviation over seeds",
-    "se_seeds": "standard error over seeds",
-    "se": "standard error (over evaluation episodes as stated by the source)",
-    "std_eval_episodes": "standard deviation over evaluation episodes of one run",
-    "pm_unspecified": "a +- whose statistic the source does not define",
-    "ci95_bootstrap": "95% bootstrap confidence interval (ci_low, ci_high)",
-}
 VERDICTS = ("consistent", "above", "below")
 NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing value
 # Below this many seeds a cell's value is shown but no verdict is drawn. The mean's bootstrap
@@ -120,223 +68,13 @@ REPRODUCTION_COLUMNS = [
 ]
 
 
-class PublishedDataError(UsageError, ValueError):
-    """The published-results CSV or the reference sets are malformed, or a --reference names none.
-
-    A UsageError, so that the command line reports it as one line with exit code 2."""
-
-
-# --------------------------------------------------------------------------------------------
-# Loading and validation
-
-
-def _as_bool(value: str, where: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise PublishedDataError(f"{where}: expected true or false, got {value!r}")
-
-
-def _as_float(value: str, where: str, required: bool) -> float:
-    text = "" if value is None else str(value).strip()
-    if not text:
-        if required:
-            raise PublishedDataError(f"{where}: a number is required")
-        return math.nan
-    try:
-        number = float(text)
-    except ValueError:
-        raise PublishedDataError(f"{where}: not a number: {value!r}") from None
-    if not math.isfinite(number):
-        raise PublishedDataError(f"{where}: must be finite, got {value!r}")
-    return number
-
-
-def load_published(path: Path | str | None = None) -> pd.DataFrame:
-    """Read and validate the published-results CSV.
-
-    Raises PublishedDataError on a missing column, an empty required field, a value that is not
-    a number, an unknown metric or spread kind, an inconsistent interval or a duplicate key.
-    """
-    path = Path(path) if path is not None else PUBLISHED_CSV
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PublishedDataError(f"{path}: unreadable: {exc}") from None
-    missing = [column for column in COLUMNS if column not in raw.columns]
-    if missing:
-        raise PublishedDataError(f"{path}: missing column(s) {', '.join(missing)}")
-    records = []
-    for index, row in raw.iterrows():
-        line = index + 2  # header is line 1
-        where = f"{path.name} line {line}"
-        for column in REQUIRED_TEXT:
-            if not row[column].strip():
-                raise PublishedDataError(f"{where}: {column} is empty")
-        if row["metric"] not in METRICS:
-            raise PublishedDataError(f"{where}: unknown metric {row['metric']!r}; allowed: {', '.join(METRICS)}")
-        if row["spread_kind"] not in SPREAD_KINDS:
-            allowed = ", ".join(kind or "(empty)" for kind in SPREAD_KINDS)
-            raise PublishedDataError(f"{where}: unknown spread_kind {row['spread_kind']!r}; allowed: {allowed}")
-        record = {column: row[column].strip() for column in COLUMNS}
-        record["value"] = _as_float(row["value"], f"{where} value", required=True)
-        for column in ("steps", "seeds", "spread", "ci_low", "ci_high"):
-            record[column] = _as_float(row[column], f"{where} {column}", required=False)
-        for column in ("steps", "seeds"):
-            number = record[column]
-            if not math.isnan(number) and (number < 1 or number != int(number)):
-                raise PublishedDataError(f"{where} {column}: must be a whole number >= 1, got {row[column]!r}")
-        spread, low, high = record["spread"], record["ci_low"], record["ci_high"]
-        if not math.isnan(spread) and spread < 0:
-            raise PublishedDataError(f"{where} spread: must be >= 0, got {row['spread']!r}")
-        kind = record["spread_kind"]
-        if kind == "ci95_bootstrap":
-            if math.isnan(low) or math.isnan(high) or not low <= record["value"] <= high:
-                raise PublishedDataError(f"{where}: a ci95_bootstrap row needs ci_low <= value <= ci_high")
-        elif not (math.isnan(low) and math.isnan(high)):
-            raise PublishedDataError(f"{where}: ci_low/ci_high are only for spread_kind ci95_bootstrap")
-        if kind in ("", "ci95_bootstrap") and not math.isnan(spread):
-            raise PublishedDataError(f"{where}: spread given but spread_kind is {kind or 'empty'}")
-        if kind not in ("", "ci95_bootstrap") and math.isnan(spread):
-            raise PublishedDataError(f"{where}: spread_kind {kind} needs a spread")
-        record["digitized"] = _as_bool(row["digitized"], f"{where} digitized")
-        record["approximate"] = _as_bool(row["approximate"], f"{where} approximate")
-        records.append(record)
-    table = pd.DataFrame(records, columns=COLUMNS)
-    keys = table[KEY_COLUMNS].astype(str)
-    duplicated = keys.duplicated(keep=False)
-    if duplicated.any():
-        first = table.loc[duplicated, KEY_COLUMNS].iloc[0].to_dict()
-        raise PublishedDataError(f"{path.name}: duplicate key {first} ({int(duplicated.sum())} rows share keys)")
-    return table
-
-
-def published_interval(row: Mapping) -> tuple[float, float] | None:
-    """The published spread as an interval: the CI, or value +- spread; None when none given."""
-    if row["spread_kind"] == "ci95_bootstrap":
-        return float(row["ci_low"]), float(row["ci_high"])
-    spread = float(row["spread"]) if row["spread"] == row["spread"] else math.nan
-    if math.isnan(spread):
-        return None
-    return float(row["value"]) - spread, float(row["value"]) + spread
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Published rows one arm of a suite is compared with."""
-
-    arm: str
-    algo: str
-    sources: tuple[str, ...]
-    settings: tuple[str, ...] = ()  # empty: any setting
-    max_steps: float = math.inf
-
-
-@dataclass(frozen=True)
-class ReferenceSet:
-    name: str
-    description: str
-    comparisons: tuple[Comparison, ...]
-
-
-def _string_list(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise PublishedDataError(f"{where}: must be a non-empty list of strings")
-    return tuple(value)
-
-
-def load_reference_sets(
-    path: Path | str | None = None, published: pd.DataFrame | None = None
-) -> dict[str, ReferenceSet]:
-    """Read the preset -> published-rows mapping; every selector must match some published row."""
-    path = Path(path) if path is not None else REFERENCE_SETS_TOML
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PublishedDataError(f"{path}: unreadable: {exc}") from None
-    published = published if published is not None else load_published()
-    sets = {}
-    for name, table in data.items():
-        if not isinstance(table, dict):
-            raise PublishedDataError(f"{path.name}: {name}: must be a table")
-        unknown = set(table) - {"description", "compare"}
-        if unknown:
-            raise PublishedDataError(f"{path.name}: {name}: unknown key(s) {', '.join(sorted(unknown))}")
-        comparisons = []
-        for i, entry in enumerate(table.get("compare", [])):
-            where = f"{path.name}: {name}.compare[{i}]"
-            unknown = set(entry) - {"arm", "algo", "sources", "settings", "max_steps"}
-            if unknown:
-                raise PublishedDataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-            for key in ("arm", "algo"):
-                if not isinstance(entry.get(key), str) or not entry[key]:
-                    raise PublishedDataError(f"{where}: {key} must be a non-empty string")
-            comparison = Comparison(
-                arm=entry["arm"],
-                algo=entry["algo"],
-                sources=_string_list(entry.get("sources"), f"{where}.sources"),
-                settings=_string_list(entry["settings"], f"{where}.settings") if "settings" in entry else (),
-                max_steps=float(entry.get("max_steps", math.inf)),
-            )
-            for source in comparison.sources:
-                if not (selected_rows(published, comparison)["source"] == source).any():
-                    raise PublishedDataError(
-                        f"{where}: no published row for source {source!r} and algo {comparison.algo!r}"
-                        + (f" with settings {list(comparison.settings)}" if comparison.settings else "")
-                    )
-            comparisons.append(comparison)
-        if not comparisons:
-            raise PublishedDataError(f"{path.name}: {name}: no [[{name}.compare]] entries")
-        sets[name] = ReferenceSet(name, str(table.get("description", "")), tuple(comparisons))
-    return sets
-
-
-def selected_rows(published: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
-    mask = published["source"].isin(comparison.sources) & (published["algo"] == comparison.algo)
-    if comparison.settings:
-        mask &= published["setting"].isin(comparison.settings)
-    steps = published["steps"].to_numpy(dtype=float)
-    mask &= ~(steps > comparison.max_steps)
-    return published[mask]
-
-
-def resolve_reference(name_or_path: str, manifest_suite: str | None = None) -> str:
-    """A preset given as its suite name, or as the path of its suite file (its `name`, else the
-    file name without .toml); 'auto' means the suite named in the results folder's manifest."""
-    if name_or_path == "auto":
-        if not manifest_suite:
-            raise PublishedDataError(
-                "--reference: the results folder has no manifest naming its suite; name the preset"
-            )
-        return manifest_suite
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        try:
-            data = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError:
-            raise PublishedDataError(f"--reference: {path}: malformed TOML: not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise PublishedDataError(f"--reference: {path}: malformed TOML: {str(exc).splitlines()[0]}") from None
-        except OSError as exc:
-            raise PublishedDataError(f"--reference: {path}: cannot read suite file: {exc.strerror or exc}") from None
-        return str(data.get("name", path.stem))
-    return name_or_path
-
-
-# --------------------------------------------------------------------------------------------
-# Our values with each source's metric
-
-
 @dataclass
 class RunRecord:
-    """What the comparison needs from one complete run folder."""
+    """What the comparison needs from one complete run."""
 
     run_id: str
     arm: str
     env_id: str
-    seed: int
     final_step: float
     iteration_steps: float
     final_eval_return: float
@@ -360,17 +98,17 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
 
 
-def read_runs(results_dir: Path | str) -> list[RunRecord]:
-    """Every complete run under results_dir/runs/ (others are skipped: the report lists them)."""
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def read_runs(results: LoadedResults) -> list[RunRecord]:
+    """Every complete run the loader found, in run-folder order (the order each cell's bootstrap
+    resamples in); the loader's excluded runs are not among them."""
+    rows = {row["run_id"]: row for row in results.runs.to_dict("records")}
     runs = []
-    for run_dir in run_folders(Path(results_dir)):
-        try:
-            # the same checks, and so the same exclusions, as the report's loader
-            complete = read_complete_run(run_dir)
-            eval_curve(complete.progress)
-        except RunFolderError:  # the report lists the run as excluded, with the reason
-            continue
-        config, result, progress = complete.config, complete.result, complete.progress
+    for run_id, progress in results.progress.items():
+        row = rows[run_id]
         table = (
             pd.DataFrame(
                 {
@@ -384,29 +122,36 @@ def read_runs(results_dir: Path | str) -> list[RunRecord]:
             .sort_values("step", kind="stable")
             .reset_index(drop=True)
         )
-        if table.empty:
-            continue
         steps = table["step"].to_numpy()
-        iteration = float(np.min(np.diff(steps))) if len(steps) > 1 else float(steps[0])
-        source = config.get("source")
+        if len(steps):
+            final_step = float(steps[-1])
+            iteration = float(np.min(np.diff(steps))) if len(steps) > 1 else float(steps[0])
+        else:
+            # a complete run without progress rows, which the report keeps for its final score:
+            # it ends at the steps result.json records, and without rows its iteration is unknown
+            final_step, iteration = _number(row["steps"]), 0.0
+        source = results.sources.get(run_id)
         if isinstance(source, dict) and isinstance(source.get("iteration_steps"), int):
             # an imported run has a row wherever its log recorded something; its rollout or epoch
             # is what "reaching a step" is measured in, as an iteration is for a trbench run
             iteration = float(source["iteration_steps"])
-        final_eval = result.get("final_eval_return")
         runs.append(
             RunRecord(
-                run_id=str(config.get("run_id", run_dir.name)),
-                arm=str(config.get("algo", "")),
-                env_id=str(config.get("env_id", "")),
-                seed=int(config.get("seed", -1)),
-                final_step=float(steps[-1]),
+                run_id=str(run_id),
+                arm=str(row["algo"]),
+                env_id=str(row["env_id"]),
+                final_step=final_step,
                 iteration_steps=iteration,
-                final_eval_return=float(final_eval) if isinstance(final_eval, (int, float)) else math.nan,
+                final_eval_return=_number(row["final"]),
                 progress=table,
             )
         )
     return runs
+
+
+def last_step(runs: Sequence[RunRecord]) -> float:
+    """The furthest step any of ``runs`` reached (NaN when none records one)."""
+    return max((run.final_step for run in runs if math.isfinite(run.final_step)), default=math.nan)
 
 
 def _within_budget(run: RunRecord, steps: float) -> bool:
@@ -417,6 +162,8 @@ def run_value(run: RunRecord, metric: str, steps: float) -> float:
     """One run's value of a per-run metric at ``steps`` (NaN when the run cannot provide it)."""
     if not _within_budget(run, steps):
         return math.nan
+    if metric == "final_eval_return" and abs(run.final_step - steps) <= run.iteration_steps:
+        return run.final_eval_return  # from result.json, so also for a run without progress rows
     limit = steps + run.iteration_steps  # the iteration that crosses `steps` still counts
     table = run.progress[run.progress["step"] < limit]
     if table.empty:
@@ -435,8 +182,6 @@ def run_value(run: RunRecord, metric: str, steps: float) -> float:
         total = counts.sum()
         return float(np.nansum(table["train_return"].to_numpy() * counts) / total) if total > 0 else math.nan
     if metric in ("final_eval_return", "eval_return_at_step"):
-        if metric == "final_eval_return" and abs(run.final_step - steps) <= run.iteration_steps:
-            return run.final_eval_return
         evaluated = table.dropna(subset=["eval_return"])
         if evaluated.empty:
             return math.nan
@@ -466,12 +211,13 @@ def cell_estimate(
     steps: float,
     rng: np.random.Generator,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
+    confidence_level: float = stats.DEFAULT_CONFIDENCE,
 ) -> tuple[float, float, float, int]:
     """(ours, ci_low, ci_high, n_seeds) for one arm x env cell and one published metric.
 
     Per-run metrics: the mean over seeds with the expanded-percentile bootstrap CI that the rest
     of the report uses. The max of the seed-averaged curve: that maximum, with a percentile CI
-    from resampling the seeds and recomputing it.
+    from resampling the seeds and recomputing it. Both at ``confidence_level``.
     """
     runs = [run for run in runs if _within_budget(run, steps)]
     if not runs:
@@ -485,13 +231,19 @@ def cell_estimate(
             return ours, math.nan, math.nan, len(runs)
         picks = rng.integers(0, len(runs), size=(n_resamples, len(runs)))
         maxima = matrix[picks].mean(axis=1).max(axis=1)
-        low, high = np.percentile(maxima, [2.5, 97.5])
+        # in percent, as np.percentile takes it: 95% gives exactly [2.5, 97.5], where the tail
+        # (1 - level) / 2 would be 0.025000000000000022 and move the bounds in their last digits
+        low_percent = (100.0 - 100.0 * confidence_level) / 2.0
+        low, high = np.percentile(maxima, [low_percent, 100.0 - low_percent])
         return ours, float(low), float(high), len(runs)
     values = np.array([run_value(run, metric, steps) for run in runs])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return math.nan, math.nan, math.nan, 0
-    low, high = stats.bootstrap_mean_ci(values, rng, n_resamples) if values.size > 1 else (math.nan, math.nan)
+    if values.size > 1:
+        low, high = stats.bootstrap_mean_ci(values, rng, n_resamples, confidence_level)
+    else:
+        low, high = math.nan, math.nan
     return float(values.mean()), float(low), float(high), int(values.size)
 
 
@@ -517,17 +269,20 @@ class Reproduction:
     table: pd.DataFrame  # REPRODUCTION_COLUMNS
     runs: list[RunRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    excluded: pd.DataFrame | None = None  # the loader's excluded runs (load.EXCLUDED_COLUMNS)
 
 
 def reproduction_table(
-    results_dir: Path | str,
+    results: LoadedResults | Path | str,
     reference: str,
     rng: np.random.Generator,
     published: pd.DataFrame | None = None,
     reference_sets: Mapping[str, ReferenceSet] | None = None,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
+    confidence_level: float = stats.DEFAULT_CONFIDENCE,
 ) -> Reproduction:
-    """Compare the complete runs of ``results_dir`` with the published rows of ``reference``."""
+    """Compare the complete runs of a results folder (its path, or what the report's loader read
+    from it) with the published rows of ``reference``, with CIs at ``confidence_level``."""
     published = published if published is not None else load_published()
     reference_sets = reference_sets if reference_sets is not None else load_reference_sets(published=published)
     if reference not in reference_sets:
@@ -536,7 +291,8 @@ def reproduction_table(
             f"known: {', '.join(sorted(reference_sets))}"
         )
     reference_set = reference_sets[reference]
-    runs = read_runs(results_dir)
+    loaded = results if isinstance(results, LoadedResults) else load_results(results)
+    runs = read_runs(loaded)
     notes = []
     rows = []
     # one estimate per (arm, env, metric, budget): sources sharing a metric then show the same
@@ -556,13 +312,13 @@ def reproduction_table(
             candidates = selected_rows(published, comparison)
             candidates = candidates[candidates["env"] == env_base(env_id)]
             for row in candidates.to_dict("records"):
-                steps = row["steps"] if math.isfinite(row["steps"]) else max(run.final_step for run in cell)
+                steps = row["steps"] if math.isfinite(row["steps"]) else last_step(cell)
                 interval = published_interval(row)
                 if row["metric"] in COMPUTED_METRICS:
                     key = (comparison.arm, env_id, row["metric"], steps)
                     if key not in estimates:
                         estimates[key] = cell_estimate(
-                            cell, row["metric"], steps, stats.keyed_rng(base_seed, *key), n_resamples
+                            cell, row["metric"], steps, stats.keyed_rng(base_seed, *key), n_resamples, confidence_level
                         )
                     ours, low, high, n = estimates[key]
                 else:
@@ -593,7 +349,12 @@ def reproduction_table(
     table = pd.DataFrame(rows, columns=REPRODUCTION_COLUMNS)
     if not table.empty:
         table = table.sort_values(["env_id", "arm", "steps", "source", "setting"], kind="stable").reset_index(drop=True)
-    return Reproduction(reference_set, table, runs, notes)
+    if len(loaded.excluded):
+        notes.append(
+            f"{len(loaded.excluded)} run(s) failed or could not be read and are left out "
+            "(listed with the reason in the report's excluded runs)"
+        )
+    return Reproduction(reference_set, table, runs, notes, loaded.excluded)
 
 
 def training_curve(run: RunRecord, grid: np.ndarray) -> np.ndarray:

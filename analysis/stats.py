@@ -12,7 +12,8 @@ Vocabulary:
   replacement within each task, never across tasks.
 
 Functions whose name ends in ``_batch`` work along the last axis of an array with leading batch
-dimensions, which is how the bootstrap evaluates thousands of resamples at once.
+dimensions, which is how the bootstrap evaluates thousands of resamples at once. How many seeds a
+comparison needs, and Hedges' g, are power.py's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 from scipy import stats as scipy_stats
 
 DEFAULT_RESAMPLES = 2000
@@ -60,7 +60,7 @@ class TestResult:
     pvalue: float
 
 
-def _as_sample(values: np.ndarray | Sequence[float]) -> np.ndarray:
+def as_sample(values: np.ndarray | Sequence[float]) -> np.ndarray:
     sample = np.asarray(values, dtype=float)
     if sample.ndim != 1:
         raise ValueError(f"expected a 1-D sample, got shape {sample.shape}")
@@ -98,7 +98,7 @@ def iqm(values: np.ndarray | Sequence[float]) -> float:
 
     Non-integer quartile boundaries are handled by fractional weights (:func:`iqm_weights`).
     """
-    return float(iqm_batch(_as_sample(values)))
+    return float(iqm_batch(as_sample(values)))
 
 
 def optimality_gap(values: np.ndarray | Sequence[float], threshold: float = 1.0) -> float:
@@ -107,7 +107,7 @@ def optimality_gap(values: np.ndarray | Sequence[float], threshold: float = 1.0)
     On normalised scores with threshold 1 this is how far, on average, runs fall short of the
     reference score; runs above the threshold count as 0, not as a bonus.
     """
-    sample = _as_sample(values)
+    sample = as_sample(values)
     return float(np.mean(np.maximum(threshold - sample, 0.0)))
 
 
@@ -198,7 +198,7 @@ def bootstrap_mean_ci(
     method: str = "expanded_percentile",
 ) -> tuple[float, float]:
     """Bootstrap confidence interval of the mean of one sample (see :func:`bootstrap_mean_ci_batch`)."""
-    sample = _as_sample(values)
+    sample = as_sample(values)
     if sample.size == 0:
         raise ValueError("the sample must be non-empty")
     low, high = bootstrap_mean_ci_batch(sample[None, :], rng, n_resamples, confidence_level, method)
@@ -276,14 +276,21 @@ def _check_per_task(per_task: PerTaskScores) -> list[np.ndarray]:
     return tasks
 
 
-def stratified_resample(per_task: PerTaskScores, rng: np.random.Generator, n_resamples: int) -> list[np.ndarray]:
-    """Resample runs with replacement within each task: one (n_resamples, n_task) array per task."""
-    return [task[rng.integers(0, task.size, size=(n_resamples, task.size))] for task in per_task]
+def stratified_resample(per_task: Sequence[np.ndarray], rng: np.random.Generator, n_resamples: int) -> list[np.ndarray]:
+    """Resample runs (the first axis) with replacement within each task: one (n_resamples, n_task, ...)
+    array per task. A task may be 2-D, runs x grid points, to resample whole curves."""
+    return [task[rng.integers(0, task.shape[0], size=(n_resamples, task.shape[0]))] for task in per_task]
+
+
+def percentile_bounds(replicates: np.ndarray, confidence_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap replicates (resamples along the first axis)."""
+    tail = (1.0 - confidence_level) / 2.0
+    low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
+    return low, high
 
 
 def _percentile_interval(estimate: float, replicates: np.ndarray, confidence_level: float) -> IntervalEstimate:
-    tail = (1.0 - confidence_level) / 2.0
-    low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
+    low, high = percentile_bounds(replicates, confidence_level)
     return IntervalEstimate(float(estimate), float(low), float(high))
 
 
@@ -318,7 +325,7 @@ def probability_of_improvement(x: np.ndarray | Sequence[float], y: np.ndarray | 
 
     This is the Mann-Whitney U statistic of X divided by n_x·n_y.
     """
-    return float(probability_of_improvement_batch(_as_sample(x), _as_sample(y)))
+    return float(probability_of_improvement_batch(as_sample(x), as_sample(y)))
 
 
 def probability_of_improvement_across_tasks(
@@ -366,11 +373,6 @@ def performance_profile_batch(per_task: Sequence[np.ndarray], thresholds: np.nda
     return np.mean(np.stack(fractions, axis=0), axis=0)
 
 
-def performance_profile(per_task: PerTaskScores, thresholds: np.ndarray) -> np.ndarray:
-    """Score distribution (performance profile): P(score > τ) for each τ, averaged over tasks."""
-    return performance_profile_batch(_check_per_task(per_task), thresholds)
-
-
 def performance_profile_ci(
     per_task: PerTaskScores,
     thresholds: np.ndarray,
@@ -382,19 +384,17 @@ def performance_profile_ci(
     tasks = _check_per_task(per_task)
     point = performance_profile_batch(tasks, thresholds)
     replicates = performance_profile_batch(stratified_resample(tasks, rng, n_resamples), thresholds)
-    tail = (1.0 - confidence_level) / 2.0
-    low, high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
-    return point, low, high
+    return (point, *percentile_bounds(replicates, confidence_level))
 
 
 # ---------------------------------------------------------------------------------------------
-# Two-sample tests, multiplicity and effect size
+# Two-sample tests and multiplicity
 
 
 def welch_test(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> TestResult:
     """Welch's unequal-variance t-test (two-sided), via scipy; nan when a group has < 2 values
     or both groups have zero variance."""
-    sample_a, sample_b = _as_sample(a), _as_sample(b)
+    sample_a, sample_b = as_sample(a), as_sample(b)
     if sample_a.size < 2 or sample_b.size < 2:
         return TestResult(math.nan, math.nan)
     if np.var(sample_a) == 0.0 and np.var(sample_b) == 0.0:
@@ -410,7 +410,7 @@ def welch_test(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float])
 def mann_whitney_test(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> TestResult:
     """Mann-Whitney U test (two-sided), via scipy with its default method choice
     (exact for small samples without ties). The statistic is U of ``a``."""
-    sample_a, sample_b = _as_sample(a), _as_sample(b)
+    sample_a, sample_b = as_sample(a), as_sample(b)
     if sample_a.size == 0 or sample_b.size == 0:
         return TestResult(math.nan, math.nan)
     result = scipy_stats.mannwhitneyu(sample_a, sample_b, alternative="two-sided")
@@ -434,75 +434,3 @@ def holm_adjust(pvalues: np.ndarray | Sequence[float]) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted
-
-
-def hedges_g(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> float:
-    """Hedges' g of a versus b: (mean_a - mean_b) / pooled sd, times the exact small-sample
-    correction J(df) = Γ(df/2) / (√(df/2) · Γ((df-1)/2)), df = n_a + n_b - 2.
-
-    The pooled sd is √(((n_a-1)s_a² + (n_b-1)s_b²)/df). nan when df < 2 or the pooled sd is 0.
-    """
-    sample_a, sample_b = _as_sample(a), _as_sample(b)
-    df = sample_a.size + sample_b.size - 2
-    if df < 2 or sample_a.size < 1 or sample_b.size < 1:
-        return math.nan
-    ss_a = np.sum((sample_a - sample_a.mean()) ** 2)
-    ss_b = np.sum((sample_b - sample_b.mean()) ** 2)
-    pooled_sd = math.sqrt((ss_a + ss_b) / df)
-    if pooled_sd == 0.0:
-        return math.nan
-    correction = math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / math.sqrt(df / 2)
-    return float(correction * (sample_a.mean() - sample_b.mean()) / pooled_sd)
-
-
-# ---------------------------------------------------------------------------------------------
-# Power analysis
-
-
-def welch_power(
-    n_per_group: np.ndarray | int,
-    difference: float,
-    sd_a: float,
-    sd_b: float,
-    alpha: float = 0.05,
-) -> np.ndarray:
-    """Power of the two-sided Welch t-test with n runs per group, from the noncentral t.
-
-    With variances v_a, v_b the test statistic is approximately noncentral t with
-    noncentrality δ/√((v_a+v_b)/n) and Welch-Satterthwaite degrees of freedom
-    (n-1)(v_a+v_b)²/(v_a²+v_b²); for v_a = v_b this is Student's t with 2n-2 df, for which the
-    formula is exact under normality.
-    """
-    n = np.asarray(n_per_group, dtype=float)
-    var_a, var_b = sd_a**2, sd_b**2
-    total_var = var_a + var_b
-    df = (n - 1.0) * total_var**2 / (var_a**2 + var_b**2)
-    noncentrality = abs(difference) / np.sqrt(total_var / n)
-    critical = scipy_stats.t.ppf(1.0 - alpha / 2.0, df)
-    return scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.cdf(-critical, df, noncentrality)
-
-
-def seeds_for_power(
-    difference: float,
-    sd_a: float,
-    sd_b: float,
-    power: float = 0.8,
-    alpha: float = 0.05,
-    max_seeds: int = 10_000,
-) -> int | None:
-    """Smallest number of runs per group at which the Welch test reaches ``power``.
-
-    Closed form over the noncentral t (:func:`welch_power`), not simulation: it is exact for
-    normal scores with equal variances, deterministic, and instant. Returns None when the
-    difference is 0 or not finite, or more than ``max_seeds`` would be needed; 2 when both
-    standard deviations are 0 (any difference is then certain from two runs).
-    """
-    if not math.isfinite(difference) or difference == 0.0:
-        return None
-    if not (math.isfinite(sd_a) and math.isfinite(sd_b)):
-        return None
-    if sd_a == 0.0 and sd_b == 0.0:
-        return 2
-    candidates = np.arange(2, max_seeds + 1)
-    reached = np.flatnonzero(welch_power(candidates, difference, sd_a, sd_b, alpha) >= power)
-    return int(candidates[reached[0]]) if reached.size else None

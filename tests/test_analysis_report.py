@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from analysis_fixtures import RunSpec, grid_specs, make_results
 
-from trbench.analysis import plots, report
+from trbench.analysis import bands, plots, report, tables
 from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
+from trbench.analysis.report_sections import document
 from trbench.cli import main as trbench_main
 
 FIGURES = (
@@ -47,10 +48,10 @@ FAST = report.ReportOptions(n_resamples=200)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def analysed(root: Path, options: report.ReportOptions = FAST) -> tuple[report.Analysis, str]:
+def analysed(root: Path, options: report.ReportOptions = FAST) -> tuple[tables.Analysis, str]:
     """Tables and the Markdown text of a report, without drawing figures."""
-    analysis = report.analyse(load_results(root), options)
-    return analysis, render_markdown("t", report.document(analysis))
+    analysis = tables.analyse(load_results(root), options)
+    return analysis, render_markdown("t", document(analysis))
 
 
 def assert_complete_report(out: Path, figures: tuple[str, ...] = FIGURES) -> None:
@@ -160,8 +161,8 @@ def test_intervals_of_a_cell_do_not_move_when_another_algorithm_is_added(tmp_pat
     pd.testing.assert_frame_equal(
         alone.pairwise[interval_columns].reset_index(drop=True), pair[interval_columns].reset_index(drop=True)
     )
-    bands_alone = report.learning_curve_bands(load_results(alone_root).curves, FAST)
-    bands_together = report.learning_curve_bands(load_results(together_root).curves, FAST)
+    bands_alone = bands.learning_curve_bands(load_results(alone_root).curves, FAST)
+    bands_together = bands.learning_curve_bands(load_results(together_root).curves, FAST)
     for env, per_algo in bands_alone.items():
         for algo, band in per_algo.items():
             np.testing.assert_array_equal(band.low, bands_together[env][algo].low)
@@ -183,7 +184,7 @@ def test_one_run_per_cell(tmp_path):
 
 def test_single_algorithm(tmp_path):
     analysis, text = analysed(make_results(tmp_path / "s", grid_specs(algos=("trpo",))))
-    assert isinstance(analysis.pairwise, report.Unavailable)
+    assert isinstance(analysis.pairwise, tables.Unavailable)
     assert "Not computed: no env has runs of two or more algorithms" in text
     assert "Probability of improvement: not computed, it needs at least two algorithms" in text
     assert set(analysis.aggregate["algo_a"]) == {"trpo"}

@@ -21,9 +21,10 @@ import pytest
 import torch
 from analysis_fixtures import grid_specs, make_results
 
-from trbench.analysis import report
+from trbench.analysis import report, tables
 from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
+from trbench.analysis.report_sections import document
 from trbench.cli import main
 from trbench.suites.grid import load_suite
 
@@ -353,12 +354,12 @@ def assert_excluded_with_reasons(excluded: pd.DataFrame, reasons: dict[str, str]
 
 def test_report_excludes_each_damaged_run_with_its_reason_and_analyses_the_rest(tmp_path):
     results, reasons = damaged_results(tmp_path / "small")
-    analysis = report.analyse(load_results(results), report.ReportOptions(n_resamples=200))
+    analysis = tables.analyse(load_results(results), report.ReportOptions(n_resamples=200))
 
     assert_excluded_with_reasons(analysis.excluded, reasons)
     runs_per_algo = dict(zip(analysis.summary["algo"], analysis.summary["n_runs"]))
     assert runs_per_algo == {"ppo": 6, "trpo": 1}
-    text = render_markdown("t", report.document(analysis))
+    text = render_markdown("t", document(analysis))
     for run_id in reasons:
         assert run_id in text
 

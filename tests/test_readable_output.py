@@ -26,9 +26,10 @@ from optuna.trial import TrialState, create_trial
 from trbench.algos import library_warnings
 from trbench.algos.registry import BUILTIN, resolve_algorithm
 from trbench.algos.rollout import make_vector_env
-from trbench.analysis import plots, report
+from trbench.analysis import plots, report, tables
 from trbench.analysis.load import load_results
 from trbench.analysis.render import render_markdown
+from trbench.analysis.report_sections import document, headline_lines
 from trbench.analysis.stats import IntervalEstimate
 from trbench.cli import main
 from trbench.suites.run_spec import RunSpec, resolve, rounding_note
@@ -261,7 +262,7 @@ def test_rounding_note_says_how_budgets_are_rounded():
 
 def test_report_prints_step_counts_as_integers(tmp_path):
     root = make_results(tmp_path / "s", grid_specs(seeds=(0, 1), steps=51_200))
-    text = render_markdown("t", report.document(report.analyse(load_results(root), FAST)))
+    text = render_markdown("t", document(tables.analyse(load_results(root), FAST)))
     assert "| 51,200 |" in text and "e+04" not in text
 
 
@@ -387,7 +388,7 @@ def test_headline_lines_give_each_algorithm_its_mean_and_ci():
             "ci_high": [1000.0, np.nan],
         }
     )
-    lines = report.headline_lines(summary, "final")
+    lines = headline_lines(summary, "final")
     assert lines[0].startswith("final eval return per algorithm (mean over runs, 95% bootstrap CI")
     assert lines[2].split() == ["InvertedPendulum-v5", "npg", "3", "1000", "[990,", "1000]"]
     assert lines[3].split()[:4] == ["InvertedPendulum-v5", "vpg", "1", "35.33"] and "one run" in lines[3]

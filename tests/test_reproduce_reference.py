@@ -12,7 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trbench.analysis import reference
+from trbench.analysis import load, reference
+from trbench.analysis import published as published_data
+from trbench.base import presets
+from trbench.base.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p for p in (ROOT / "suites" / "presets").glob("*.toml") if p.name != "variants.toml")
@@ -21,7 +24,7 @@ GRIDS = sorted((ROOT / "suites" / "reproduction").glob("*.toml"))
 
 @pytest.fixture(scope="module")
 def published() -> pd.DataFrame:
-    return reference.load_published()
+    return published_data.load_published()
 
 
 def _value(published, **key) -> pd.Series:
@@ -34,10 +37,10 @@ def _value(published, **key) -> pd.Series:
 
 
 def test_csv_has_the_columns_and_unique_keys(published):
-    assert list(published.columns) == reference.COLUMNS
-    assert not published[reference.KEY_COLUMNS].astype(str).duplicated().any()
+    assert list(published.columns) == published_data.COLUMNS
+    assert not published[published_data.KEY_COLUMNS].astype(str).duplicated().any()
     assert len(published) > 300
-    assert set(published["metric"]) <= set(reference.METRICS)
+    assert set(published["metric"]) <= set(published_data.METRICS)
     # TRPO and the other arms the reports compare
     assert {"trpo", "npg", "ppo", "vpg", "a2c", "reinforce"} <= set(published["algo"])
 
@@ -87,9 +90,9 @@ def test_spot_checks_against_the_reference_notes(published, key, value, spread):
 def test_bootstrap_intervals_are_kept_as_intervals(published):
     row = _value(published, source="henderson2018", algo="trpo", env="Hopper", setting="table3: baselines defaults")
     assert (row["value"], row["ci_low"], row["ci_high"]) == (2965, 2854, 3076)
-    assert reference.published_interval(row) == (2854, 3076)
+    assert published_data.published_interval(row) == (2854, 3076)
     row = _value(published, source="engstrom2020", algo="trpo+", env="Humanoid")
-    assert reference.published_interval(row) == (979, 1083)
+    assert published_data.published_interval(row) == (979, 1083)
     assert row["steps"] == 999_424
 
 
@@ -102,7 +105,7 @@ def test_digitized_and_read_off_values_are_flagged(published):
 
 
 def _write_copy(tmp_path: Path, edit) -> Path:
-    frame = pd.read_csv(reference.PUBLISHED_CSV, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(published_data.PUBLISHED_CSV, dtype=str, keep_default_na=False)
     frame = edit(frame)
     path = tmp_path / "published.csv"
     frame.to_csv(path, index=False)
@@ -121,8 +124,8 @@ def _write_copy(tmp_path: Path, edit) -> Path:
     ],
 )
 def test_malformed_data_is_refused(tmp_path, edit, message):
-    with pytest.raises(reference.PublishedDataError, match=message):
-        reference.load_published(_write_copy(tmp_path, edit))
+    with pytest.raises(published_data.PublishedDataError, match=message):
+        published_data.load_published(_write_copy(tmp_path, edit))
 
 
 def test_a_ci_row_must_contain_its_value(tmp_path):
@@ -131,12 +134,12 @@ def test_a_ci_row_must_contain_its_value(tmp_path):
         frame.loc[index, "ci_low"] = str(float(frame.loc[index, "value"]) + 1)
         return frame
 
-    with pytest.raises(reference.PublishedDataError, match="ci_low <= value <= ci_high"):
-        reference.load_published(_write_copy(tmp_path, edit))
+    with pytest.raises(published_data.PublishedDataError, match="ci_low <= value <= ci_high"):
+        published_data.load_published(_write_copy(tmp_path, edit))
 
 
 def test_every_preset_and_grid_has_a_reference_set_covering_its_arms(published):
-    sets = reference.load_reference_sets(published=published)
+    sets = published_data.load_reference_sets(published=published)
     for path in PRESETS + GRIDS:
         suite = tomllib.loads(path.read_text())
         assert suite["name"] in sets, path.name
@@ -156,8 +159,8 @@ def test_presets_cite_their_source_list_deviations_and_never_save_checkpoints():
 def test_reference_set_selectors_must_match_rows(tmp_path, published):
     path = tmp_path / "sets.toml"
     path.write_text('[x]\n[[x.compare]]\narm = "trpo"\nalgo = "trpo"\nsources = ["no-such-source"]\n')
-    with pytest.raises(reference.PublishedDataError, match="no published row"):
-        reference.load_reference_sets(path, published)
+    with pytest.raises(published_data.PublishedDataError, match="no published row"):
+        published_data.load_reference_sets(path, published)
 
 
 def test_last_episodes_mean_weights_by_episode_count():
@@ -165,12 +168,12 @@ def test_last_episodes_mean_weights_by_episode_count():
     returns = np.array([10.0, 20.0, 30.0])
     counts = np.array([60.0, 60.0, 60.0])
     # at 300: the last 100 episodes are 60 of the 30s and 40 of the 20s
-    assert reference.last_episodes_mean(steps, returns, counts, np.array([300.0]))[0] == pytest.approx(26.0)
+    assert load.last_episodes_mean(steps, returns, counts, np.array([300.0]))[0] == pytest.approx(26.0)
     # at 150: only the first 60 episodes ended
-    assert reference.last_episodes_mean(steps, returns, counts, np.array([150.0]))[0] == pytest.approx(10.0)
-    assert math.isnan(reference.last_episodes_mean(steps, returns, counts, np.array([50.0]))[0])
+    assert load.last_episodes_mean(steps, returns, counts, np.array([150.0]))[0] == pytest.approx(10.0)
+    assert math.isnan(load.last_episodes_mean(steps, returns, counts, np.array([50.0]))[0])
     # rows without finished episodes do not count
-    with_gap = reference.last_episodes_mean(
+    with_gap = load.last_episodes_mean(
         steps, np.array([10.0, np.nan, 30.0]), np.array([60.0, 0.0, 60.0]), np.array([300.0])
     )[0]
     assert with_gap == pytest.approx((60 * 30 + 40 * 10) / 100)
@@ -216,13 +219,30 @@ def test_env_names():
 
 
 def test_resolve_reference_accepts_names_suite_files_and_the_manifest(tmp_path):
-    assert reference.resolve_reference("engstrom2020") == "engstrom2020"
+    assert published_data.resolve_reference("engstrom2020") == "engstrom2020"
     copy = tmp_path / "whatever.toml"
     shutil.copy(ROOT / "suites" / "presets" / "baselines_mujoco1m.toml", copy)
-    assert reference.resolve_reference(str(copy)) == "baselines-mujoco1m"
-    assert reference.resolve_reference("auto", "algos-v5") == "algos-v5"
-    with pytest.raises(reference.PublishedDataError):
-        reference.resolve_reference("auto", None)
+    assert published_data.resolve_reference(str(copy)) == "baselines-mujoco1m"
+    assert published_data.resolve_reference("auto", "algos-v5") == "algos-v5"
+    with pytest.raises(published_data.PublishedDataError):
+        published_data.resolve_reference("auto", None)
+
+
+def test_reproduce_and_report_know_a_preset_by_the_same_names():
+    def where(path: Path) -> tuple[str, str]:
+        return path.parent.name, path.name
+
+    for path in PRESETS + GRIDS:
+        name = tomllib.loads(path.read_text()).get("name", path.stem)
+        assert where(presets.find_preset(name)) == where(path) == where(presets.find_preset(path.stem))
+        assert published_data.resolve_reference(path.stem) == name == published_data.resolve_reference(str(path))
+    assert set(presets.available_presets()) == {
+        tomllib.loads(path.read_text()).get("name", path.stem) for path in PRESETS + GRIDS
+    }
+    with pytest.raises(UsageError, match="PRESET: unknown preset 'no-such-preset'; shipped: "):
+        presets.find_preset("no-such-preset")
+    with pytest.raises(UsageError, match="--reference: no such suite file: missing.toml"):
+        published_data.resolve_reference("missing.toml")
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from trbench.analysis import reference
+from trbench.analysis.load import load_results
+from trbench.analysis.published import load_published
 from trbench.analysis.report import ReportOptions, build_report
 from trbench.cli import main
 
@@ -151,6 +153,59 @@ def test_report_adds_the_reproduction_section_table_and_figure(baselines_folder)
     assert "Reproduction of published results" in (out / "reproduction.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda folder: (folder / "progress.csv").write_text("iteration,step\n1,50"), "progress.csv truncated"),
+        (lambda folder: (folder / "result.json").unlink(), "interrupted: result.json missing"),
+        (lambda folder: (folder / "config.json").write_bytes(b"\xff\xfe"), "config.json unreadable"),
+    ],
+)
+def test_a_damaged_run_is_left_out_of_the_report_and_the_reproduction_for_the_same_reason(
+    baselines_folder, damage, reason
+):
+    damaged = baselines_folder / "runs" / "trpo__Hopper-v4__s0"
+    damage(damaged)
+    excluded = load_results(baselines_folder).excluded
+    result = reference.reproduction_table(
+        baselines_folder, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=200
+    )
+    pd.testing.assert_frame_equal(result.excluded, excluded)
+    (record,) = excluded[excluded["run_id"] == damaged.name].to_dict("records")
+    assert record["reason"].startswith(reason)
+    assert damaged.name not in {run.run_id for run in result.runs}
+    assert row(result.table, env_id="Hopper-v4", source="baselines-mujoco1m")["n_seeds"] == 4
+    assert any("left out" in note for note in result.notes)
+
+
+def test_a_complete_run_without_progress_rows_is_kept_by_both(baselines_folder):
+    # the report scores it for 'final' from result.json; the reproduction must not drop it unseen
+    kept = baselines_folder / "runs" / "trpo__Hopper-v4__s0"
+    (kept / "progress.csv").write_text("iteration,step,wall_time_s,train_return,train_episodes,eval_return\n")
+    loaded = load_results(baselines_folder)
+    assert kept.name in set(loaded.runs["run_id"]) and loaded.excluded.empty
+    result = reference.reproduction_table(loaded, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=200)
+    (run,) = [run for run in result.runs if run.run_id == kept.name]
+    assert run.final_step == 1_000_000 and run.progress.empty
+    # without rows it has no training return, so the training-return cell has the other 4 seeds
+    assert row(result.table, env_id="Hopper-v4", source="baselines-mujoco1m")["n_seeds"] == 4
+
+
+def test_the_reproduction_intervals_follow_the_confidence_level(baselines_folder):
+    def hopper(level):
+        table = reference.reproduction_table(
+            baselines_folder, "baselines-mujoco1m", np.random.default_rng(0), n_resamples=500, confidence_level=level
+        ).table
+        return row(table, env_id="Hopper-v4", source="baselines-mujoco1m")
+
+    default, narrow = hopper(0.95), hopper(0.5)
+    assert narrow["ours_ci_high"] - narrow["ours_ci_low"] < default["ours_ci_high"] - default["ours_ci_low"]
+    out = build_report(
+        baselines_folder, None, ReportOptions(n_resamples=200, confidence_level=0.5, reference="baselines-mujoco1m")
+    )
+    assert "ours [50% CI] (seeds)" in (out / "reproduction.md").read_text()
+
+
 def test_report_without_reference_is_unchanged(baselines_folder):
     out = build_report(baselines_folder, baselines_folder / "plain", ReportOptions(n_resamples=200))
     assert "Reproduction" not in (out / "report.md").read_text()
@@ -229,7 +284,7 @@ def test_reproduce_runs_a_tiny_preset_then_reports(tmp_path):
 def test_every_published_source_gets_its_own_marker_shape():
     from trbench.analysis.plots import SOURCE_MARKERS
 
-    sources = set(reference.load_published()["source"])
+    sources = set(load_published()["source"])
     assert len(set(SOURCE_MARKERS)) == len(SOURCE_MARKERS) >= len(sources)
 
 

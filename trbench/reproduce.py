@@ -2,8 +2,9 @@
 published numbers it replicates.
 
 A preset is a suite file under ``suites/presets/`` (or ``suites/reproduction/``) named by its
-suite name (``baselines-mujoco1m``), its file name without ``.toml``, or a path. The grid runs
-through the suite runner, so an interrupted reproduction resumes where it stopped; the report
+suite name (``baselines-mujoco1m``), its file name without ``.toml``, or a path; the lookup is
+:mod:`trbench.base.presets`, which `trbench report --reference` uses too. The grid runs through
+the suite runner, so an interrupted reproduction resumes where it stopped; the report
 (``trbench report DIR --reference PRESET``) is written even when some runs are still missing,
 and then compares what is complete.
 """
@@ -11,58 +12,21 @@ and then compares what is complete.
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
+from trbench.analysis.published import load_reference_sets
+from trbench.analysis.report import ReportOptions, build_report
 from trbench.base.errors import UsageError
-from trbench.suites.runner import ORDERS
+from trbench.base.presets import find_preset
+from trbench.suites.grid import load_suite
+from trbench.suites.runner import EXECUTORS, ORDERS, check_executor, run_suite
 
 DEFAULT_ROOT = Path("results") / "reproduction"
-NOT_PRESETS = ("variants.toml",)  # built-in variants, not a grid
-
-
-def preset_folders() -> list[Path]:
-    from trbench import suites
-
-    root = Path(suites.__file__).parent
-    return [root / "presets", root / "reproduction"]
-
-
-def available_presets() -> dict[str, Path]:
-    """Suite name -> file of every shipped reproduction preset."""
-    presets = {}
-    for folder in preset_folders():
-        for path in sorted(folder.glob("*.toml")):
-            if path.name in NOT_PRESETS:
-                continue
-            try:
-                name = tomllib.loads(path.read_text()).get("name", path.stem)
-            except (OSError, tomllib.TOMLDecodeError):
-                continue
-            presets[str(name)] = path
-    return presets
-
-
-def find_preset(preset: str) -> Path:
-    path = Path(preset)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise UsageError(f"PRESET: no such suite file: {path}")
-        return path
-    presets = available_presets()
-    if preset in presets:
-        return presets[preset]
-    by_stem = {path.stem: path for path in presets.values()}
-    if preset in by_stem:
-        return by_stem[preset]
-    raise UsageError(f"PRESET: unknown preset {preset!r}; shipped: {', '.join(sorted(presets))}")
 
 
 def check_has_reference(suite_name: str, path: Path) -> None:
     """A suite without published numbers to compare with would run its whole grid and only then
     fail to report, so it is refused first."""
-    from trbench.analysis.reference import load_reference_sets
-
     known = load_reference_sets()
     if suite_name not in known:
         raise UsageError(
@@ -82,7 +46,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("preset", help="preset suite name (e.g. baselines-mujoco1m), file name, or path to a suite file")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/reproduction/<suite name>)")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the number of cores)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local", help="as for trbench run")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="as for trbench run")
     p.add_argument("--address", default=None, help="Ray cluster address, as for trbench run")
     p.add_argument(
         "--order",
@@ -105,10 +69,6 @@ def add_parser(subparsers) -> None:
 
 
 def reproduce_command(args) -> int:
-    from trbench.analysis.report import ReportOptions, build_report
-    from trbench.suites.grid import load_suite
-    from trbench.suites.runner import check_executor, run_suite
-
     suite = load_suite(find_preset(args.preset))
     check_has_reference(suite.name, suite.path)
     out = args.out if args.out is not None else DEFAULT_ROOT / suite.name
