@@ -4,7 +4,7 @@ A normalised score of 0 is a uniform-random policy, 1 is the published TRPO refe
 constants are data (``data/normalization.csv``), never derived from the runs being analysed:
 min/max of whatever was loaded would change every score whenever a run is added.
 
-- ``random_return``: measured by ``measure_random_scores.py`` on gymnasium's v4/v5 tasks; the
+- ``random_return``: measured by ``scripts/measure_random_scores.py`` on gymnasium's v4/v5 tasks; the
   CSV records the seed and number of episodes.
 - ``reference_return``: a published TRPO value; ``reference_source`` names the source, the env
   version it was obtained on and its metric.
@@ -35,9 +35,6 @@ class NormalizationConstants:
 
     def normalize(self, returns: np.ndarray | float) -> np.ndarray:
         return (np.asarray(returns, dtype=float) - self.random_return) / (self.reference_return - self.random_return)
-
-    def denormalize(self, scores: np.ndarray | float) -> np.ndarray:
-        return self.random_return + np.asarray(scores, dtype=float) * (self.reference_return - self.random_return)
 
 
 def _parse_row(row: dict[str, str], origin: str) -> NormalizationConstants:

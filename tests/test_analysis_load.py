@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from analysis_fixtures import RunSpec, grid_specs, make_results, write_run
 
 from trbench.analysis import load, normalization
-from trbench.analysis.measure_random_scores import TASKS  # the tasks the constants were measured for
 from trbench.base.errors import UsageError
+
+MEASURE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "measure_random_scores.py"
+
+
+def _measure_random_scores():
+    """scripts/measure_random_scores.py, which steps the envs to write the random-policy constants."""
+    spec = importlib.util.spec_from_file_location("measure_random_scores", MEASURE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_loads_runs_curves_and_lists_failed_ones(tmp_path):
@@ -128,12 +141,12 @@ def test_non_overlapping_runs_have_no_common_grid(tmp_path):
 
 def test_normalization_table_covers_v4_and_v5_of_every_task_with_sources():
     table = normalization.load_normalization()
-    for task in TASKS:
+    for task in _measure_random_scores().TASKS:  # the tasks the constants were measured for
         for version in ("v4", "v5"):
             constants = table[f"{task}-{version}"]
             assert constants.random_episodes >= 50
             assert constants.random_seed == 0
-            assert "measure_random_scores.py" in constants.random_source
+            assert "scripts/measure_random_scores.py" in constants.random_source
             assert "Tianshou" in constants.reference_source and "TRPO" in constants.reference_source
             assert constants.reference_return > constants.random_return
 
@@ -148,7 +161,6 @@ def test_reference_returns_are_the_published_trpo_values():
 def test_normalize_maps_random_to_zero_and_reference_to_one():
     constants = normalization.load_normalization()["Hopper-v5"]
     np.testing.assert_allclose(constants.normalize([constants.random_return, constants.reference_return]), [0.0, 1.0])
-    assert float(constants.denormalize(constants.normalize(1234.0))) == pytest.approx(1234.0)
 
 
 def test_normalization_rejects_degenerate_rows(tmp_path):
@@ -162,8 +174,7 @@ def test_normalization_rejects_degenerate_rows(tmp_path):
 
 
 def test_random_score_measurement_records_protocol(tmp_path):
-    from trbench.analysis import measure_random_scores as measure
-
+    measure = _measure_random_scores()
     score = measure.measure_random_score("InvertedPendulum-v5", episodes=3, seed=0)
     again = measure.measure_random_score("InvertedPendulum-v5", episodes=3, seed=0)
     assert score == again and score.episodes == 3 and score.mean_return > 0

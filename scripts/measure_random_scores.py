@@ -9,10 +9,13 @@ Protocol: actions are drawn i.i.d. uniformly from the env's action box with
 ``numpy.random.default_rng(seed)``; the env is reset with ``reset(seed=seed)`` once and then
 without a seed, so the episode sequence is fixed by ``seed``; the episode's undiscounted return
 is summed over its steps until termination or the time limit. The mean, standard deviation and
-count of episode returns are written into the ``random_*`` columns of ``data/normalization.csv``
-(the reference columns are kept as they are).
+count of episode returns are written into the ``random_*`` columns of
+``analysis/data/normalization.csv`` (the reference columns are kept as they are).
 
-Run: ``python -m trbench.analysis.measure_random_scores [--episodes N] [--seed S] [ENV_ID ...]``
+It steps the MuJoCo envs, so it is a script of its own rather than part of ``analysis/``, which
+only reads results and this data file.
+
+Run: ``python scripts/measure_random_scores.py [--episodes N] [--seed S] [ENV_ID ...]``
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
+import mujoco
 import numpy as np
 
-NORMALIZATION_CSV = Path(__file__).resolve().parent / "data" / "normalization.csv"
+NORMALIZATION_CSV = Path(__file__).resolve().parent.parent / "analysis" / "data" / "normalization.csv"
 
 TASKS = (
     "Hopper",
@@ -67,9 +72,6 @@ class RandomScore:
 
 def measure_random_score(env_id: str, episodes: int, seed: int) -> RandomScore:
     """Mean and std of the undiscounted return of ``episodes`` uniform-random episodes."""
-    import gymnasium as gym
-    import mujoco
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         env = gym.make(env_id)
@@ -126,7 +128,7 @@ def merge_random_score(row: dict[str, str], score: RandomScore) -> dict[str, str
         random_episodes=str(score.episodes),
         random_seed=str(score.seed),
         random_source=(
-            "measured by analysis/measure_random_scores.py: uniform-random actions, "
+            "measured by scripts/measure_random_scores.py: uniform-random actions, "
             f"gymnasium {score.gymnasium_version}, mujoco {score.mujoco_version}"
         ),
     )
