@@ -26,6 +26,7 @@ import zlib
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 
 from .rollout import FinalObsInfoSyncVectorEnv
 
@@ -77,8 +78,6 @@ def capture_env_state(vector_env: gym.vector.VectorEnv) -> list[list[dict[str, A
 
 def restore_env_state(vector_env: gym.vector.VectorEnv, state: list[list[dict[str, Any]]]) -> None:
     """Put a captured state back into a freshly made vector env of the same id and size."""
-    import mujoco
-
     envs = _sub_envs(vector_env)
     if len(envs) != len(state):
         raise ValueError(f"the checkpoint holds {len(state)} envs, this vector env {len(envs)}")

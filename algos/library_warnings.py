@@ -17,6 +17,8 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+import mujoco
+
 # MuJoCo 4 deprecates the compiler attribute `settotalmass`, which gymnasium's own model files
 # (HalfCheetah, Ant, Swimmer, ...) use on every build: the user can change neither, and the
 # compiled model is the same.
@@ -62,8 +64,6 @@ def _install_mujoco_hook() -> None:
     global _hook_installed
     if _hook_installed:
         return
-    import mujoco
-
     mujoco.set_mju_user_warning(_on_mujoco_warning)
     _hook_installed = True
 
