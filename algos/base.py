@@ -14,6 +14,7 @@ import torch
 from .config import OnPolicyConfig
 from .networks import GaussianPolicy, ValueNetwork, gaussian_kl
 from .rollout import Batch
+from .timing import PhaseHook, untimed
 
 
 class OnPolicyAlgorithm:
@@ -21,6 +22,9 @@ class OnPolicyAlgorithm:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
+    # marks the update's phases for a benchmark (algos/timing.py); a class attribute, so the
+    # default costs nothing and algorithms pickled before the hook existed still load
+    phase: PhaseHook = staticmethod(untimed)
 
     def __init__(
         self, config: OnPolicyConfig, obs_dim: int, act_dim: int, device: torch.device, generator: torch.Generator
@@ -55,12 +59,14 @@ class OnPolicyAlgorithm:
         self.progress = progress
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
-        diagnostics = dict(self.update_policy(batch))
+        with self.phase("policy"):
+            diagnostics = dict(self.update_policy(batch))
         with torch.no_grad():
             mean_new, log_std_new = self.policy(batch.obs)
             diagnostics["kl"] = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new).mean()
             diagnostics["entropy"] = self.policy.entropy()
-        diagnostics.update(self.update_critic(batch))
+        with self.phase("critic"):
+            diagnostics.update(self.update_critic(batch))
         # one transfer of every diagnostic at the end, not one per value inside the update
         values = (
             torch.stack(
@@ -126,7 +132,7 @@ class OnPolicyAlgorithm:
     def normalized_advantages(self, batch: Batch) -> torch.Tensor:
         adv = batch.advantages
         if self.config.normalize_advantages and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = (adv - adv.mean()) / (adv.std() + self.config.advantage_norm_eps)
         return adv
 
     def mean_kl_from(self, obs: torch.Tensor, mean_old: torch.Tensor, log_std_old: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,13 @@ from typing import Any
 
 from trbench.base.errors import UsageError
 
+# the choices of the settings that pick an implementation: what steps the training envs
+# (rollout.make_vector_env), what computes the rollout's actions (rollout.RolloutActor), how TRPO's
+# line search runs; the commands offer these same tuples
+ENV_BACKENDS = ("gymnasium", "envpool")
+ACTING_BACKENDS = ("torch", "numpy")
+LINESEARCH_MODES = ("sequential", "batched")
+
 
 def setting(
     default: Any,
@@ -209,7 +216,7 @@ class OnPolicyConfig(ConfigBase):
         "what steps the envs: gymnasium's SyncVectorEnv, or envpool's C++ ports of the MuJoCo tasks "
         "(optional extra; different dynamics code and MuJoCo build, so results are not interchangeable)",
         source="trbench; envpool (Weng et al. 2022) as in Tianshou and CleanRL",
-        choices=("gymnasium", "envpool"),
+        choices=ENV_BACKENDS,
     )
     acting_backend: str = setting(
         "torch",
@@ -217,7 +224,7 @@ class OnPolicyConfig(ConfigBase):
         "in numpy float32 (a third of torch's per-step cost at a few envs, but other rounding of the mean "
         "action, so the same seed gives a different trajectory; updates and evaluation stay in torch)",
         source="trbench",
-        choices=("torch", "numpy"),
+        choices=ACTING_BACKENDS,
     )
     steps_per_iteration: int = setting(
         2048,
@@ -235,6 +242,13 @@ class OnPolicyConfig(ConfigBase):
     gae_lambda: float = setting(0.95, "GAE lambda", source="sb3-contrib, Tianshou (Spinning Up: 0.97)", ge=0, le=1)
     normalize_advantages: bool = setting(
         True, "standardise advantages to zero mean, unit std per batch", source="sb3-contrib, Tianshou"
+    )
+    advantage_norm_eps: float = setting(
+        1e-8,
+        "added to the advantages' standard deviation when they are standardised (per batch; PPO: per "
+        "minibatch), so that a batch of equal advantages does not divide by zero",
+        source="sb3-contrib TRPO, SB3 PPO, OpenAI Baselines ppo2, CleanRL: std + 1e-8",
+        gt=0,
     )
     bootstrap_truncated: bool = setting(
         True,
@@ -429,7 +443,7 @@ class TRPOConfig(NaturalGradientConfig):
         "on the device and picks with tensor ops, with no host synchronisation inside the search",
         source="trbench choice by measurement: on the CPU sequential is faster, since most updates accept the "
         "first candidate (docs/performance.md)",
-        choices=("sequential", "batched"),
+        choices=LINESEARCH_MODES,
     )
 
 
@@ -447,6 +461,13 @@ class VPGConfig(OnPolicyConfig):
 @dataclass(frozen=True)
 class PPOConfig(OnPolicyConfig):
     policy_lr: float = setting(3e-4, "Adam learning rate of the policy", source="SB3 / CleanRL PPO", gt=0)
+    policy_adam_eps: float = setting(
+        1e-5,
+        "epsilon in the denominator of the policy's Adam step (PyTorch's default is 1e-8)",
+        source="OpenAI Baselines ppo2 (AdamOptimizer epsilon=1e-5), CleanRL ppo_continuous_action (eps=1e-5), "
+        "SB3 ActorCriticPolicy (Adam eps=1e-5)",
+        gt=0,
+    )
     clip_range: float = setting(0.2, "clip parameter epsilon of the ratio", source="Schulman et al. 2017", gt=0)
     epochs: int = setting(10, "passes over the batch per update", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
     minibatch_size: int = setting(64, "policy minibatch size", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)

@@ -37,6 +37,7 @@ class NPG(OnPolicyAlgorithm):
             cfg.damping,
             cfg.cg_iters,
             cfg.cg_tol,
+            phase=self.phase,
         )
         # an unusable step has beta = 0, so applying it leaves the parameters unchanged without
         # a host round trip to decide

@@ -24,7 +24,9 @@ class PPO(OnPolicyAlgorithm):
 
     def __init__(self, config: PPOConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr, eps=1e-5)
+        self.policy_optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.policy_lr, eps=config.policy_adam_eps
+        )
 
     def update_policy(self, batch: Batch) -> dict:
         cfg = self.config
@@ -39,7 +41,7 @@ class PPO(OnPolicyAlgorithm):
                 adv = advantages_all[idx]
                 # per-minibatch standardisation, as in the PPO2 / SB3 implementations
                 if cfg.normalize_advantages and adv.numel() > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    adv = (adv - adv.mean()) / (adv.std() + cfg.advantage_norm_eps)
                 log_ratio = self.policy.log_prob(batch.obs[idx], batch.actions[idx]) - batch.log_probs[idx]
                 ratio = log_ratio.exp()
                 clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)

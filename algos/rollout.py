@@ -20,6 +20,7 @@ from torch import nn
 
 from trbench.base.errors import UsageError
 
+from .config import ACTING_BACKENDS, ENV_BACKENDS
 from .library_warnings import env_building
 from .networks import GaussianPolicy
 from .normalization import ObservationNormalizer, RewardScaler
@@ -79,13 +80,13 @@ def make_vector_env(
     With the gymnasium backend the SyncVectorEnv is wrapped in :class:`FinalObsInfoSyncVectorEnv`
     (same transitions, info reduced to ``final_obs``) unless ``full_info`` asks for gymnasium's
     env as it is, with every sub-env's info merged (the benchmark's reference stepping)."""
+    if backend not in ENV_BACKENDS:
+        raise UsageError(f"env_backend: must be one of {', '.join(ENV_BACKENDS)}, got {backend!r}")
     if backend == "envpool":
-        from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - optional dependency
+        from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - envpool is an optional extra
 
         with env_building():
             env = EnvpoolVectorEnv(env_id, num_envs)
-    elif backend != "gymnasium":
-        raise UsageError(f"env_backend: must be one of gymnasium, envpool, got {backend!r}")
     elif env_id not in gym.registry:
         raise UsageError(f"env: unknown gymnasium env id {env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
     else:
@@ -201,6 +202,8 @@ class RolloutActor:
     """
 
     def __init__(self, actor: GaussianPolicy, num_envs: int, backend: str = "torch"):
+        if backend not in ACTING_BACKENDS:
+            raise UsageError(f"acting_backend: must be one of {', '.join(ACTING_BACKENDS)}, got {backend!r}")
         self.actor = actor
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in actor.modules()) or bool(
             nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
@@ -222,8 +225,6 @@ class RolloutActor:
                     f"or elu between them, no hooks), got {type(actor).__name__}; allowed for it: torch"
                 )
             self.numpy_std = self.std.numpy()
-        elif backend != "torch":
-            raise UsageError(f"acting_backend: must be one of torch, numpy, got {backend!r}")
 
     @staticmethod
     def _buffered_layers(mean_net: nn.Sequential, num_envs: int) -> list:

@@ -70,6 +70,7 @@ class TRPO(OnPolicyAlgorithm):
             cfg.damping,
             cfg.cg_iters,
             cfg.cg_tol,
+            phase=self.phase,
         )
         diagnostics = {
             "cg_residual": step.cg.residual_norm,
@@ -81,17 +82,18 @@ class TRPO(OnPolicyAlgorithm):
         if cfg.linesearch_mode == "batched":
             # no host read anywhere: an unusable step is exactly zero, which the search rejects
             # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
-            search = batched_line_search(
-                actor_params,
-                step.full_step,
-                surrogate_and_kl,
-                step.surrogate_before,
-                step.expected_improvement,
-                accept_kl,
-                cfg.backtrack_coeff,
-                cfg.backtrack_iters,
-                cfg.accept_ratio,
-            )
+            with self.phase("linesearch"):
+                search = batched_line_search(
+                    actor_params,
+                    step.full_step,
+                    surrogate_and_kl,
+                    step.surrogate_before,
+                    step.expected_improvement,
+                    accept_kl,
+                    cfg.backtrack_coeff,
+                    cfg.backtrack_iters,
+                    cfg.accept_ratio,
+                )
             return diagnostics | {
                 "update_skipped": (~step.valid).double(),
                 "linesearch_accepted": search.accepted.double(),
@@ -107,17 +109,18 @@ class TRPO(OnPolicyAlgorithm):
                 "step_size": 0.0,
                 "surrogate_improvement": 0.0,
             }
-        search = backtracking_line_search(
-            actor_params,
-            step.full_step,
-            surrogate_and_kl,
-            float(step.surrogate_before),
-            float(step.expected_improvement),
-            accept_kl,
-            cfg.backtrack_coeff,
-            cfg.backtrack_iters,
-            cfg.accept_ratio,
-        )
+        with self.phase("linesearch"):
+            search = backtracking_line_search(
+                actor_params,
+                step.full_step,
+                surrogate_and_kl,
+                float(step.surrogate_before),
+                float(step.expected_improvement),
+                accept_kl,
+                cfg.backtrack_coeff,
+                cfg.backtrack_iters,
+                cfg.accept_ratio,
+            )
         return diagnostics | {
             "update_skipped": 0.0,
             "linesearch_accepted": float(search.accepted),

@@ -11,6 +11,10 @@ without synchronisation; the early stop is a mask, not a branch. The line search
 forms: the sequential one reads each candidate's KL and surrogate back and stops at the first
 acceptable one; the batched one evaluates every candidate on the device and picks with tensor
 operations, trading extra evaluations for no host round trip.
+
+:func:`natural_gradient_step` marks its conjugate-gradient solve ("cg") and every Fisher-vector
+product ("fvp") with the algorithm's phase hook (algos/timing.py), which does nothing unless a
+benchmark installs a recorder.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .timing import PhaseHook, untimed
 
 
 def flat_parameters(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -47,15 +53,19 @@ class FisherVectorProduct:
     gradient graph is built once; each product is one more backward pass through it.
     """
 
-    def __init__(self, mean_kl: torch.Tensor, params: list[torch.nn.Parameter], damping: float):
+    def __init__(
+        self, mean_kl: torch.Tensor, params: list[torch.nn.Parameter], damping: float, phase: PhaseHook = untimed
+    ):
         self.params = params
         self.damping = damping
+        self.phase = phase
         self.kl_gradient = flat_gradient(mean_kl, params, create_graph=True)
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
-        grad_dot_v = torch.dot(self.kl_gradient, vector.detach())
-        hessian_v = flat_gradient(grad_dot_v, self.params, retain_graph=True)
-        return hessian_v + self.damping * vector
+        with self.phase("fvp"):
+            grad_dot_v = torch.dot(self.kl_gradient, vector.detach())
+            hessian_v = flat_gradient(grad_dot_v, self.params, retain_graph=True)
+            return hessian_v + self.damping * vector
 
 
 @dataclass
@@ -232,15 +242,17 @@ def natural_gradient_step(
     damping: float,
     cg_iters: int,
     cg_tol: float,
+    phase: PhaseHook = untimed,
 ) -> NaturalStep:
     """From a differentiable surrogate and mean KL at theta_old to the KL-scaled natural step.
 
     `params` are the actor's parameters, chosen explicitly by the caller; the critic never
-    enters the Fisher-vector product.
+    enters the Fisher-vector product. `phase` is the caller's timing hook.
     """
     gradient = flat_gradient(surrogate, params, retain_graph=False)
-    fvp = FisherVectorProduct(fvp_mean_kl, params, damping)
-    cg = conjugate_gradient(fvp, gradient, cg_iters, cg_tol)
+    fvp = FisherVectorProduct(fvp_mean_kl, params, damping, phase)
+    with phase("cg"):
+        cg = conjugate_gradient(fvp, gradient, cg_iters, cg_tol)
     beta, sFs, valid = trust_region_step_size(cg.solution, fvp(cg.solution), max_kl)
     # an unusable step must be exactly zero: beta = 0 times a NaN direction would still be NaN
     full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
