@@ -1,6 +1,8 @@
 """The one metric namespace: every column `progress.csv` can hold, and what it means.
 
-Columns are flat snake_case names; an algorithm reports only the diagnostics that apply to it.
+Columns are flat snake_case names; an algorithm reports only the diagnostics that apply to it,
+and :data:`COLUMNS` says which those are for each built-in algorithm. A test trains one iteration
+of each and holds its record to that list, so this page cannot drift from what is written.
 """
 
 COMMON = {
@@ -29,17 +31,28 @@ TRUST_REGION = {
     "update_skipped": "1 when sFs was not finite and positive, so the policy was left unchanged",
 }
 
-TRPO_ONLY = {
-    "linesearch_accepted": "1 when a line-search candidate satisfied KL <= max_kl and improved the surrogate",
-    "backtracks": "candidates rejected before the accepted one (backtrack_iters when none was accepted)",
+LINE_SEARCH = {
+    "linesearch_accepted": "1 when a line-search candidate satisfied KL <= kl_accept_factor * max_kl and improved the surrogate",
+    "backtracks": "candidates rejected before the accepted one (backtrack_iters when none was accepted, 0 when the update was skipped)",
     "surrogate_improvement": "surrogate(theta_new) - surrogate(theta_old) of the accepted step",
 }
 
-GRADIENT = {
+POLICY_LOSS = {
     "policy_loss": "mean policy loss of the update (VPG: -log pi * A; PPO: clipped surrogate loss)",
+}
+
+PPO_ONLY = {
     "approx_kl": "PPO: mean of the estimator (r - 1) - log r over minibatches",
     "clip_fraction": "PPO: fraction of samples whose ratio left [1 - clip_range, 1 + clip_range]",
     "epochs": "PPO: epochs run before the optional target-KL stop",
 }
 
-ALL = COMMON | TRUST_REGION | TRPO_ONLY | GRADIENT
+# the columns of each built-in algorithm's progress.csv, in no particular order
+COLUMNS = {
+    "trpo": COMMON | TRUST_REGION | LINE_SEARCH,
+    "npg": COMMON | TRUST_REGION,
+    "vpg": COMMON | POLICY_LOSS,
+    "ppo": COMMON | POLICY_LOSS | PPO_ONLY,
+}
+
+ALL = COMMON | TRUST_REGION | LINE_SEARCH | POLICY_LOSS | PPO_ONLY
