@@ -1,4 +1,4 @@
-"""Paper-style figures. Every function takes numbers already computed (see report.py), draws
+"""Paper-style figures. Every function takes numbers already computed (see report_figures.py), draws
 one figure, saves it as PDF and PNG and returns the two paths; nothing here computes
 statistics.
 
@@ -148,7 +148,7 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _panel_grid(n_panels: int, max_columns: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
+def panel_grid(n_panels: int, max_columns: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
     columns = min(n_panels, max_columns)
     rows = math.ceil(n_panels / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows), squeeze=False)
@@ -158,7 +158,7 @@ def _panel_grid(n_panels: int, max_columns: int = 3) -> tuple[plt.Figure, list[p
     return fig, flat[:n_panels]
 
 
-def _format_steps(ax: plt.Axes) -> None:
+def format_steps(ax: plt.Axes) -> None:
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
 
 
@@ -179,7 +179,7 @@ def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, Al
     fig.tight_layout(rect=(0, 0.08 if len(algos) else 0, 1, 1))
 
 
-def _draw_band(ax: plt.Axes, band: Band, color: str, label: str) -> None:
+def draw_band(ax: plt.Axes, band: Band, color: str, label: str) -> None:
     ax.plot(band.x, band.center, color=color, label=label)
     ax.fill_between(band.x, band.low, band.high, color=color, alpha=0.2, linewidth=0)
 
@@ -215,13 +215,13 @@ def plot_learning_curves(
     """One panel per env: mean eval return of each algorithm against env steps, with its band."""
     algos = sorted({algo for per_algo in bands.values() for algo in per_algo})
     with paper_style():
-        fig, axes = _panel_grid(len(bands))
+        fig, axes = panel_grid(len(bands))
         for ax, (env_id, per_algo) in zip(axes, sorted(bands.items())):
             _draw_styled_bands(ax, per_algo, styles)
             ax.set_title(env_id)
             ax.set_xlabel("Environment steps")
             ax.set_ylabel(y_label)
-            _format_steps(ax)
+            format_steps(ax)
         _legend_below(fig, algos, styles)
         return save_figure(fig, out_dir, name)
 
@@ -235,7 +235,7 @@ def plot_score_distributions(
 ) -> list[Path]:
     """One panel per env: every run's score as a point, and the mean with its CI as a bar."""
     with paper_style():
-        fig, axes = _panel_grid(len(scores))
+        fig, axes = panel_grid(len(scores))
         for ax, (env_id, per_algo) in zip(axes, sorted(scores.items())):
             order = sorted(per_algo)
             for position, algo in enumerate(order):
@@ -378,102 +378,7 @@ def plot_sample_efficiency(
         _draw_styled_bands(ax, curves, styles)
         ax.set_xlabel("Environment steps")
         ax.set_ylabel("IQM normalised score")
-        _format_steps(ax)
+        format_steps(ax)
         ax.legend(frameon=False)
         fig.tight_layout()
-        return save_figure(fig, out_dir, name)
-
-
-@dataclass(frozen=True)
-class PublishedPoint:
-    """A published value to mark on a reproduction panel."""
-
-    arm: str  # the arm of ours it is compared with (gives the colour)
-    source: str  # gives the marker
-    step: float
-    value: float
-    low: float  # NaN when no spread was published
-    high: float
-
-
-# one shape per published source, so no two sources share one in any figure (a test checks that
-# there are at least as many as sources in analysis/data/published_results.csv)
-SOURCE_MARKERS = (
-    "o",
-    "s",
-    "^",
-    "v",
-    "D",
-    "P",
-    "X",
-    "<",
-    ">",
-    "*",
-    "h",
-    "p",
-    "d",
-    "8",
-    "H",
-    "+",
-    "x",
-    "1",
-    "2",
-    "3",
-    "4",
-    "|",
-)
-
-
-def plot_reproduction(
-    curves: Mapping[str, Mapping[str, Band]],
-    published: Mapping[str, Sequence[PublishedPoint]],
-    colors: Mapping[str, str],
-    out_dir: Path,
-    y_label: str = "Return",
-    name: str = "reproduction",
-) -> list[Path]:
-    """One panel per env: our mean curve of each arm with its band, and each published value
-    as a marker (shape per source, colour of the arm it is compared with) with its spread."""
-    envs = sorted(set(curves) | set(published))
-    arms = sorted(
-        {arm for per_arm in curves.values() for arm in per_arm}
-        | {point.arm for points in published.values() for point in points}
-    )
-    sources = sorted({point.source for points in published.values() for point in points})
-    markers = {source: SOURCE_MARKERS[i % len(SOURCE_MARKERS)] for i, source in enumerate(sources)}
-    with paper_style():
-        fig, axes = _panel_grid(len(envs))
-        for ax, env_id in zip(axes, envs):
-            for arm, band in sorted(curves.get(env_id, {}).items()):
-                _draw_band(ax, band, colors[arm], arm)
-            for point in published.get(env_id, ()):
-                error = None
-                if np.isfinite(point.low) and np.isfinite(point.high):
-                    error = [[point.value - point.low], [point.high - point.value]]
-                ax.errorbar(
-                    [point.step],
-                    [point.value],
-                    yerr=error,
-                    marker=markers[point.source],
-                    ms=5,
-                    color=colors[point.arm],
-                    mfc="white",
-                    mew=1.2,
-                    capsize=2,
-                    lw=1,
-                    ls="none",
-                )
-            ax.set_title(env_id)
-            ax.set_xlabel("Environment steps")
-            ax.set_ylabel(y_label)
-            _format_steps(ax)
-        handles = [plt.Line2D([], [], color=colors[arm], lw=2) for arm in arms]
-        handles += [plt.Line2D([], [], color="black", marker=markers[s], mfc="white", ls="none") for s in sources]
-        labels = [*arms, *sources]
-        fig.legend(
-            handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, bbox_to_anchor=(0.5, -0.02)
-        )
-        legend_rows = math.ceil(len(labels) / 5)
-        bottom = min((0.18 * legend_rows + 0.1) / fig.get_figheight(), 0.45)
-        fig.tight_layout(rect=(0, bottom, 1, 1))
         return save_figure(fig, out_dir, name)

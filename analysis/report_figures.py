@@ -18,6 +18,7 @@ from trbench.analysis.bands import (
     sample_efficiency_bands,
 )
 from trbench.analysis.report_options import METRIC_LABELS
+from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
 from trbench.analysis.tables import Analysis, Unavailable, cell_scores
 
 AGGREGATE_LABELS = {
@@ -137,10 +138,10 @@ def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
         return
     use_eval = _uses_eval_curve(table)
     bands = reproduction_bands(reproduction, use_eval, analysis.options)
-    points: dict[str, list[plots.PublishedPoint]] = {}
+    points: dict[str, list[PublishedPoint]] = {}
     for row in compared.itertuples(index=False):
         points.setdefault(row.env_id, []).append(
-            plots.PublishedPoint(
+            PublishedPoint(
                 row.arm,
                 row.source,
                 float(row.steps),
@@ -151,7 +152,7 @@ def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
         )
     arms = sorted({arm for per_arm in bands.values() for arm in per_arm} | set(compared["arm"]))
     what = "deterministic evaluation return" if use_eval else "mean return of the last 100 training episodes"
-    plots.plot_reproduction(
+    plot_reproduction(
         bands,
         points,
         plots.algorithm_colors(arms),

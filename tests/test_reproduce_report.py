@@ -282,7 +282,7 @@ def test_reproduce_runs_a_tiny_preset_then_reports(tmp_path):
 
 
 def test_every_published_source_gets_its_own_marker_shape():
-    from trbench.analysis.plots import SOURCE_MARKERS
+    from trbench.analysis.reproduction_plot import SOURCE_MARKERS
 
     sources = set(load_published()["source"])
     assert len(set(SOURCE_MARKERS)) == len(SOURCE_MARKERS) >= len(sources)
