@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from trbench.algos import trust_region as tr
-from trbench.algos.rollout import RolloutActor, compute_gae
+from trbench.algos.acting import RolloutActor
+from trbench.algos.rollout import compute_gae
 from trbench.bench import BenchSettings, synthetic_trpo
 
 BATCH = 2048

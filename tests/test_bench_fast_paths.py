@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from trbench.algos.acting import RolloutActor
 from trbench.algos.networks import GaussianPolicy
 from trbench.algos.normalization import RunningMeanStd
-from trbench.algos.rollout import FinalObsInfoSyncVectorEnv, RolloutActor, make_vector_env
+from trbench.algos.rollout import FinalObsInfoSyncVectorEnv, make_vector_env
 from trbench.algos.trust_region import (
     backtracking_line_search,
     batched_line_search,

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from trbench.algos.config import parse_set_arguments
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.rollout import make_vector_env
+from trbench.algos.settings import parse_set_arguments
 from trbench.base.errors import UsageError, check_output_folder
 from trbench.suites.execute import execute_run, inspect_run_folder, read_checkpoint
 from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve, rounding_note

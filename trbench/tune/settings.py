@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trbench.algos.config import parse_set_arguments
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.rollout import make_vector_env
+from trbench.algos.settings import parse_set_arguments
 from trbench.base.errors import UsageError, check_output_folder
 from trbench.suites.grid import load_suite_settings
 from trbench.suites.run_spec import ResolvedRun, RunSpec, resolve

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from trbench.algos.config import strip_optional
+from trbench.algos.settings import strip_optional
 from trbench.base.errors import UsageError
 
 # The search space when no --param is given (see the issue): max_kl spans two decades around the
