@@ -8,6 +8,7 @@ policy's layers directly, bit-identical to ``GaussianPolicy.act``, or with ``act
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,14 +19,16 @@ from trbench.base.errors import UsageError
 from .config import ACTING_BACKENDS
 from .networks import GaussianPolicy
 
-_NUMPY_ACTIVATIONS = {
+# (weight transposed, bias, activation applied in place or None)
+NumpyLayer = tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray] | None]
+_NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
     nn.Tanh: lambda x: np.tanh(x, out=x),
     nn.ReLU: lambda x: np.maximum(x, 0.0, out=x),
     nn.ELU: lambda x: np.where(x > 0.0, x, np.expm1(x)),  # alpha = 1, the only one mlp() builds
 }
 
 
-def _numpy_layers(mean_net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray, object]] | None:
+def _numpy_layers(mean_net: nn.Sequential) -> list[NumpyLayer] | None:
     """(weight transposed, bias, activation or None) per Linear layer, as float32 numpy copies;
     None if the network holds anything else (or an ELU with another alpha)."""
     layers: list = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import mujoco
@@ -42,7 +42,7 @@ class EnvStateUnsupported(Exception):
 def _sub_envs(vector_env: gym.vector.VectorEnv) -> list[gym.Env]:
     if not isinstance(vector_env, FinalObsInfoSyncVectorEnv):
         raise EnvStateUnsupported(f"{type(vector_env).__name__} cannot save its simulator state")
-    return vector_env.unwrapped.envs
+    return cast(gym.vector.SyncVectorEnv, vector_env.unwrapped).envs
 
 
 def _layers(env: gym.Env) -> list[Any]:

@@ -22,7 +22,7 @@ What differs from gymnasium and how it is bridged (the full list is in docs/envp
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -82,7 +82,7 @@ class EnvpoolVectorEnv:
         spec_limit = gym.spec(env_id).max_episode_steps
         # gymnasium's TimeLimit for the task decides truncation under both backends
         self.max_episode_steps = max_episode_steps if max_episode_steps is not None else spec_limit
-        self._pool = None
+        self._pool: Any = cast(Any, None)  # envpool's own vector env, built by _build
         self._build(list(range(num_envs)))
         # make_vector_env checks that both are Box, for either backend
         self.single_observation_space = self._pool.observation_space

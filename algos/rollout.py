@@ -10,6 +10,7 @@ step is then a real transition, and a truncated episode can bootstrap from V(fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -81,11 +82,12 @@ def make_vector_env(
     env as it is, with every sub-env's info merged (the benchmark's reference stepping)."""
     if backend not in ENV_BACKENDS:
         raise UsageError(f"env_backend: must be one of {', '.join(ENV_BACKENDS)}, got {backend!r}")
+    env: gym.vector.VectorEnv
     if backend == "envpool":
         from .envpool_backend import EnvpoolVectorEnv  # noqa: PLC0415 - envpool is an optional extra
 
         with env_building():
-            env = EnvpoolVectorEnv(env_id, num_envs)
+            env = cast(gym.vector.VectorEnv, EnvpoolVectorEnv(env_id, num_envs))  # the same interface
     elif env_id not in gym.registry:
         raise UsageError(f"env: unknown gymnasium env id {env_id!r} (e.g. Hopper-v5, InvertedPendulum-v5)")
     else:
@@ -110,7 +112,7 @@ def make_vector_env(
             f"env: {env_id!r} has a {type(env.single_observation_space).__name__} observation space; only Box is supported"
         )
     if backend == "gymnasium" and not full_info:
-        env = FinalObsInfoSyncVectorEnv(env)
+        env = FinalObsInfoSyncVectorEnv(cast(gym.vector.SyncVectorEnv, env))
     return env
 
 
@@ -185,11 +187,12 @@ class RolloutCollector:
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         self.generator = generator
-        self.action_low = env.single_action_space.low
-        self.action_high = env.single_action_space.high
+        action_space, observation_space = env.single_action_space, env.single_observation_space
+        assert isinstance(action_space, gym.spaces.Box) and isinstance(observation_space, gym.spaces.Box)
+        self.action_low, self.action_high = action_space.low, action_space.high
         self.episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
-        self.obs = np.zeros((self.num_envs, *env.single_observation_space.shape), dtype=np.float32)
+        self.obs: np.ndarray = np.zeros((self.num_envs, *observation_space.shape), dtype=np.float32)
         if env_seed is not None:
             raw_obs, _ = env.reset(seed=env_seed)
             self.obs = obs_normalizer(raw_obs)
@@ -252,7 +255,7 @@ class RolloutCollector:
                     ended = np.flatnonzero(done)
                     last = self.obs_normalizer(np.stack([info["final_obs"][i] for i in ended]), update=False)
                     for j, i in enumerate(ended):
-                        final_obs.append((t, i, last[j]))
+                        final_obs.append((t, int(i), last[j]))
                         stats.episode_returns.append(float(self.episode_return[i]))
                         stats.episode_lengths.append(int(self.episode_length[i]))
                     self.episode_return[ended] = 0.0
@@ -273,8 +276,8 @@ class RolloutCollector:
         next_values = np.empty_like(values)
         next_values[:-1] = values[1:]
         next_values[-1] = all_values[T * n : T * n + n]
-        for k, (t, i, _) in enumerate(final_obs):
-            next_values[t, i] = all_values[T * n + n + k]
+        for k, (t, env_index, _) in enumerate(final_obs):
+            next_values[t, env_index] = all_values[T * n + n + k]
         advantages, returns = compute_gae(rew_buf, values, next_values, term_buf, done_buf, gamma, lam)
         arrays = {
             "obs": obs_buf.reshape(T * n, obs_dim),
@@ -304,13 +307,15 @@ def evaluate_policy(
     reproducible and disjoint from training seeds. The normaliser must be a frozen copy.
     """
     returns: list[float] = []
-    low, high = env.single_action_space.low, env.single_action_space.high
+    action_space = env.single_action_space
+    assert isinstance(action_space, gym.spaces.Box)  # make_vector_env admits Box spaces only
+    low, high = action_space.low, action_space.high
     n = env.num_envs
     next_episode = 0
     while next_episode < episodes:
         active = min(n, episodes - next_episode)
         seeds = [first_seed + next_episode + i for i in range(n)]
-        raw_obs, _ = env.reset(seed=seeds)
+        raw_obs, _ = env.reset(seed=seeds)  # type: ignore[arg-type]  # vector envs take a seed per env
         running = np.zeros(n)
         live = np.zeros(n, dtype=bool)
         live[:active] = True

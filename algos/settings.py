@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ def setting(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _allowed_text(meta: dict) -> str:
+def _allowed_text(meta: Mapping[str, Any]) -> str:
     parts = []
     if meta.get("choices"):
         parts.append("one of " + ", ".join(meta["choices"]))

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,7 +224,7 @@ class Trainer:
         self._resume_from = None  # the objects are live now; a second iterate() must not reuse them
 
     # --- the loop -------------------------------------------------------------------------------------
-    def iterate(self) -> Iterator[dict[str, Any]]:
+    def iterate(self) -> Generator[dict[str, Any]]:
         """The training loop as a generator: one record per iteration, the outcome in
         ``self.outcome`` once it is exhausted. Benchmarks drive several of these in turn, so they
         can interleave iterations of different algorithms in one process."""

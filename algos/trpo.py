@@ -83,7 +83,7 @@ class TRPO(OnPolicyAlgorithm):
             # no host read anywhere: an unusable step is exactly zero, which the search rejects
             # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
             with self.phase("linesearch"):
-                search = batched_line_search(
+                found = batched_line_search(
                     actor_params,
                     step.full_step,
                     surrogate_and_kl,
@@ -96,10 +96,10 @@ class TRPO(OnPolicyAlgorithm):
                 )
             return diagnostics | {
                 "update_skipped": (~step.valid).double(),
-                "linesearch_accepted": search.accepted.double(),
-                "backtracks": torch.where(step.valid, search.backtracks, 0).double(),
-                "step_size": step.beta * search.step_fraction,
-                "surrogate_improvement": search.improvement,
+                "linesearch_accepted": found.accepted.double(),
+                "backtracks": torch.where(step.valid, found.backtracks, 0).double(),
+                "step_size": step.beta * found.step_fraction,
+                "surrogate_improvement": found.improvement,
             }
         if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
             return diagnostics | {

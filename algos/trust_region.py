@@ -121,13 +121,25 @@ def trust_region_step_size(step_direction: torch.Tensor, fisher_step: torch.Tens
 
 @dataclass
 class LineSearchResult:
-    """Floats from :func:`backtracking_line_search`; 0-d tensors from :func:`batched_line_search`."""
+    """What :func:`backtracking_line_search` found."""
 
     accepted: bool
     backtracks: int  # candidates rejected before the accepted one (all of them if none accepted)
     step_fraction: float  # fraction of the full step applied (0 when rejected)
     kl: float  # mean KL of the applied parameters (0 when rejected: the old ones are restored)
     improvement: float  # surrogate improvement of the applied parameters (0 when rejected)
+
+
+@dataclass
+class BatchedLineSearchResult:
+    """What :func:`batched_line_search` found: the fields of :class:`LineSearchResult` as 0-d
+    tensors on the device, so that nothing is read back to the host."""
+
+    accepted: torch.Tensor
+    backtracks: torch.Tensor
+    step_fraction: torch.Tensor
+    kl: torch.Tensor
+    improvement: torch.Tensor
 
 
 def backtracking_line_search(
@@ -153,11 +165,12 @@ def backtracking_line_search(
         assign_flat_parameters(params, old + fraction * full_step)
         with torch.no_grad():
             surrogate, kl = evaluate()
-        surrogate, kl = float(surrogate), float(kl)
-        improvement = surrogate - surrogate_before
-        finite = torch.isfinite(torch.tensor([surrogate, kl])).all().item()
-        if finite and kl <= max_kl and improvement > 0 and improvement > accept_ratio * expected_improvement * fraction:
-            return LineSearchResult(True, k, fraction, kl, improvement)
+        surrogate_value, kl_value = float(surrogate), float(kl)
+        improvement = surrogate_value - surrogate_before
+        finite = torch.isfinite(torch.tensor([surrogate_value, kl_value])).all().item()
+        accept = improvement > 0 and improvement > accept_ratio * expected_improvement * fraction
+        if finite and kl_value <= max_kl and accept:
+            return LineSearchResult(True, k, fraction, kl_value, improvement)
     assign_flat_parameters(params, old)
     return LineSearchResult(False, max_candidates, 0.0, 0.0, 0.0)
 
@@ -172,7 +185,7 @@ def batched_line_search(
     shrink: float,
     max_candidates: int,
     accept_ratio: float = 0.0,
-) -> LineSearchResult:
+) -> BatchedLineSearchResult:
     """The same search as :func:`backtracking_line_search`, without reading anything back.
 
     Every candidate is evaluated (queued on the device, no ``.item()``), the first acceptable
@@ -216,7 +229,7 @@ def batched_line_search(
         chosen_improvement = torch.where(take, improvement, chosen_improvement)
         found = found | acceptable
     assign_flat_parameters(params, chosen)
-    return LineSearchResult(
+    return BatchedLineSearchResult(
         accepted=found, backtracks=backtracks, step_fraction=step_fraction, kl=chosen_kl, improvement=chosen_improvement
     )
 

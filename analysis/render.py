@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-Formatter = Callable[[object], str]
+Formatter = Callable[[Any], str]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def format_number(value: object, digits: int = 4) -> str:
             return "inf" if value > 0 else "-inf"
         return f"{value:.{digits}g}"
     try:
-        number = float(value)  # numpy scalars
+        number = float(value)  # type: ignore[arg-type]  # numpy scalars; anything else raises
     except (TypeError, ValueError):
         return str(value)
     if float(number).is_integer() and "int" in type(value).__name__:

@@ -51,7 +51,7 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             "interpolated onto a common step grid, each only within its own evaluated range.",
         )
 
-    score_summaries = {}
+    score_summaries: dict[str, dict[str, plots.ScoreSummary]] = {}
     for row in analysis.summary.itertuples(index=False):
         values = cell_scores(scored, row.env, row.algo)
         score_summaries.setdefault(row.env, {})[row.algo] = plots.ScoreSummary(
@@ -131,6 +131,7 @@ def _uses_eval_curve(table: pd.DataFrame) -> bool:
 
 def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
     reproduction = analysis.reproduction
+    assert reproduction is not None  # drawn only for a report with a reference
     table = reproduction.table
     compared = table[table["verdict"] != reference.NOT_COMPARED]
     if compared.empty:

@@ -92,6 +92,7 @@ def reproduction_display_table(table: pd.DataFrame, confidence_level: float) -> 
 
 def reproduction_section(analysis: Analysis) -> Section:
     reproduction = analysis.reproduction
+    assert reproduction is not None  # the section exists only for a report with a reference
     table = reproduction.table
     blocks: list = [
         Paragraph(

@@ -301,7 +301,8 @@ def analyse(loaded: LoadedResults, options: ReportOptions) -> Analysis:
     normalization = load_normalization()
     if scored.empty:
         reason = f"no complete run has a '{options.metric}' score"
-        aggregate_envs, aggregate_notes = [], []
+        aggregate_envs: list[str] = []
+        aggregate_notes: list[str] = []
         pairwise = power = aggregate = Unavailable(reason)
     else:
         aggregate_envs, aggregate_notes = normalized_tasks(scored, normalization, algos)

@@ -301,7 +301,7 @@ class _SuiteReader:
                     f"the variants {', '.join(variants)}, or an import path module:Class"
                 )
             self.fail(key, message)
-        return _config_fields(cls.Config)
+        return _config_fields(cls.Config)  # type: ignore[arg-type]  # a class is hashable; mypy checks its instances
 
     def read_variants(self, table: dict[str, Any], in_suite: bool = False) -> dict[str, Variant]:
         variants: dict[str, Variant] = {}
