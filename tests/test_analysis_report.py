@@ -396,7 +396,7 @@ def test_report_on_a_real_tiny_suite(tmp_path):
 @pytest.mark.slow
 def test_analysis_reads_results_only_and_never_imports_training_code():
     code = (
-        "import sys, trbench.analysis.report, trbench.analysis.cli; "
+        "import sys, trbench.analysis.report, trbench.report_cli; "
         "print(sorted(m for m in sys.modules if m.startswith(('trbench.algos', 'trbench.suites', 'torch', 'gymnasium'))))"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

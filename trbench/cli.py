@@ -17,8 +17,8 @@ from trbench.base.errors import UsageError
 # module providing add_parser(subparsers), in the order `trbench --help` lists them
 SUBCOMMAND_MODULES = (
     "trbench.train_cli",
-    "trbench.suites.cli",
-    "trbench.analysis.cli",
+    "trbench.run_cli",
+    "trbench.report_cli",
     "trbench.importers.cli",
     "trbench.tune.cli",
     "trbench.reproduce",

@@ -6,11 +6,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from trbench.suites.grid import Suite, load_suite
 from trbench.suites.run_spec import resolve
-
-from .grid import Suite, load_suite
-from .runner import EXECUTORS, ORDERS, check_executor, check_out_dir, default_out, dry_run, run_suite
-from .status import print_status
+from trbench.suites.runner import EXECUTORS, ORDERS, check_executor, check_out_dir, default_out, dry_run, run_suite
+from trbench.suites.status import print_status
 
 
 def add_parser(subparsers) -> None:
