@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trbench.algos.config import ENV_BACKENDS
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.rollout import make_vector_env
 from trbench.algos.settings import parse_set_arguments
@@ -28,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--env-backend",
         default=None,
-        choices=("gymnasium", "envpool"),
+        choices=ENV_BACKENDS,
         help="what steps the envs (default: the config's, gymnasium); envpool needs its extra",
     )
     p.add_argument(
