@@ -12,6 +12,7 @@ import numpy as np
 from trbench.algos.base import OnPolicyAlgorithm
 from trbench.algos.config import ACTING_BACKENDS, ENV_BACKENDS, LINESEARCH_MODES, OnPolicyConfig
 from trbench.algos.registry import resolve_algorithm
+from trbench.analysis.stats import stratified_bootstrap_ci
 from trbench.base.errors import UsageError
 
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
@@ -128,10 +129,6 @@ def median_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the median: the reports' bootstrap, on one
     stratum, seeded so that a table is reproducible from its samples."""
-    # scipy, which the stats module imports, costs seconds: imported at the top it would slow every
-    # `trbench` command (the CLI imports each subcommand's module to register it)
-    from trbench.analysis.stats import stratified_bootstrap_ci  # noqa: PLC0415 - see above
-
     interval = stratified_bootstrap_ci(
         [np.asarray(values, dtype=float)],
         lambda strata: np.median(strata[0], axis=-1),
