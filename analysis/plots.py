@@ -303,7 +303,7 @@ def plot_aggregate_intervals(
     metric_labels: Mapping[str, str],
     name: str = "aggregate_intervals",
 ) -> list[Path]:
-    """One panel per aggregate metric: each algorithm's estimate (black tick) and 95% CI (bar)."""
+    """One panel per aggregate metric: each algorithm's estimate (black tick) and its CI (bar)."""
     with paper_style():
         fig, axes = plt.subplots(
             1,
@@ -353,7 +353,7 @@ def plot_probability_of_improvement(
     out_dir: Path,
     name: str = "probability_of_improvement",
 ) -> list[Path]:
-    """P(X > Y) with its 95% CI for each pair; the bar takes X's colour, 0.5 is marked."""
+    """P(X > Y) with its CI for each pair; the bar takes X's colour, 0.5 is marked."""
     with paper_style():
         fig, ax = plt.subplots(figsize=(PANEL_WIDTH_IN, 0.35 * len(pairs) + 0.9))
         labels = [f"P({a} > {b})" for a, b, _ in pairs]

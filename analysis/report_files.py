@@ -29,7 +29,7 @@ from trbench.base.errors import UsageError
 OPTIONS_FILE = "report_options.json"
 
 
-def summary_latex_table(summary: pd.DataFrame, metric: str) -> Table:
+def summary_latex_table(summary: pd.DataFrame, metric: str, confidence_level: float = 0.95) -> Table:
     """Envs as rows, algorithms as columns, 'mean [ci_low, ci_high] (n)' in each cell."""
     algos = sorted(summary["algo"].unique())
     rows = []
@@ -50,7 +50,7 @@ def summary_latex_table(summary: pd.DataFrame, metric: str) -> Table:
         rows.append(row)
     return Table(
         pd.DataFrame(rows, columns=["Environment", *algos]),
-        f"Mean {metric} return [95% bootstrap CI] (number of runs) per environment.",
+        f"Mean {metric} return [{confidence_level:.0%} bootstrap CI] (number of runs) per environment.",
     )
 
 
@@ -75,11 +75,16 @@ def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> 
         )
 
     (target / "summary.tex").write_text(
-        latex_booktabs(summary_latex_table(analysis.summary, options.metric), "tab:trbench-per-task")
+        latex_booktabs(
+            summary_latex_table(analysis.summary, options.metric, options.confidence_level), "tab:trbench-per-task"
+        )
     )
     (target / "aggregate.tex").write_text(
         latex_booktabs(
-            Table(aggregate, "Aggregate normalised scores with 95% stratified-bootstrap CIs."),
+            Table(
+                aggregate,
+                f"Aggregate normalised scores with {options.confidence_level:.0%} stratified-bootstrap CIs.",
+            ),
             "tab:trbench-aggregate",
             3,
         )

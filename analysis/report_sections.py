@@ -346,12 +346,12 @@ def document(analysis: Analysis) -> list[Section]:
     ]
 
 
-def headline_lines(summary: pd.DataFrame, metric: str) -> list[str]:
+def headline_lines(summary: pd.DataFrame, metric: str, confidence_level: float = 0.95) -> list[str]:
     """The per-task table in a few lines for the terminal: per env and algorithm, the runs, the
     mean score and its CI (from summary.csv)."""
     if summary.empty:
         return [f"no run has a '{metric}' score, so there is no result to show"]
-    rows = [("env", "algo", "runs", "mean", "95% CI")]
+    rows = [("env", "algo", "runs", "mean", f"{confidence_level:.0%} CI")]
     for record in summary.itertuples(index=False):
         interval = (
             f"[{format_number(record.ci_low)}, {format_number(record.ci_high)}]"
@@ -360,7 +360,9 @@ def headline_lines(summary: pd.DataFrame, metric: str) -> list[str]:
         )
         rows.append((record.env, record.algo, str(record.n_runs), format_number(record.mean), interval))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"{METRIC_LABELS[metric]} per algorithm (mean over runs, 95% bootstrap CI of the mean):"]
+    lines = [
+        f"{METRIC_LABELS[metric]} per algorithm (mean over runs, {confidence_level:.0%} bootstrap CI of the mean):"
+    ]
     for row in rows:
         cells = [
             cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width)

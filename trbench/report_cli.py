@@ -73,7 +73,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-diff: must be a number > 0, got {args.min_diff}")
     options = ReportOptions(metric=args.metric, seed=args.seed, min_difference=args.min_diff, reference=args.reference)
     out_dir = build_report(args.results_dir, args.out, options)
-    for line in headline_lines(pd.read_csv(out_dir / "summary.csv"), args.metric):
+    for line in headline_lines(pd.read_csv(out_dir / "summary.csv"), args.metric, options.confidence_level):
         print(line)
     print(f"report: {out_dir / 'report.html'} (and report.md, CSV and LaTeX tables, figures/ in {out_dir})")
     return 0
