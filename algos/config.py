@@ -111,6 +111,20 @@ class OnPolicyConfig(ConfigBase):
     reward_clip: float = setting(
         10.0, "clip scaled rewards to [-reward_clip, reward_clip]", source="Baselines VecNormalize", gt=0
     )
+    normalizer_epsilon: float = setting(
+        1e-8,
+        "added to the running variance before the square root, in the observation normaliser and the "
+        "reward scaler (it guards constant observation dimensions)",
+        source="Baselines and SB3 VecNormalize (epsilon=1e-8)",
+        gt=0,
+    )
+    normalizer_initial_count: float = setting(
+        1e-4,
+        "pseudo-count of the running statistics' initial mean 0 and variance 1, so that the first "
+        "update is well defined without weighing on later ones",
+        source="Baselines and SB3 RunningMeanStd (epsilon=1e-4)",
+        gt=0,
+    )
     # --- networks ---------------------------------------------------------------------------------
     policy_hidden: tuple[int, ...] = setting(
         (64, 64), "hidden layer sizes of the policy MLP", source="sb3-contrib, Tianshou, Baselines (64-64 tanh)", ge=1

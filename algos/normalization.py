@@ -15,11 +15,11 @@ import numpy as np
 class RunningMeanStd:
     """Mean and variance of a stream, merged batch by batch (Chan et al.'s parallel update)."""
 
-    def __init__(self, shape: tuple[int, ...] = ()):
+    def __init__(self, shape: tuple[int, ...] = (), initial_count: float = 1e-4):
         self.mean = np.zeros(shape, dtype=np.float64)
         self.var = np.ones(shape, dtype=np.float64)
         # a tiny pseudo-count keeps the first update well defined without biasing later ones
-        self.count = 1e-4
+        self.count = initial_count
 
     def update(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch, dtype=np.float64)
@@ -48,14 +48,16 @@ class RunningMeanStd:
 
 
 class ObservationNormalizer:
-    """(obs - mean) / sqrt(var + eps), clipped; the identity when disabled."""
+    """(obs - mean) / sqrt(var + epsilon), clipped; the identity when disabled. The defaults of
+    `epsilon` and `initial_count` are those of the config (normalizer_epsilon, ..._initial_count)."""
 
-    EPSILON = 1e-8  # guards constant observation dimensions
-
-    def __init__(self, shape: tuple[int, ...], enabled: bool, clip: float):
+    def __init__(
+        self, shape: tuple[int, ...], enabled: bool, clip: float, epsilon: float = 1e-8, initial_count: float = 1e-4
+    ):
         self.enabled = enabled
         self.clip = clip
-        self.stats = RunningMeanStd(shape)
+        self.epsilon = epsilon  # guards constant observation dimensions
+        self.stats = RunningMeanStd(shape, initial_count)
         self.frozen = False
 
     def __call__(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
@@ -64,7 +66,7 @@ class ObservationNormalizer:
         if update and not self.frozen:
             self.stats.update(obs)
         normalized = obs - self.stats.mean
-        normalized /= np.sqrt(self.stats.var + self.EPSILON)
+        normalized /= np.sqrt(self.stats.var + self.epsilon)
         # in place, and maximum/minimum rather than np.clip's wrapper: the same values, NaN included
         np.maximum(normalized, -self.clip, out=normalized)
         np.minimum(normalized, self.clip, out=normalized)
@@ -86,13 +88,20 @@ class RewardScaler:
     scaling; the return accumulator restarts when an episode ends.
     """
 
-    EPSILON = 1e-8
-
-    def __init__(self, num_envs: int, gamma: float, enabled: bool, clip: float):
+    def __init__(
+        self,
+        num_envs: int,
+        gamma: float,
+        enabled: bool,
+        clip: float,
+        epsilon: float = 1e-8,
+        initial_count: float = 1e-4,
+    ):
         self.enabled = enabled
         self.gamma = gamma
         self.clip = clip
-        self.stats = RunningMeanStd(())
+        self.epsilon = epsilon
+        self.stats = RunningMeanStd((), initial_count)
         self.discounted_return = np.zeros(num_envs, dtype=np.float64)
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
@@ -100,7 +109,7 @@ class RewardScaler:
             return rewards.astype(np.float32, copy=False)
         self.discounted_return = self.discounted_return * self.gamma + rewards
         self.stats.update(self.discounted_return)
-        scaled = rewards / np.sqrt(self.stats.var + self.EPSILON)
+        scaled = rewards / np.sqrt(self.stats.var + self.epsilon)
         self.discounted_return[dones] = 0.0
         return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
 

@@ -200,8 +200,17 @@ class Trainer:
             torch.manual_seed(self.seeds["torch"])
             self.generator = torch.Generator().manual_seed(self.seeds["torch"])
             self.algorithm = self.algorithm_cls(cfg, obs_dim, act_dim, self.device, self.generator)
-            self.obs_normalizer = ObservationNormalizer((obs_dim,), cfg.normalize_obs, cfg.obs_clip)
-            self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.normalize_reward, cfg.reward_clip)
+            self.obs_normalizer = ObservationNormalizer(
+                (obs_dim,), cfg.normalize_obs, cfg.obs_clip, cfg.normalizer_epsilon, cfg.normalizer_initial_count
+            )
+            self.reward_scaler = RewardScaler(
+                cfg.num_envs,
+                cfg.gamma,
+                cfg.normalize_reward,
+                cfg.reward_clip,
+                cfg.normalizer_epsilon,
+                cfg.normalizer_initial_count,
+            )
             self.collector = RolloutCollector(
                 self.env, self.seeds["env"], self.obs_normalizer, self.reward_scaler, self.generator
             )
