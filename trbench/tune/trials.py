@@ -8,17 +8,26 @@
   the interrupted attempt completed (run ids are stable);
 - before sampling, a worker stops when the counted and in-flight trials reach N; two workers
   racing past that check are caught inside the trial, where the later one gives way (its trial
-  is failed with a ``surplus`` attribute, runs nothing and does not count).
+  is failed with a ``surplus`` attribute, runs nothing and does not count);
+- a waiting (enqueued) trial goes to one worker of a machine only: see :func:`serialize_trial_pops`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this platform (Windows): pops stay as Optuna makes them
+    fcntl = None  # type: ignore[assignment]
 
 COUNTED_FAIL_ATTR = "fail_reason"
 PRUNED_ATTR = "pruned_reason"
@@ -90,3 +99,31 @@ def study_progress(study: optuna.Study) -> tuple[int, int, int]:
         sum(t.state == TrialState.RUNNING for t in trials),
         sum(t.state == TrialState.WAITING for t in trials),
     )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `lock_path` for the block; released with the process, too."""
+    with open(lock_path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def serialize_trial_pops(study: optuna.Study, lock_path: Path) -> None:
+    """Make taking a waiting trial one step for every worker of this machine.
+
+    Optuna takes an enqueued trial by reading the WAITING trials and then marking one RUNNING.
+    Over SQLite the read takes no lock, so two processes can both read the same trial before
+    either marks it, and both train it: seen in CI, where two workers trained a re-enqueued trial
+    into the same run folders and each failed the other's attempt. A file lock in the tune
+    folder around that step closes the window for the workers that share the folder.
+    """
+    take_waiting_trial: Callable[[], int | None] = study._pop_waiting_trial_id
+
+    def take_one_at_a_time() -> int | None:
+        with _exclusive(lock_path):
+            return take_waiting_trial()
+
+    # Optuna 5.0 (pinned) asks for the next trial through this method of the study
+    study._pop_waiting_trial_id = take_one_at_a_time  # type: ignore[method-assign]

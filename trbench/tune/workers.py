@@ -29,14 +29,20 @@ from .trials import (
     counts,
     recover_dead_local_trials,
     requeue_trial,
+    serialize_trial_pops,
     study_progress,
     was_requeued,
 )
+
+# the lock file, in the tune folder, that hands each waiting trial to one worker (trials.py)
+TRIAL_POP_LOCK = ".trial-pop.lock"
 
 
 def work(settings: TuneSettings, worker_index: int = 0) -> None:
     """Run trials until the study has N counted ones; safe to run in several processes at once."""
     study = load_study(settings, worker_index=worker_index)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    serialize_trial_pops(study, settings.out / TRIAL_POP_LOCK)
     objective = Objective(settings)
     mine: list[FrozenTrial] = []
     while True:
