@@ -51,6 +51,8 @@ class ObservationNormalizer:
     """(obs - mean) / sqrt(var + epsilon), clipped; the identity when disabled. The defaults of
     `epsilon` and `initial_count` are those of the config (normalizer_epsilon, ..._initial_count)."""
 
+    epsilon = 1e-8  # the default, also for normalisers pickled before the setting existed
+
     def __init__(
         self, shape: tuple[int, ...], enabled: bool, clip: float, epsilon: float = 1e-8, initial_count: float = 1e-4
     ):
@@ -87,6 +89,8 @@ class RewardScaler:
     This is the scaling of Baselines' VecNormalize that Engstrom et al. (2020) call reward
     scaling; the return accumulator restarts when an episode ends.
     """
+
+    epsilon = 1e-8  # the default, also for scalers pickled before the setting existed
 
     def __init__(
         self,

@@ -1,4 +1,6 @@
-"""The run-folder format: the one place that writes, reads and validates a run folder.
+"""The run-folder format: its file names, the progress writer, the order a run's files are stored
+in, and every reader and check of a run folder (what goes into config.json and result.json is
+decided by :mod:`trbench.suites.execute`).
 
 A run folder (documented in ``results/README.md``) holds:
 
@@ -340,7 +342,7 @@ def read_complete_run(folder: Path, identity_fallback: dict[str, Any] | None = N
     config = read_config(folder)
     fallback = identity_fallback or {}
     for key in ("algo", "env_id"):
-        if not (config.get(key) or fallback.get(key)):
+        if not (config[key] if key in config else fallback.get(key)):
             raise RunFolderError(f"{CONFIG_FILE} has no {key}")
     if not (folder / RESULT_FILE).exists():
         raise RunFolderError("interrupted: result.json missing", status="incomplete")

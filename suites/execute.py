@@ -155,7 +155,12 @@ def read_checkpoint(folder: Path, run: ResolvedRun) -> dict[str, Any] | None:
             "so resuming would not continue the same computation; remove it to start over"
         )
     written_with, wanted = payload.get("settings", {}), _checkpoint_settings(run)
-    changed = sorted(k for k in wanted.keys() | written_with.keys() if written_with.get(k) != wanted.get(k))
+    # a setting added since the checkpoint was written is as its default there: it computes what
+    # the code did before the setting existed (adding one needs no COMPUTATION_VERSION bump)
+    defaults = type(run.config)().to_dict()
+    changed = sorted(
+        k for k in wanted.keys() | written_with.keys() if written_with.get(k, defaults.get(k)) != wanted.get(k)
+    )
     if changed:
         key = changed[0]
         raise UsageError(

@@ -24,9 +24,11 @@ from trbench.algos.env_state import EnvStateUnsupported, capture_env_state, rest
 from trbench.algos.registry import resolve_algorithm
 from trbench.algos.rollout import make_vector_env
 from trbench.algos.trainer import Trainer
+from trbench.base.errors import UsageError
 from trbench.base.run_folder import CHECKPOINT_FILE
 from trbench.cli import main
-from trbench.suites.execute import config_record, execute_run
+from trbench.suites import execute
+from trbench.suites.execute import config_record, execute_run, read_checkpoint
 from trbench.suites.run_spec import RunSpec, resolve
 
 TIMING_COLUMNS = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
@@ -456,3 +458,19 @@ def test_a_failed_run_resumes_from_its_checkpoint_and_other_settings_are_refused
     assert restarted["status"] == "complete" and "resumed_at_steps" not in restarted
     assert "linesearch_mode" in restarted["discarded_checkpoint"]
     assert restarted["final_eval_return"] == expected["final_eval_return"]
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_and_one_of_other_settings_does_not(tmp_path):
+    # a setting added later is at its default in an older checkpoint: the same computation
+    run = resolve(RunSpec("trpo", "InvertedPendulum-v5", 1024, 0))
+    written_with = dict(execute._checkpoint_settings(run))
+    del written_with["normalizer_epsilon"]
+    payload = {"run_id": run.run_id, "versions": execute._checkpoint_versions(), "settings": written_with, "step": 512}
+    torch.save(payload, tmp_path / CHECKPOINT_FILE)
+    assert read_checkpoint(tmp_path, run)["step"] == 512
+
+    torch.save(payload | {"settings": written_with | {"normalizer_epsilon": 1e-6}}, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(
+        UsageError, match="written with normalizer_epsilon=1e-06, this run has normalizer_epsilon=1e-08"
+    ):
+        read_checkpoint(tmp_path, run)
