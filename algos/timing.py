@@ -37,9 +37,10 @@ class PhaseRecorder:
     it queued and not the work queued before it; that adds synchronisations the untimed update
     does not have (around every Fisher-vector product inside the CG solve among them)."""
 
-    def __init__(self, device: torch.device | None = None):
+    def __init__(self, device: torch.device | None = None, clock: Callable[[], float] = time.perf_counter):
         self.synchronize_cuda = device is not None and device.type == "cuda"
         self.device = device
+        self.clock = clock  # seconds; a test passes a clock of its own
         self.seconds: dict[str, float] = {}
         self.entries: dict[str, int] = {}
         self._nested_seconds: list[float] = []  # per open phase: time spent in phases nested in it
@@ -47,7 +48,7 @@ class PhaseRecorder:
     def _now(self) -> float:
         if self.synchronize_cuda:
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return self.clock()
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:

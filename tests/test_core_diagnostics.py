@@ -63,25 +63,28 @@ def test_the_default_hook_is_one_shared_empty_context():
     assert pickle.loads(pickle.dumps(trainer.algorithm)).phase is untimed
 
 
-def test_the_default_hook_costs_well_under_a_microsecond_per_phase():
-    # a TRPO update enters fifteen phases (eleven of them Fisher-vector products) and takes
-    # hundreds of milliseconds; about a microsecond each (measured on the loaded 2-core machine)
-    # is noise. The bound leaves room for a busy machine.
-    repeats = 20_000
-    start = time.perf_counter()
-    for _ in range(repeats):
-        with untimed("fvp"):
-            pass
-    per_phase = (time.perf_counter() - start) / repeats
-    assert per_phase < 5e-6
+def test_the_default_hook_reads_no_clock_and_allocates_nothing(monkeypatch):
+    # what makes it free whatever the machine: one shared empty context, and no clock read
+    # (about a microsecond per phase was measured on the loaded 2-core machine, against TRPO
+    # updates of hundreds of milliseconds)
+    def no_clock():
+        raise AssertionError("the default hook read the clock")
+
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    contexts = [untimed(name) for name in ("policy", "cg", "fvp", "linesearch", "critic")]
+    assert all(context is contexts[0] for context in contexts)  # nothing made per phase
+    for context in contexts:
+        with context as entered:
+            assert entered is None
 
 
 def test_the_recorder_keeps_each_phase_time_without_its_nested_phases():
-    recorder = PhaseRecorder()
+    now = [0.0]  # a clock the test moves: each product takes 2.5 ms, the solve around them none
+    recorder = PhaseRecorder(clock=lambda: now[0])
     with recorder("cg"):
         for _ in range(3):
             with recorder("fvp"):
-                time.sleep(0.002)
+                now[0] += 0.0025
     assert recorder.entries == {"cg": 1, "fvp": 3}
     assert recorder.seconds["fvp"] >= 0.006 and 0 <= recorder.seconds["cg"] < recorder.seconds["fvp"]
     assert recorder.total() == pytest.approx(recorder.seconds["cg"] + recorder.seconds["fvp"])
