@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import UsageError
-from .files import atomic_write_bytes, atomic_write_text, is_temporary_file, remove_temporary_files
+from .files import atomic_write_bytes, atomic_write_text, remove_temporary_files
 
 CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.csv"
@@ -71,11 +71,6 @@ ARCHIVE_PRESET = 9
 
 def is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith(EVENT_FILE_PREFIX)
-
-
-def is_run_folder_entry(name: str) -> bool:
-    """A file a run folder may hold, the temporary files of atomic writes included."""
-    return is_run_file(name) or is_temporary_file(name)
 
 
 # --- writing ---------------------------------------------------------------------------------------
