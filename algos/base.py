@@ -22,6 +22,9 @@ class OnPolicyAlgorithm:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
+    # the lockstep twin (algos/lockstep.py) that updates S members of this class at once; read
+    # from the class's own body only, so a subclass with another update never inherits it
+    lockstep: ClassVar[type | None] = None
     # marks the update's phases for a benchmark (algos/timing.py); a class attribute, so the
     # default costs nothing and algorithms pickled before the hook existed still load
     phase: PhaseHook = staticmethod(untimed)

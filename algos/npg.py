@@ -12,7 +12,9 @@ import torch
 
 from .base import OnPolicyAlgorithm
 from .config import NPGConfig
+from .lockstep import LockstepAlgorithm
 from .rollout import Batch
+from .stacked import member_rows
 from .trust_region import assign_flat_parameters, fisher_subsample, flat_parameters, natural_gradient_step
 
 
@@ -50,3 +52,46 @@ class NPG(OnPolicyAlgorithm):
             "step_size": step.beta,
             "update_skipped": (~step.valid).to(torch.float64),
         }
+
+
+class LockstepNPG(LockstepAlgorithm):
+    """NPG's update for S members at once, each bit-identical on the CPU to :class:`NPG` alone."""
+
+    Config = NPGConfig
+    config: NPGConfig
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        params = self.policy_params
+        advantages = self.normalized_advantages(batch)
+        with torch.no_grad():
+            mean_old, log_std_old = self.policy(batch.obs)
+        ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+        fvp_idx = self.fisher_states(batch.obs.size(1), cfg.fvp_subsample, cfg.fvp_subsample_mode)
+        fvp_obs, fvp_mean, fvp_log_std = (
+            (batch.obs, mean_old, log_std_old)
+            if fvp_idx is None
+            else (member_rows(t, fvp_idx) for t in (batch.obs, mean_old, log_std_old))
+        )
+        step = natural_gradient_step(
+            (ratio * advantages).mean(-1),
+            self.mean_kl_from(fvp_obs, fvp_mean, fvp_log_std),
+            params,
+            cfg.max_kl,
+            cfg.damping,
+            cfg.cg_iters,
+            cfg.cg_tol,
+            phase=self.phase,
+        )
+        assign_flat_parameters(params, flat_parameters(params, members=True) + step.full_step)
+        return {
+            "cg_residual": step.cg.residual_norm,
+            "cg_iterations": step.cg.iterations,
+            "sFs": step.sFs,
+            "expected_improvement": step.expected_improvement,
+            "step_size": step.beta,
+            "update_skipped": (~step.valid).to(torch.float64),
+        }
+
+
+NPG.lockstep = LockstepNPG

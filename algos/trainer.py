@@ -25,7 +25,7 @@ from .base import OnPolicyAlgorithm
 from .config import OnPolicyConfig
 from .env_state import EnvStateUnsupported, capture_env_state, restore_env_state
 from .normalization import ObservationNormalizer, RewardScaler
-from .rollout import RolloutCollector, evaluate_policy, make_vector_env, to_batch
+from .rollout import RolloutCollector, RolloutStats, evaluate_policy, make_vector_env, to_batch
 
 # Seeds drawn for the envs live in [0, 2^30); evaluation seeds in [2^31, 2^31 + 2^30). Training
 # envs use env_seed + i for i < num_envs and evaluation episodes eval_seed + k, so the two sets
@@ -85,6 +85,16 @@ class LoopState:
 CHECKPOINT_FORMAT = 1
 
 
+@dataclass
+class CollectedIteration:
+    """One iteration's rollout, with the clock readings around it."""
+
+    arrays: dict[str, np.ndarray]
+    stats: RolloutStats
+    started_at: float
+    collected_at: float
+
+
 class Trainer:
     """Trains one algorithm on one env for a step budget, from one seed.
 
@@ -124,6 +134,9 @@ class Trainer:
         self.generator: torch.Generator | None = None  # likewise
         self.outcome: TrainingOutcome | None = None  # set once iterate() is exhausted
         self.checkpoint_due = False  # true at a yielded record after which a checkpoint is asked for
+        self.actor: Any = None  # the policy that acts in rollouts, set by begin()
+        self._checkpoint_every = 0
+        self._final_returns = np.array([])
         self._checkpoint_unsupported: str | None = None  # why not, once checked; "" when supported
 
     @property
@@ -237,80 +250,115 @@ class Trainer:
         """The training loop as a generator: one record per iteration, the outcome in
         ``self.outcome`` once it is exhausted. Benchmarks drive several of these in turn, so they
         can interleave iterations of different algorithms in one process."""
+        self.begin()
+        assert self.algorithm is not None  # built by begin()
+        while not self.finished:
+            collected = self.collect()
+            batch = to_batch(collected.arrays, self.device, torch.float32)
+            diagnostics = self.algorithm.update(batch, progress=self.progress)
+            self.sync_actor()
+            yield self.complete_iteration(collected, diagnostics, time.perf_counter())
+            self.checkpoint_due = False
+        self.conclude()
+
+    # The loop's phases, in the order iterate() runs them; a lockstep trainer (algos/
+    # lockstep_trainer.py) runs the same phases for each of its members around one batched update.
+    def begin(self) -> None:
+        """Build or restore the learning objects and the acting copy of the policy."""
         cfg = self.config
         self._started_at = time.perf_counter()
         self._start()
-        algorithm, collector, obs_normalizer, loop = self.algorithm, self.collector, self.obs_normalizer, self.loop
-        assert algorithm is not None and collector is not None and obs_normalizer is not None  # built by _start()
+        assert self.algorithm is not None  # built by _start()
         # acting is one tiny forward per env step: a CPU copy beats a device round trip
-        actor = algorithm.policy if self.device.type == "cpu" else copy.deepcopy(algorithm.policy).cpu()
-        iterations = self.iterations
-        steps_per_env = cfg.steps_per_iteration // cfg.num_envs
-        checkpoint_every = cfg.checkpoint_interval_steps
-        if checkpoint_every and self.checkpoint_unsupported_reason:
-            checkpoint_every = 0
-        final_returns = np.array([])
-        while loop.iteration < iterations:
-            iteration = loop.iteration + 1
-            t0 = time.perf_counter()
-            arrays, stats = collector.collect(
-                actor,
-                algorithm.value_fn,
-                steps_per_env,
-                cfg.gamma,
-                cfg.gae_lambda,
-                self.device,
-                cfg.bootstrap_truncated,
-                cfg.acting_backend,
+        self.actor = self.algorithm.policy if self.device.type == "cpu" else copy.deepcopy(self.algorithm.policy).cpu()
+        self._checkpoint_every = cfg.checkpoint_interval_steps
+        if self._checkpoint_every and self.checkpoint_unsupported_reason:
+            self._checkpoint_every = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.loop.iteration >= self.iterations
+
+    @property
+    def progress(self) -> float:
+        """The fraction of the run done before the next iteration, for learning-rate annealing."""
+        return self.loop.iteration / self.iterations
+
+    def collect(self) -> CollectedIteration:
+        """The next iteration's rollout."""
+        cfg = self.config
+        assert self.algorithm is not None and self.collector is not None  # built by begin()
+        started = time.perf_counter()
+        arrays, stats = self.collector.collect(
+            self.actor,
+            self.algorithm.value_fn,
+            cfg.steps_per_iteration // cfg.num_envs,
+            cfg.gamma,
+            cfg.gae_lambda,
+            self.device,
+            cfg.bootstrap_truncated,
+            cfg.acting_backend,
+        )
+        return CollectedIteration(arrays, stats, started, time.perf_counter())
+
+    def sync_actor(self) -> None:
+        """Bring the acting copy of the policy up to date after an update."""
+        assert self.algorithm is not None
+        if self.actor is not self.algorithm.policy:
+            self.actor.load_state_dict(self.algorithm.policy.state_dict())
+
+    def complete_iteration(
+        self, collected: CollectedIteration, diagnostics: dict[str, float], updated_at: float
+    ) -> dict[str, Any]:
+        """After the update: the divergence check, the evaluation when due, and the record."""
+        cfg, loop = self.config, self.loop
+        assert self.algorithm is not None and self.obs_normalizer is not None  # built by begin()
+        iteration = loop.iteration + 1
+        steps = loop.steps + cfg.steps_per_iteration
+        stats = collected.stats
+        bad = [k for k, v in diagnostics.items() if not math.isfinite(v)]
+        if bad or not self.algorithm.parameters_finite():
+            what = f"diagnostics {', '.join(bad)}" if bad else "network parameters"
+            raise TrainingDiverged(f"non-finite {what} at iteration {iteration} (step {steps})")
+
+        record: dict[str, Any] = {
+            "iteration": iteration,
+            "step": steps,
+            "wall_time_s": 0.0,
+            "train_return": float(np.mean(stats.episode_returns)) if stats.episode_returns else None,
+            "train_episodes": len(stats.episode_returns),
+            "eval_return": None,
+            "eval_return_std": None,
+        }
+        if iteration == self.iterations:
+            self._final_returns = self._evaluate(self.actor, self.obs_normalizer, cfg.final_eval_episodes)
+            record["eval_return"], record["eval_return_std"] = (
+                float(self._final_returns.mean()),
+                float(self._final_returns.std()),
             )
-            steps = loop.steps + cfg.steps_per_iteration
-            t1 = time.perf_counter()
-            batch = to_batch(arrays, self.device, torch.float32)
-            diagnostics = algorithm.update(batch, progress=(iteration - 1) / iterations)
-            if actor is not algorithm.policy:
-                actor.load_state_dict(algorithm.policy.state_dict())
-            t2 = time.perf_counter()
-            bad = [k for k, v in diagnostics.items() if not math.isfinite(v)]
-            if bad or not algorithm.parameters_finite():
-                what = f"diagnostics {', '.join(bad)}" if bad else "network parameters"
-                raise TrainingDiverged(f"non-finite {what} at iteration {iteration} (step {steps})")
+        elif steps >= loop.next_eval:
+            returns = self._evaluate(self.actor, self.obs_normalizer, cfg.eval_episodes)
+            record["eval_return"], record["eval_return_std"] = float(returns.mean()), float(returns.std())
+            while loop.next_eval <= steps:
+                loop.next_eval += cfg.eval_interval_steps
+        record["wall_time_s"] = self._wall_time_s()
+        record["steps_per_second"] = cfg.steps_per_iteration / (updated_at - collected.started_at)
+        record["rollout_time_s"] = collected.collected_at - collected.started_at
+        record["update_time_s"] = updated_at - collected.collected_at
+        record.update(diagnostics)
+        # the iteration is complete: a checkpoint taken while the record is out resumes after it
+        every = self._checkpoint_every
+        passed_interval = every > 0 and steps // every > loop.steps // every
+        loop.iteration, loop.steps = iteration, steps
+        self.checkpoint_due = passed_interval and iteration < self.iterations
+        return record
 
-            record: dict[str, Any] = {
-                "iteration": iteration,
-                "step": steps,
-                "wall_time_s": 0.0,
-                "train_return": float(np.mean(stats.episode_returns)) if stats.episode_returns else None,
-                "train_episodes": len(stats.episode_returns),
-                "eval_return": None,
-                "eval_return_std": None,
-            }
-            if iteration == iterations:
-                final_returns = self._evaluate(actor, obs_normalizer, cfg.final_eval_episodes)
-                record["eval_return"], record["eval_return_std"] = (
-                    float(final_returns.mean()),
-                    float(final_returns.std()),
-                )
-            elif steps >= loop.next_eval:
-                returns = self._evaluate(actor, obs_normalizer, cfg.eval_episodes)
-                record["eval_return"], record["eval_return_std"] = float(returns.mean()), float(returns.std())
-                while loop.next_eval <= steps:
-                    loop.next_eval += cfg.eval_interval_steps
-            record["wall_time_s"] = self._wall_time_s()
-            record["steps_per_second"] = cfg.steps_per_iteration / (t2 - t0)
-            record["rollout_time_s"] = t1 - t0
-            record["update_time_s"] = t2 - t1
-            record.update(diagnostics)
-            # the iteration is complete: a checkpoint taken while the record is out resumes after it
-            passed_interval = checkpoint_every > 0 and steps // checkpoint_every > loop.steps // checkpoint_every
-            loop.iteration, loop.steps = iteration, steps
-            self.checkpoint_due = passed_interval and iteration < iterations
-            yield record
-            self.checkpoint_due = False
-
+    def conclude(self) -> None:
+        """Set :attr:`outcome` once the last iteration is done."""
         self.outcome = TrainingOutcome(
-            steps=loop.steps,
+            steps=self.loop.steps,
             wall_time_s=self._wall_time_s(),
-            final_eval_returns=final_returns,
+            final_eval_returns=self._final_returns,
             state=self.final_state(),
         )
 

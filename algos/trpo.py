@@ -20,7 +20,9 @@ import torch
 
 from .base import OnPolicyAlgorithm
 from .config import TRPOConfig
+from .lockstep import LockstepAlgorithm
 from .rollout import Batch
+from .stacked import member_rows
 from .trust_region import backtracking_line_search, batched_line_search, fisher_subsample, natural_gradient_step
 
 
@@ -128,3 +130,70 @@ class TRPO(OnPolicyAlgorithm):
             "step_size": float(step.beta) * search.step_fraction,
             "surrogate_improvement": search.improvement,
         }
+
+
+class LockstepTRPO(LockstepAlgorithm):
+    """TRPO's update for S members at once, each bit-identical on the CPU to :class:`TRPO` alone
+    (both line-search modes give the same parameters and diagnostics; this one is the batched
+    search, so no member's decision waits on another's)."""
+
+    Config = TRPOConfig
+    config: TRPOConfig
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        params = self.policy_params
+        advantages = self.normalized_advantages(batch)
+        with torch.no_grad():
+            mean_old, log_std_old = self.policy(batch.obs)
+
+        def surrogate() -> torch.Tensor:
+            ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
+            return (ratio * advantages).mean(-1)
+
+        def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
+            return surrogate(), self.mean_kl_from(batch.obs, mean_old, log_std_old)
+
+        accept_kl = cfg.kl_accept_factor * cfg.max_kl
+        fvp_idx = self.fisher_states(batch.obs.size(1), cfg.fvp_subsample, cfg.fvp_subsample_mode)
+        fvp_obs, fvp_mean, fvp_log_std = (
+            (batch.obs, mean_old, log_std_old)
+            if fvp_idx is None
+            else (member_rows(t, fvp_idx) for t in (batch.obs, mean_old, log_std_old))
+        )
+        step = natural_gradient_step(
+            surrogate(),
+            self.mean_kl_from(fvp_obs, fvp_mean, fvp_log_std),
+            params,
+            cfg.max_kl,
+            cfg.damping,
+            cfg.cg_iters,
+            cfg.cg_tol,
+            phase=self.phase,
+        )
+        with self.phase("linesearch"):
+            found = batched_line_search(
+                params,
+                step.full_step,
+                surrogate_and_kl,
+                step.surrogate_before,
+                step.expected_improvement,
+                accept_kl,
+                cfg.backtrack_coeff,
+                cfg.backtrack_iters,
+                cfg.accept_ratio,
+            )
+        return {
+            "cg_residual": step.cg.residual_norm,
+            "cg_iterations": step.cg.iterations,
+            "sFs": step.sFs,
+            "expected_improvement": step.expected_improvement,
+            "update_skipped": (~step.valid).double(),
+            "linesearch_accepted": found.accepted.double(),
+            "backtracks": torch.where(step.valid, found.backtracks, 0).double(),
+            "step_size": step.beta * found.step_fraction,
+            "surrogate_improvement": found.improvement,
+        }
+
+
+TRPO.lockstep = LockstepTRPO

@@ -24,10 +24,18 @@ from dataclasses import dataclass
 
 import torch
 
+from .stacked import member_dot, per_member
 from .timing import PhaseHook, untimed
 
 
-def flat_parameters(params: list[torch.nn.Parameter]) -> torch.Tensor:
+# Every function here also takes the S members of a stacked ensemble (algos/stacked.py) at once:
+# their parameters are [S, ...] tensors, their flat vectors [S, P] (row k is member k's flat
+# vector, laid out as alone) and their scalars [S]. The single-network path is unchanged.
+
+
+def flat_parameters(params: list[torch.nn.Parameter], members: bool = False) -> torch.Tensor:
+    if members:
+        return torch.cat([p.detach().reshape(p.size(0), -1) for p in params], dim=1)
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
@@ -35,14 +43,38 @@ def assign_flat_parameters(params: list[torch.nn.Parameter], flat: torch.Tensor)
     offset = 0
     with torch.no_grad():
         for p in params:
-            n = p.numel()
-            p.copy_(flat[offset : offset + n].view_as(p))
+            if flat.dim() == 2:  # members
+                n = p[0].numel()
+                p.copy_(flat[:, offset : offset + n].reshape(p.shape))
+            else:
+                n = p.numel()
+                p.copy_(flat[offset : offset + n].view_as(p))
             offset += n
 
 
-def flat_gradient(output: torch.Tensor, params: list[torch.nn.Parameter], **kwargs) -> torch.Tensor:
+def flat_gradient(
+    output: torch.Tensor, params: list[torch.nn.Parameter], members: bool = False, **kwargs
+) -> torch.Tensor:
+    """The flat gradient of a scalar `output`; with `members`, [S, P]: row k the gradient of
+    member k's entry of an [S] output (the gradient of their sum, as members share nothing)."""
+    if members:
+        grads = torch.autograd.grad(output.sum(), params, **kwargs)
+        return torch.cat([g.reshape(g.size(0), -1) for g in grads], dim=1)
     grads = torch.autograd.grad(output, params, **kwargs)
     return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a, b) if a.dim() == 1 else member_dot(a, b)
+
+
+def _scaled(scalar: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """scalar * vector, per member when both carry the member axis."""
+    return scalar * vector if scalar.dim() == 0 else per_member(scalar, vector) * vector
+
+
+def _where(condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(condition if condition.dim() == 0 else per_member(condition, a), a, b)
 
 
 class FisherVectorProduct:
@@ -59,12 +91,18 @@ class FisherVectorProduct:
         self.params = params
         self.damping = damping
         self.phase = phase
-        self.kl_gradient = flat_gradient(mean_kl, params, create_graph=True)
+        self.members = mean_kl.dim() == 1
+        self.kl_gradient = flat_gradient(mean_kl, params, self.members, create_graph=True)
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         with self.phase("fvp"):
-            grad_dot_v = torch.dot(self.kl_gradient, vector.detach())
-            hessian_v = flat_gradient(grad_dot_v, self.params, retain_graph=True)
+            # per member, only the gradient of this product matters, and it is exactly `vector`
+            # whether the product is a dot or a sum of elementwise products
+            if vector.dim() == 1:
+                grad_dot_v = torch.dot(self.kl_gradient, vector.detach())
+            else:
+                grad_dot_v = (self.kl_gradient * vector.detach()).sum()
+            hessian_v = flat_gradient(grad_dot_v, self.params, self.members, retain_graph=True)
             return hessian_v + self.damping * vector
 
 
@@ -87,19 +125,19 @@ def conjugate_gradient(
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
-    rr = torch.dot(r, r)
-    iterations = torch.zeros((), dtype=torch.int64, device=b.device)
+    rr = _dot(r, r)
+    iterations = torch.zeros(rr.shape, dtype=torch.int64, device=b.device)
     zero = torch.zeros((), dtype=b.dtype, device=b.device)
     for _ in range(max_iters):
         active = rr > tol
         Ap = matrix_vector(p)
-        pAp = torch.dot(p, Ap)
+        pAp = _dot(p, Ap)
         alpha = torch.where(active, rr / torch.where(active, pAp, torch.ones_like(pAp)), zero)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_next = torch.dot(r, r)
+        x = x + _scaled(alpha, p)
+        r = r - _scaled(alpha, Ap)
+        rr_next = _dot(r, r)
         beta = torch.where(active, rr_next / torch.where(active, rr, torch.ones_like(rr)), zero)
-        p = torch.where(active, r + beta * p, p)
+        p = _where(active, r + _scaled(beta, p), p)
         rr = torch.where(active, rr_next, rr)
         iterations = iterations + active.to(torch.int64)
     return CGResult(solution=x, residual_norm=rr.sqrt(), iterations=iterations)
@@ -112,7 +150,7 @@ def trust_region_step_size(step_direction: torch.Tensor, fisher_step: torch.Tens
     non-finite value makes the step unusable; beta is then 0 rather than NaN.
     Returns (beta, sFs, valid) as 0-d tensors.
     """
-    sFs = torch.dot(step_direction, fisher_step)
+    sFs = _dot(step_direction, fisher_step)
     valid = torch.isfinite(sFs) & (sFs > 0)
     safe_sFs = torch.where(valid, sFs, torch.ones_like(sFs))
     beta = torch.where(valid, torch.sqrt(2 * max_kl / safe_sFs), torch.zeros_like(sFs))
@@ -196,14 +234,14 @@ def batched_line_search(
     leave bit-identical parameters. The fields of the result are 0-d tensors on
     the parameters' device; reading them is the caller's (single) synchronisation.
     """
-    old = flat_parameters(params)
+    old = flat_parameters(params, members=isinstance(surrogate_before, torch.Tensor) and surrogate_before.dim() == 1)
     device = old.device
     before = torch.as_tensor(surrogate_before, device=device).double()
     threshold = accept_ratio * torch.as_tensor(expected_improvement, device=device).double()
     zero = torch.zeros((), dtype=torch.float64, device=device)
-    found = torch.zeros((), dtype=torch.bool, device=device)
+    found = torch.zeros(before.shape, dtype=torch.bool, device=device)
     chosen = old
-    backtracks = torch.full((), max_candidates, dtype=torch.int64, device=device)
+    backtracks = torch.full(before.shape, max_candidates, dtype=torch.int64, device=device)
     step_fraction, chosen_kl, chosen_improvement = zero, zero, zero
     for k in range(max_candidates):
         # Python scalars only: a host-to-device copy would synchronise as surely as a read
@@ -222,7 +260,7 @@ def batched_line_search(
             & (improvement > threshold * fraction)
         )
         take = acceptable & ~found  # the first acceptable candidate, and only the first
-        chosen = torch.where(take, candidate, chosen)
+        chosen = _where(take, candidate, chosen)
         backtracks = torch.where(take, k, backtracks)
         step_fraction = torch.where(take, fraction, step_fraction)
         chosen_kl = torch.where(take, kl, chosen_kl)
@@ -262,19 +300,19 @@ def natural_gradient_step(
     `params` are the actor's parameters, chosen explicitly by the caller; the critic never
     enters the Fisher-vector product. `phase` is the caller's timing hook.
     """
-    gradient = flat_gradient(surrogate, params, retain_graph=False)
+    gradient = flat_gradient(surrogate, params, surrogate.dim() == 1, retain_graph=False)
     fvp = FisherVectorProduct(fvp_mean_kl, params, damping, phase)
     with phase("cg"):
         cg = conjugate_gradient(fvp, gradient, cg_iters, cg_tol)
     beta, sFs, valid = trust_region_step_size(cg.solution, fvp(cg.solution), max_kl)
     # an unusable step must be exactly zero: beta = 0 times a NaN direction would still be NaN
-    full_step = torch.where(valid, beta * cg.solution, torch.zeros_like(cg.solution))
+    full_step = _where(valid, _scaled(beta, cg.solution), torch.zeros_like(cg.solution))
     return NaturalStep(
         full_step=full_step,
         beta=beta,
         sFs=sFs,
         valid=valid,
-        expected_improvement=torch.dot(gradient, full_step),
+        expected_improvement=_dot(gradient, full_step),
         surrogate_before=surrogate.detach(),
         cg=cg,
     )

@@ -10,7 +10,9 @@ import torch
 
 from .base import OnPolicyAlgorithm
 from .config import VPGConfig
+from .lockstep import LockstepAlgorithm
 from .rollout import Batch
+from .stacked import clip_member_grad_norms
 
 
 class VPG(OnPolicyAlgorithm):
@@ -34,3 +36,31 @@ class VPG(OnPolicyAlgorithm):
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.policy_max_grad_norm)
         self.policy_optimizer.step()
         return {"policy_loss": loss.detach()}
+
+
+class LockstepVPG(LockstepAlgorithm):
+    """VPG's update for S members at once, each bit-identical on the CPU to :class:`VPG` alone."""
+
+    Config = VPGConfig
+    config: VPGConfig
+
+    def __init__(self, members: list[VPG]):
+        super().__init__(members)
+        self.policy_optimizer = self._member_adam(
+            self.policy_params, self.config.policy_lr, lambda m: (m.policy_optimizer, list(m.policy.parameters()))
+        )
+
+    def update_policy(self, batch: Batch) -> dict:
+        cfg = self.config
+        self.policy_optimizer.lr = self.annealed(cfg.policy_lr)
+        advantages = self.normalized_advantages(batch)
+        loss = -(self.policy.log_prob(batch.obs, batch.actions) * advantages).mean(-1)
+        self.policy_optimizer.zero_grad()
+        loss.sum().backward()
+        if cfg.policy_max_grad_norm > 0:
+            clip_member_grad_norms(self.policy_params, cfg.policy_max_grad_norm)
+        self.policy_optimizer.step()
+        return {"policy_loss": loss.detach()}
+
+
+VPG.lockstep = LockstepVPG

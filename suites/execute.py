@@ -27,7 +27,8 @@ import torch
 
 import trbench
 from trbench.algos.envpool_backend import envpool_versions
-from trbench.algos.trainer import Trainer, TrainingDiverged, derive_seeds, resolve_device
+from trbench.algos.lockstep_trainer import LockstepTrainer
+from trbench.algos.trainer import Trainer, TrainingDiverged, TrainingOutcome, derive_seeds, resolve_device
 from trbench.base.errors import UsageError
 from trbench.base.files import atomic_write_bytes, atomic_write_json, is_temporary_file
 from trbench.base.run_folder import (
@@ -262,6 +263,150 @@ def _only_an_empty_start(folder: Path, names: set[str]) -> bool:
 # --- executing a run -----------------------------------------------------------------------------------
 
 
+class RunExecution:
+    """One run's life in its folder, split at the points a caller drives it through: construction
+    prepares the folder (resume or start over), :meth:`start` builds the trainer, :meth:`record`
+    takes each iteration's row, :meth:`ended` takes the outcome or the exception that ended
+    training, and :meth:`finish` writes result.json. :func:`execute_run` drives one; a lockstep
+    pack (``execute_pack``) drives several around one batched trainer."""
+
+    def __init__(
+        self,
+        run: ResolvedRun,
+        folder: Path,
+        on_iteration: Callable[[dict[str, Any]], None] | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None,
+    ):
+        self.run, self.folder = run, Path(folder)
+        self.on_iteration, self.on_checkpoint = on_iteration, on_checkpoint
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            checkpoint = read_checkpoint(self.folder, run)
+            self.discarded = None
+        except UsageError as exc:
+            # unusable (damaged, or written with other settings or library versions): resuming from it
+            # would not continue this run, and refusing would fail it at every rerun; start over
+            checkpoint, self.discarded = None, str(exc)
+        self.checkpoint = checkpoint
+        clear_unfinished(self.folder, keep_checkpoint=checkpoint is not None)
+        self.started = time.perf_counter()
+        self.result: dict[str, Any] = {
+            "status": "failed",
+            "error": None,
+            "final_eval_return": None,
+            "final_eval_return_std": None,
+            "final_eval_episodes": 0,
+            "steps": 0,
+            "wall_time_s": None,
+            "steps_per_second": None,
+        }
+        self.trainer: Trainer | None = None
+        self.resumed_at_steps = list(checkpoint["resumed_at_steps"]) + [checkpoint["step"]] if checkpoint else []
+        self.earlier_wall_time_s = checkpoint["trainer"]["loop"]["wall_time_s"] if checkpoint else 0.0
+        self.progress = ProgressWriter(self.folder, checkpoint["progress_csv"] if checkpoint else "")
+        self.steps_seen = checkpoint["step"] if checkpoint else 0
+        self.events = RunEvents(self.folder) if run.config.tensorboard else None
+        if self.events is not None and checkpoint:
+            self.events.replay(checkpoint["progress_csv"])
+
+    def start(self) -> Trainer:
+        """The run's trainer, resuming from the checkpoint if there is one; config.json written."""
+        run = self.run
+        self.trainer = Trainer(
+            run.algorithm_cls,
+            run.config,
+            run.spec.env_id,
+            run.spec.steps,
+            run.spec.seed,
+            resume_from=self.checkpoint["trainer"] if self.checkpoint else None,
+        )
+        if not (self.folder / CONFIG_FILE).exists():
+            atomic_write_json(self.folder / CONFIG_FILE, config_record(run, str(self.trainer.device)))
+        if self.events is not None:
+            self.events.config((self.folder / CONFIG_FILE).read_text())
+        return self.trainer
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.steps_seen = row["step"]
+        self.progress.write(row)
+        if self.events is not None:
+            self.events.row(row)
+        assert self.trainer is not None  # rows come from the trainer
+        if self.trainer.checkpoint_due:
+            path = write_checkpoint(self.folder, self.run, self.trainer, self.progress, self.resumed_at_steps)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(path)
+        if self.on_iteration is not None:
+            self.on_iteration(row)
+
+    def ended(self, outcome: TrainingOutcome | BaseException) -> None:
+        """Take what ended training. Divergence, a prune and any error are recorded; a
+        UsageError is re-raised after the folder is cleaned up; an interrupt (any other
+        BaseException) is re-raised and leaves the run unfinished."""
+        if isinstance(outcome, TrainingOutcome):
+            returns = outcome.final_eval_returns
+            self.result.update(
+                status="complete",
+                final_eval_return=float(returns.mean()),
+                final_eval_return_std=float(returns.std()),
+                final_eval_episodes=int(returns.size),
+                steps=outcome.steps,
+            )
+            if self.run.config.save_model:
+                tmp = self.folder / f".{MODEL_FILE}.tmp"
+                torch.save(outcome.state, tmp)
+                os.replace(tmp, self.folder / MODEL_FILE)
+        elif isinstance(outcome, TrainingDiverged):
+            self.result.update(status="diverged", error=str(outcome), steps=self.steps_seen)
+        elif isinstance(outcome, RunPruned):
+            self.result.update(status="pruned", error=str(outcome), steps=self.steps_seen)
+        elif isinstance(outcome, UsageError):
+            self.progress.close()
+            self.close()
+            clear_unfinished(self.folder, keep_checkpoint=self.checkpoint is not None)
+            if not any(self.folder.iterdir()):
+                self.folder.rmdir()
+            raise outcome
+        elif isinstance(outcome, Exception):
+            error = f"{type(outcome).__name__}: {outcome}".splitlines()[0]
+            self.result.update(status="failed", error=error, steps=self.steps_seen)
+        else:
+            raise outcome
+
+    def close(self) -> None:
+        """Close the envs and the event log (not the progress file: an interrupted run keeps it
+        unfinished). Closing twice does nothing."""
+        if self.trainer is not None:
+            self.trainer.close()
+            self.trainer = None
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+    def finish(self) -> dict[str, Any]:
+        """Write result.json (atomically, last) and return it."""
+        run, folder, result = self.run, self.folder, self.result
+        self.close()
+        if not (folder / CONFIG_FILE).exists():
+            atomic_write_json(folder / CONFIG_FILE, config_record(run, run.config.device))
+        self.progress.close()
+        wall = self.earlier_wall_time_s + time.perf_counter() - self.started
+        result["wall_time_s"] = wall
+        result["steps_per_second"] = result["steps"] / wall if wall > 0 else None
+        if self.resumed_at_steps:
+            result["resumed_at_steps"] = self.resumed_at_steps
+        if self.discarded:
+            result["discarded_checkpoint"] = self.discarded
+        for key in ("final_eval_return", "final_eval_return_std"):
+            if result[key] is not None and not math.isfinite(result[key]):
+                result.update(status="diverged", error=f"non-finite {key}")
+        atomic_write_json(folder / RESULT_FILE, result)
+        # a failed run keeps its checkpoint, so the rerun that redoes it resumes it (after a full disk, say)
+        if result["status"] != "failed" and not run.config.keep_checkpoint:
+            (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return result
+
+
 def execute_run(
     run: ResolvedRun, folder: Path, on_iteration=None, on_checkpoint: Callable[[Path], None] | None = None
 ) -> dict[str, Any]:
@@ -275,110 +420,62 @@ def execute_run(
     interrupt (KeyboardInterrupt, SIGKILL) leaves no result.json, so the run counts as
     unfinished and resumes from its last checkpoint.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    execution = RunExecution(run, folder, on_iteration, on_checkpoint)
     try:
-        checkpoint = read_checkpoint(folder, run)
-        discarded = None
-    except UsageError as exc:
-        # unusable (damaged, or written with other settings or library versions): resuming from it
-        # would not continue this run, and refusing would fail it at every rerun; start over
-        checkpoint, discarded = None, str(exc)
-    clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
-    start = time.perf_counter()
-    result: dict[str, Any] = {
-        "status": "failed",
-        "error": None,
-        "final_eval_return": None,
-        "final_eval_return_std": None,
-        "final_eval_episodes": 0,
-        "steps": 0,
-        "wall_time_s": None,
-        "steps_per_second": None,
-    }
-    trainer = None
-    resumed_at_steps = list(checkpoint["resumed_at_steps"]) + [checkpoint["step"]] if checkpoint else []
-    earlier_wall_time_s = checkpoint["trainer"]["loop"]["wall_time_s"] if checkpoint else 0.0
-    progress = ProgressWriter(folder, checkpoint["progress_csv"] if checkpoint else "")
-    steps_seen = checkpoint["step"] if checkpoint else 0
-    events = RunEvents(folder) if run.config.tensorboard else None
-    if events is not None and checkpoint:
-        events.replay(checkpoint["progress_csv"])
-
-    def record(row: dict[str, Any]) -> None:
-        nonlocal steps_seen
-        steps_seen = row["step"]
-        progress.write(row)
-        if events is not None:
-            events.row(row)
-        assert trainer is not None  # rows come from trainer.run()
-        if trainer.checkpoint_due:
-            path = write_checkpoint(folder, run, trainer, progress, resumed_at_steps)
-            if on_checkpoint is not None:
-                on_checkpoint(path)
-        if on_iteration is not None:
-            on_iteration(row)
-
+        outcome: TrainingOutcome | BaseException = execution.start().run(execution.record)
+    except BaseException as exc:  # noqa: BLE001 - ended() records it or raises it again
+        outcome = exc
     try:
-        trainer = Trainer(
-            run.algorithm_cls,
-            run.config,
-            run.spec.env_id,
-            run.spec.steps,
-            run.spec.seed,
-            resume_from=checkpoint["trainer"] if checkpoint else None,
-        )
-        if not (folder / CONFIG_FILE).exists():
-            atomic_write_json(folder / CONFIG_FILE, config_record(run, str(trainer.device)))
-        if events is not None:
-            events.config((folder / CONFIG_FILE).read_text())
-        outcome = trainer.run(record)
-        returns = outcome.final_eval_returns
-        result.update(
-            status="complete",
-            final_eval_return=float(returns.mean()),
-            final_eval_return_std=float(returns.std()),
-            final_eval_episodes=int(returns.size),
-            steps=outcome.steps,
-        )
-        if run.config.save_model:
-            tmp = folder / f".{MODEL_FILE}.tmp"
-            torch.save(outcome.state, tmp)
-            os.replace(tmp, folder / MODEL_FILE)
-    except TrainingDiverged as exc:
-        result.update(status="diverged", error=str(exc), steps=steps_seen)
-    except RunPruned as exc:
-        result.update(status="pruned", error=str(exc), steps=steps_seen)
-    except UsageError:
-        progress.close()
-        if events is not None:
-            events.close()
-        clear_unfinished(folder, keep_checkpoint=checkpoint is not None)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-        raise
-    except Exception as exc:  # noqa: BLE001 - any training error is recorded, the grid goes on
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0], steps=steps_seen)
+        execution.ended(outcome)
     finally:
-        if trainer is not None:
-            trainer.close()
-        if events is not None:
-            events.close()
-    if not (folder / CONFIG_FILE).exists():
-        atomic_write_json(folder / CONFIG_FILE, config_record(run, run.config.device))
-    progress.close()
-    wall = earlier_wall_time_s + time.perf_counter() - start
-    result["wall_time_s"] = wall
-    result["steps_per_second"] = result["steps"] / wall if wall > 0 else None
-    if resumed_at_steps:
-        result["resumed_at_steps"] = resumed_at_steps
-    if discarded:
-        result["discarded_checkpoint"] = discarded
-    for key in ("final_eval_return", "final_eval_return_std"):
-        if result[key] is not None and not math.isfinite(result[key]):
-            result.update(status="diverged", error=f"non-finite {key}")
-    atomic_write_json(folder / RESULT_FILE, result)
-    # a failed run keeps its checkpoint, so the rerun that redoes it resumes it (after a full disk, say)
-    if result["status"] != "failed" and not run.config.keep_checkpoint:
-        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
-    return result
+        execution.close()
+    return execution.finish()
+
+
+def execute_pack(
+    runs: list[ResolvedRun],
+    folders: list[Path],
+    on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any] | Exception]:
+    """Execute runs that differ only by seed as one lockstep pack (algos/lockstep_trainer.py),
+    each into its own folder, exactly as :func:`execute_run` would execute it alone: the same
+    files and, on the CPU, the same numbers. Returns each run's result record, or the exception
+    that kept it from recording one (a UsageError, such as an unusable folder); one run's end
+    never ends another's."""
+    executions: list[RunExecution | None] = []
+    ends: dict[int, dict[str, Any] | Exception] = {}
+    for k, (run, folder) in enumerate(zip(runs, folders)):
+        callback = None if on_iteration is None else functools.partial(on_iteration, k)
+        try:
+            executions.append(RunExecution(run, folder, callback))
+        except Exception as exc:  # noqa: BLE001 - this run's failure alone
+            executions.append(None)
+            ends[k] = exc
+    members: list[int] = []
+    trainers: list[Trainer] = []
+    for k, execution in enumerate(executions):
+        if execution is None:
+            continue
+        try:
+            trainers.append(execution.start())
+            members.append(k)
+        except Exception as exc:  # noqa: BLE001
+            ends[k] = _ended(execution, exc)
+    try:
+        if trainers:
+            outcomes = LockstepTrainer(trainers).run(lambda i, row: executions[members[i]].record(row))  # type: ignore[union-attr]
+            for k, outcome in zip(members, outcomes):
+                ends[k] = _ended(executions[k], outcome)  # type: ignore[arg-type]
+    finally:
+        for execution in executions:
+            if execution is not None:
+                execution.close()
+    return [ends[k] for k in range(len(runs))]
+
+
+def _ended(execution: RunExecution, outcome: TrainingOutcome | BaseException) -> dict[str, Any] | Exception:
+    try:
+        execution.ended(outcome)
+    except Exception as exc:  # noqa: BLE001 - a UsageError: no result.json, the caller reports it
+        return exc
+    return execution.finish()

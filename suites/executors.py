@@ -46,7 +46,7 @@ from trbench.base.run_folder import (
     salvage_progress,
 )
 
-from .execute import config_record, execute_run
+from .execute import config_record, execute_pack, execute_run
 from .run_spec import ResolvedRun, resolve
 
 # every BLAS/OpenMP pool in a worker gets one thread: N workers on N cores, no oversubscription
@@ -133,12 +133,29 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
             return
         if task is None:
             return
-        spec, folder = task
+        if len(task) == 1:
+            spec, folder = task[0]
+            try:
+                result = execute_run(
+                    resolve(spec), Path(folder), on_iteration=lambda row: send(("step", 0, row["step"]))
+                )
+                send(("done", 0, result))
+            except Exception as exc:  # noqa: BLE001 - reported to the runner, which records the run as failed
+                send(("error", 0, _one_line(exc)))
+            continue
         try:
-            result = execute_run(resolve(spec), Path(folder), on_iteration=lambda row: send(("step", row["step"])))
-            send(("done", result))
-        except Exception as exc:  # noqa: BLE001 - reported to the runner, which records the run as failed
-            send(("error", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            runs = [resolve(spec) for spec, _ in task]
+            ends = execute_pack(
+                runs, [Path(folder) for _, folder in task], on_iteration=lambda k, row: send(("step", k, row["step"]))
+            )
+        except Exception as exc:  # noqa: BLE001 - outside any one run: every run of the pack failed
+            ends = [exc] * len(task)
+        for k, end in enumerate(ends):
+            send(("done", k, end) if isinstance(end, dict) else ("error", k, _one_line(end)))
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 class _Worker:
@@ -152,16 +169,21 @@ class _Worker:
         with environment_set_to(SINGLE_THREAD_ENV), _sigint_ignored():
             self.process.start()
         child_conn.close()
-        self.run: ResolvedRun | None = None
-        self.folder: Path | None = None
+        # the pack it trains: run k of the task is slot k, None once its result is in
+        self.slots: list[tuple[ResolvedRun, Path] | None] = []
         self.started_at = 0.0
 
-    def assign(self, run: ResolvedRun, folder: Path) -> None:
-        self.run, self.folder, self.started_at = run, folder, time.perf_counter()
-        self.conn.send((run.spec, str(folder)))
+    @property
+    def busy(self) -> bool:
+        return any(slot is not None for slot in self.slots)
 
-    def release(self) -> None:
-        self.run = self.folder = None
+    def assign(self, pack: list[ResolvedRun], runs_dir: Path) -> None:
+        self.slots = [(run, runs_dir / run.run_id) for run in pack]
+        self.started_at = time.perf_counter()
+        self.conn.send([(run.spec, str(runs_dir / run.run_id)) for run in pack])
+
+    def unfinished(self) -> list[tuple[ResolvedRun, Path]]:
+        return [slot for slot in self.slots if slot is not None]
 
     def stop(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):
@@ -207,43 +229,46 @@ def environment_set_to(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def run_local(runs: list[ResolvedRun], runs_dir: Path, workers: int, tracker: Tracker) -> None:
+def run_local(packs: list[list[ResolvedRun]], runs_dir: Path, workers: int, tracker: Tracker) -> None:
+    """Train `packs` (suites/packing.py; a pack of one is a lone run) on a pool of `workers`
+    processes, one pack per worker at a time."""
     context = multiprocessing.get_context("spawn")
-    pending = deque(runs)
+    pending = deque(packs)
     pool: list[_Worker] = []
     next_index = 0
     try:
-        while pending or any(w.run is not None for w in pool):
-            for worker in [w for w in pool if w.run is None and not w.process.is_alive()]:
+        while pending or any(w.busy for w in pool):
+            for worker in [w for w in pool if not w.busy and not w.process.is_alive()]:
                 worker.kill()  # died while idle: nothing to record, just replace it
                 pool.remove(worker)
             while pending and len(pool) < workers:
                 pool.append(_Worker(context, next_index))
                 next_index += 1
             for worker in list(pool):
-                if worker.run is None and pending:
-                    run = pending.popleft()
+                if not worker.busy and pending:
+                    pack = pending.popleft()
                     try:
-                        worker.assign(run, runs_dir / run.run_id)
+                        worker.assign(pack, runs_dir)
                     except OSError:  # it died since the check above; the next round replaces it
-                        pending.appendleft(run)
+                        pending.appendleft(pack)
+                        worker.slots = []
                         worker.kill()
                         pool.remove(worker)
                         continue
-                    tracker.started(run)
-            busy = [w for w in pool if w.run is not None]
+                    for run in pack:
+                        tracker.started(run)
+            busy = [w for w in pool if w.busy]
             ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=TICK_S))
             for worker in busy:
                 if worker.conn in ready or not worker.process.is_alive():
                     _drain(worker, tracker)  # including what a dead worker sent before it died
-                if worker.run is not None and not worker.process.is_alive():
+                if worker.busy and not worker.process.is_alive():
                     worker.process.join()
-                    run, folder = worker.run, worker.folder
-                    assert folder is not None  # assigned with the run
-                    result = record_failure(
-                        run, folder, _exit_reason(worker.process.exitcode), time.perf_counter() - worker.started_at
-                    )
-                    tracker.finished(run, result)
+                    reason = _exit_reason(worker.process.exitcode)
+                    for run, folder in worker.unfinished():
+                        result = record_failure(run, folder, reason, time.perf_counter() - worker.started_at)
+                        tracker.finished(run, result)
+                    worker.slots = []
                     worker.kill()
                     pool.remove(worker)
             tracker.tick()
@@ -256,21 +281,23 @@ def run_local(runs: list[ResolvedRun], runs_dir: Path, workers: int, tracker: Tr
 
 
 def _drain(worker: _Worker, tracker: Tracker) -> None:
-    while worker.run is not None:
+    while worker.busy:
         try:
             if not worker.conn.poll():
                 return
-            kind, payload = worker.conn.recv()
+            kind, slot, payload = worker.conn.recv()
         except (EOFError, OSError):
             return
-        run = worker.run
+        entry = worker.slots[slot]
+        if entry is None:
+            continue
+        run, folder = entry
         if kind == "step":
             tracker.stepped(run, payload)
         elif kind == "done":
-            worker.release()
+            worker.slots[slot] = None
             tracker.finished(run, payload)
         elif kind == "error":
-            assert worker.folder is not None  # assigned with the run
-            result = record_failure(run, worker.folder, payload, time.perf_counter() - worker.started_at)
-            worker.release()
+            result = record_failure(run, folder, payload, time.perf_counter() - worker.started_at)
+            worker.slots[slot] = None
             tracker.finished(run, result)

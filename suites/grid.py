@@ -40,7 +40,19 @@ BUILTIN_VARIANTS_FILE = Path(__file__).parent / "presets" / "variants.toml"
 ALL_ARMS = "all"
 
 # `tune` holds settings for `trbench tune --suite`; the runner itself ignores it
-SUITE_KEYS = ("name", "description", "steps", "seeds", "envs", "algos", "hparams", "env", "variants", "tune")
+SUITE_KEYS = (
+    "name",
+    "description",
+    "steps",
+    "seeds",
+    "envs",
+    "algos",
+    "hparams",
+    "env",
+    "variants",
+    "tune",
+    "seeds_per_worker",
+)
 ENV_KEYS = ("steps", "hparams")
 VARIANT_KEYS = ("algo", "description", "hparams")
 
@@ -154,6 +166,13 @@ class _SuiteReader:
             self.fail(key, f"must be a string, got {_type_name(value)} {value!r}")
         return value
 
+    def seeds_per_worker(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            self.fail("seeds_per_worker", f"must be an integer >= 1 (1: one seed per worker), got {value!r}")
+        return value
+
     def steps(self, value: Any, key: str) -> int:
         if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
             value = int(value)
@@ -220,7 +239,10 @@ class _SuiteReader:
         self.check_backends(runs)
         # seeds outermost: an interrupted grid holds every arm and env for its first seeds
         ordered = tuple(run for _, run in sorted(runs, key=lambda pair: pair[0]))
-        suite = Suite(self.path, name, description, self.text, tuple(envs), tuple(arms), tuple(seeds), ordered)
+        seeds_per_worker = self.seeds_per_worker(data.get("seeds_per_worker"))
+        suite = Suite(
+            self.path, name, description, self.text, tuple(envs), tuple(arms), tuple(seeds), ordered, seeds_per_worker
+        )
         arm_settings = {arm.name: ArmSettings(arm, layers[arm.name]) for arm in arms}
         return SuiteSettings(suite, steps_by_env, arm_settings, data.get("tune", {}))
 

@@ -21,6 +21,7 @@ from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUIT
 from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_result, run_state
 
 from .executors import run_local
+from .packing import DEFAULT_SEEDS_PER_WORKER, pack_runs, unpacked_notes
 from .grid import Suite
 from .progress import Progress, format_duration
 from .ray_executor import ray_available, ray_session, run_ray
@@ -202,8 +203,23 @@ def runs_to_do(
     return todo
 
 
+def resolved_seeds_per_worker(suite: Suite, override: int | None) -> int:
+    """--seeds-per-worker, else the suite's seeds_per_worker, else the measured default."""
+    if override is not None:
+        if override < 1:
+            raise UsageError(f"--seeds-per-worker: must be >= 1 (1: one seed per worker), got {override}")
+        return override
+    return suite.seeds_per_worker if suite.seeds_per_worker is not None else DEFAULT_SEEDS_PER_WORKER
+
+
 def dry_run(
-    suite: Suite, out: Path, redo_failed: bool, stream: TextIO, order: str = "seeds", only_envs: tuple[str, ...] = ()
+    suite: Suite,
+    out: Path,
+    redo_failed: bool,
+    stream: TextIO,
+    order: str = "seeds",
+    only_envs: tuple[str, ...] = (),
+    seeds_per_worker: int | None = None,
 ) -> int:
     check_selection(suite, order, only_envs)
     runs_dir = out / RUNS_DIR
@@ -225,9 +241,19 @@ def dry_run(
     shape = f"{len(suite.arms)} arms x {len(suite.envs)} envs x {len(suite.seeds)} seeds"
     if len(suite.runs) != len(suite.arms) * len(suite.envs) * len(suite.seeds):
         shape += ", times the grid axes"
+    packing = resolved_seeds_per_worker(suite, seeds_per_worker)
+    todo_runs = [run for run in suite.runs if run.run_id in todo]
+    packed = ""
+    if packing > 1 and todo_runs:
+        packed = (
+            f"; with the local executor in {len(pack_runs(todo_runs, packing))} worker tasks (up to {packing} "
+            "seeds of one cell in lockstep, each run's files and numbers as alone)"
+        )
+    unpacked = "".join(f"; {note}" for note in unpacked_notes(todo_runs, packing))
     stream.write(
         f"suite {suite.name!r}: {len(suite.runs)} runs ({shape}), {suite.total_steps:,} steps in all; "
-        f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}\n"
+        f"{complete} complete, {failed} failed, {len(todo)} to run ({todo_steps:,} steps) into {out}"
+        f"{packed}{unpacked}\n"
     )
     if note := rounding_note(suite.runs):
         stream.write(note + "\n")
@@ -245,6 +271,7 @@ def run_suite(
     stream: TextIO,
     order: str = "seeds",
     only_envs: tuple[str, ...] = (),
+    seeds_per_worker: int | None = None,
 ) -> int:
     """Run what is not yet done (of `only_envs` when given, in `order`, see :func:`runs_to_do`);
     exit code 0 when every run of the grid is complete, else 1."""
@@ -261,10 +288,12 @@ def run_suite(
         runs_dir.mkdir(exist_ok=True)
         remove_finished_checkpoints(runs_dir, suite)
         todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
+        packing = resolved_seeds_per_worker(suite, seeds_per_worker) if executor == "local" else 1
+        packs = pack_runs(todo, packing)
         if executor == "local":
-            workers = min(workers or default_workers(), max(len(todo), 1))
+            workers = min(workers or default_workers(), max(len(packs), 1))
         where = (
-            f"{workers} local workers"
+            f"{workers} local workers" + (f", up to {packing} seeds each in lockstep" if packing > 1 else "")
             if executor == "local"
             else (f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
         )
@@ -280,6 +309,8 @@ def run_suite(
         )
         if note := rounding_note(todo):
             stream.write(note + "\n")
+        for note in unpacked_notes(todo, packing):
+            stream.write(f"note: {note}\n")
         if moved_out or moved_back:
             stream.write(
                 f"{moved_out} run folder(s) no longer in the suite moved to {SUPERSEDED_DIR}/, "
@@ -289,7 +320,7 @@ def run_suite(
         progress = Progress(todo, stream, live=stream.isatty(), already_done=already_done)
         try:
             if todo and executor == "local":
-                run_local(todo, runs_dir, workers or default_workers(), progress)
+                run_local(packs, runs_dir, workers or default_workers(), progress)
             elif todo:
                 run_ray(todo, runs_dir, workers or (None if address else default_workers()), address, progress)
         finally:

@@ -51,6 +51,8 @@ class Suite:
     arms: tuple[Arm, ...]
     seeds: tuple[int, ...]
     runs: tuple[ResolvedRun, ...]
+    # runs of one cell that a worker trains in lockstep (suites/packing.py); None: the default
+    seeds_per_worker: int | None = None
 
     @property
     def total_steps(self) -> int:

@@ -137,11 +137,15 @@ def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeyp
     assert main(["run", "grid.toml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     suite = load_suite(tmp_path / "grid.toml")
-    listed = dict(line.split()[:2] for line in out.splitlines()[1:-2])
+    lines = out.splitlines()
+    table = lines[1 : next(i for i, line in enumerate(lines) if line.startswith("suite "))]
+    listed = dict(line.split()[:2] for line in table)
     assert listed == {run.run_id: "missing" for run in suite.runs}
     # whole iterations of 256 steps: the counts are the steps the runs will take, the rounding said once
-    assert all(line.split()[2] == "1,024" for line in out.splitlines()[1:-2])
+    assert all(line.split()[2] == "1,024" for line in table)
     assert "9 runs" in out and "9,216 steps in all" in out and "9 to run (9,216 steps)" in out
+    # three cells (trpo at two max_kl, ppo) of three seeds: three lockstep packs
+    assert "with the local executor in 3 worker tasks (up to 4 seeds of one cell in lockstep" in out
     assert out.count("the budget of 1,000 becomes 1,024 steps (9 of 9 runs)") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 

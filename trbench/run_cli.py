@@ -40,6 +40,15 @@ def add_parser(subparsers) -> None:
         help="Ray cluster address for --executor ray, e.g. auto or HEAD_HOST:6379 "
         "(default: start a local Ray instance)",
     )
+    p.add_argument(
+        "--seeds-per-worker",
+        type=int,
+        default=None,
+        metavar="S",
+        help="local executor: a worker trains up to S runs of one cell (differing only by seed) as one "
+        "batched computation, each run's files and CPU numbers as alone (default: the suite's "
+        "seeds_per_worker, else 4; 1: one seed per worker)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs and the total steps; run nothing")
     p.add_argument(
         "--skip-failed",
@@ -96,6 +105,7 @@ def run_command(args) -> int:
             stream=sys.stdout,
             order=args.order,
             only_envs=tuple(args.only_envs),
+            seeds_per_worker=args.seeds_per_worker,
         )
     return run_suite(
         suite,
@@ -107,6 +117,7 @@ def run_command(args) -> int:
         stream=sys.stdout,
         order=args.order,
         only_envs=tuple(args.only_envs),
+        seeds_per_worker=args.seeds_per_worker,
     )
 
 

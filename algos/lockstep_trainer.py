@@ -1,0 +1,131 @@
+"""Training S runs that differ only by seed in one process, their updates as one batched
+computation (:mod:`.lockstep`), each run's numbers bit-identical on the CPU to training it alone.
+
+Every member is a full :class:`~.trainer.Trainer`, with its own envs, evaluation envs,
+normalisers, random-number generator, loop state and checkpoints; :class:`LockstepTrainer` runs
+the phases of :meth:`Trainer.iterate` for each member around one stacked update. So a member's
+rollouts, evaluations, records and checkpoints are those of the lone code, and only the update is
+shared.
+
+Isolation: a member that diverges, or whose rollout, evaluation or record callback raises, ends
+there with that exception as its outcome; the others go on, restacked without it (the stack is
+written back to its members first, so nothing is lost). An exception inside the batched update
+itself cannot be told apart by member and ends every member in that update. An interrupt
+(KeyboardInterrupt, SystemExit) is not caught.
+
+Members resumed from checkpoints taken at different iterations advance in turn, lowest iteration
+first, and join one stack once they are level.
+
+Timing: a record's ``rollout_time_s`` is the member's own rollout, its ``update_time_s`` its
+share (1/S) of the batched update, and ``steps_per_second`` follows from the two, so the column
+sums over a pack to what the worker did; ``wall_time_s`` is the time since the pack started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .lockstep import LockstepAlgorithm, lockstep_class, stack_batches
+from .rollout import to_batch
+from .trainer import CollectedIteration, Trainer, TrainingOutcome
+
+
+class LockstepTrainer:
+    """Drives member trainers (same algorithm, settings, env and budget; any seeds) in lockstep."""
+
+    def __init__(self, trainers: list[Trainer]):
+        if not trainers:
+            raise ValueError("a lockstep pack needs at least one member")
+        first = trainers[0]
+        for t in trainers[1:]:
+            same = (t.algorithm_cls, t.config, t.env_id, t.total_steps) == (
+                first.algorithm_cls,
+                first.config,
+                first.env_id,
+                first.total_steps,
+            )
+            if not same:
+                raise ValueError("lockstep members must differ by seed only (algorithm, settings, env and budget)")
+        twin = lockstep_class(first.algorithm_cls)
+        if twin is None:
+            raise ValueError(f"{first.algorithm_cls.__qualname__} declares no lockstep update")
+        self.twin: type[LockstepAlgorithm] = twin
+        self.trainers = trainers
+        self.outcomes: dict[int, TrainingOutcome | BaseException] = {}
+
+    def run(self, on_record: Callable[[int, dict[str, Any]], None]) -> list[TrainingOutcome | BaseException]:
+        """Train every member to its end; `on_record(k, record)` takes member k's records as a
+        lone run's callback would (a checkpoint written there sees the member's full state).
+        Returns each member's outcome, or the exception that ended it."""
+        live: list[int] = []
+        for k, trainer in enumerate(self.trainers):
+            try:
+                trainer.begin()
+                live.append(k)
+            except Exception as exc:  # noqa: BLE001 - this member's failure, the others go on
+                self.outcomes[k] = exc
+        stack: LockstepAlgorithm | None = None
+        stacked: list[int] = []
+        while live:
+            lowest = min(self.trainers[k].loop.iteration for k in live)
+            group = [k for k in live if self.trainers[k].loop.iteration == lowest]
+            collected: dict[int, CollectedIteration] = {}
+            for k in group:
+                try:
+                    collected[k] = self.trainers[k].collect()
+                except Exception as exc:  # noqa: BLE001
+                    self._end(k, exc, live)
+            group = [k for k in group if k in collected]
+            if not group:
+                continue
+            if group != stacked:
+                if stack is not None:
+                    stack.store_state()
+                stack = self.twin([self.trainers[k].algorithm for k in group])  # type: ignore[misc]
+                stacked = group
+            assert stack is not None
+            device = self.trainers[group[0]].device
+            update_started = time.perf_counter()
+            try:
+                batch = stack_batches([to_batch(collected[k].arrays, device, torch.float32) for k in group])
+                diagnostics = stack.update(batch, progress=self.trainers[group[0]].progress)
+                stack.store_networks()
+            except Exception as exc:  # noqa: BLE001 - the update is shared: every member in it ends
+                for k in group:
+                    self._end(k, exc, live)
+                stack, stacked = None, []
+                continue
+            share = (time.perf_counter() - update_started) / len(group)
+            state_stored = False
+            for k, member_diagnostics in zip(group, diagnostics):
+                trainer = self.trainers[k]
+                try:
+                    trainer.sync_actor()
+                    mine = collected[k]
+                    record = trainer.complete_iteration(mine, member_diagnostics, mine.collected_at + share)
+                    if trainer.checkpoint_due and not state_stored:
+                        stack.store_state()  # the checkpoint pickles the member's optimiser state too
+                        state_stored = True
+                    on_record(k, record)
+                    trainer.checkpoint_due = False
+                    if trainer.finished:
+                        trainer.conclude()
+                        assert trainer.outcome is not None
+                        self._end(k, trainer.outcome, live)
+                except Exception as exc:  # noqa: BLE001
+                    trainer.checkpoint_due = False
+                    self._end(k, exc, live)
+        return [self.outcomes[k] for k in range(len(self.trainers))]
+
+    def _end(self, k: int, outcome: TrainingOutcome | BaseException, live: list[int]) -> None:
+        self.outcomes[k] = outcome
+        if k in live:
+            live.remove(k)
+
+    def close(self) -> None:
+        for trainer in self.trainers:
+            trainer.close()
