@@ -19,7 +19,7 @@ Shapes: a member batch's [N, ...] tensors become [S, N, ...]; every per-member s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -68,7 +68,7 @@ class LockstepAlgorithm:
     Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
     phase: PhaseHook = staticmethod(untimed)
 
-    def __init__(self, members: list[OnPolicyAlgorithm]):
+    def __init__(self, members: Sequence[OnPolicyAlgorithm]):
         if not members:
             raise ValueError("a lockstep update needs at least one member")
         for member in members:
@@ -78,7 +78,7 @@ class LockstepAlgorithm:
                     f"tanh/relu/elu; {type(member).__name__} has {type(member.policy).__name__}"
                 )
         first = members[0]
-        self.members = members
+        self.members = list(members)
         self.config = first.config
         self.device = first.device
         self.generators = [m.generator for m in members]

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .base import OnPolicyAlgorithm
 from .lockstep import LockstepAlgorithm, lockstep_class, stack_batches
 from .rollout import to_batch
 from .trainer import CollectedIteration, Trainer, TrainingOutcome
@@ -50,10 +51,9 @@ class LockstepTrainer:
             )
             if not same:
                 raise ValueError("lockstep members must differ by seed only (algorithm, settings, env and budget)")
-        twin = lockstep_class(first.algorithm_cls)
-        if twin is None:
-            raise ValueError(f"{first.algorithm_cls.__qualname__} declares no lockstep update")
-        self.twin: type[LockstepAlgorithm] = twin
+        # without a twin (or with networks it cannot stack, found when it is built) each member
+        # takes its own update, in turn: a pack is then as fast as its runs one after another
+        self.twin = lockstep_class(first.algorithm_cls)
         self.trainers = trainers
         self.outcomes: dict[int, TrainingOutcome | BaseException] = {}
 
@@ -82,25 +82,24 @@ class LockstepTrainer:
             group = [k for k in group if k in collected]
             if not group:
                 continue
-            if group != stacked:
+            if group != stacked and self.twin is not None:
                 if stack is not None:
                     stack.store_state()
-                stack = self.twin([self.trainers[k].algorithm for k in group])  # type: ignore[misc]
-                stacked = group
-            assert stack is not None
-            device = self.trainers[group[0]].device
+                try:
+                    stack = self.twin([self._algorithm(k) for k in group])
+                    stacked = group
+                except ValueError:  # networks the stack cannot hold: every member on its own
+                    self.twin, stack, stacked = None, None, []
             update_started = time.perf_counter()
             try:
-                batch = stack_batches([to_batch(collected[k].arrays, device, torch.float32) for k in group])
-                diagnostics = stack.update(batch, progress=self.trainers[group[0]].progress)
-                stack.store_networks()
+                diagnostics = self._update(stack, group, collected)
             except Exception as exc:  # noqa: BLE001 - the update is shared: every member in it ends
                 for k in group:
                     self._end(k, exc, live)
                 stack, stacked = None, []
                 continue
             share = (time.perf_counter() - update_started) / len(group)
-            state_stored = False
+            state_stored = stack is None
             for k, member_diagnostics in zip(group, diagnostics):
                 trainer = self.trainers[k]
                 try:
@@ -108,6 +107,7 @@ class LockstepTrainer:
                     mine = collected[k]
                     record = trainer.complete_iteration(mine, member_diagnostics, mine.collected_at + share)
                     if trainer.checkpoint_due and not state_stored:
+                        assert stack is not None
                         stack.store_state()  # the checkpoint pickles the member's optimiser state too
                         state_stored = True
                     on_record(k, record)
@@ -120,6 +120,23 @@ class LockstepTrainer:
                     trainer.checkpoint_due = False
                     self._end(k, exc, live)
         return [self.outcomes[k] for k in range(len(self.trainers))]
+
+    def _update(
+        self, stack: LockstepAlgorithm | None, group: list[int], collected: dict[int, CollectedIteration]
+    ) -> list[dict[str, float]]:
+        """One update of every member in `group`: batched when stacked, else each on its own."""
+        first = self.trainers[group[0]]
+        batches = [to_batch(collected[k].arrays, first.device, torch.float32) for k in group]
+        if stack is None:
+            return [self._algorithm(k).update(b, progress=first.progress) for k, b in zip(group, batches)]
+        diagnostics = stack.update(stack_batches(batches), progress=first.progress)
+        stack.store_networks()
+        return diagnostics
+
+    def _algorithm(self, k: int) -> OnPolicyAlgorithm:
+        algorithm = self.trainers[k].algorithm
+        assert algorithm is not None  # built by begin()
+        return algorithm
 
     def _end(self, k: int, outcome: TrainingOutcome | BaseException, live: list[int]) -> None:
         self.outcomes[k] = outcome

@@ -10,6 +10,8 @@ PPO differs from TRPO, NPG and VPG in its policy update alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .base import OnPolicyAlgorithm
@@ -85,7 +87,7 @@ class LockstepPPO(LockstepAlgorithm):
     Config = PPOConfig
     config: PPOConfig
 
-    def __init__(self, members: list[PPO]):
+    def __init__(self, members: Sequence[OnPolicyAlgorithm]):
         super().__init__(members)
         self.policy_optimizer = self._member_adam(
             self.policy_params,
@@ -154,7 +156,10 @@ def _member_means(values: list[tuple[torch.Tensor, list[bool]]], members: int) -
     if all(all(active) for _, active in values):
         return stacked.mean(-1)
     return torch.stack(
-        [stacked[k][[i for i, (_, active) in enumerate(values) if active[k]]].contiguous().mean() for k in range(members)]
+        [
+            stacked[k][[i for i, (_, active) in enumerate(values) if active[k]]].contiguous().mean()
+            for k in range(members)
+        ]
     )
 
 

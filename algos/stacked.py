@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -154,6 +155,11 @@ def stackable_mlp(net: nn.Module) -> bool:
     return True
 
 
+def _linear(module: nn.Module) -> nn.Linear:
+    assert isinstance(module, nn.Linear)  # stackable_mlp() has checked the architecture
+    return module
+
+
 class StackedMLP(nn.Module):
     """The members' ``nn.Sequential`` MLPs (same architecture) as one module on [S, N, in]."""
 
@@ -166,8 +172,9 @@ class StackedMLP(nn.Module):
         self.steps: list[nn.Module | None] = []
         for index, module in enumerate(first):
             if type(module) is nn.Linear:
-                self.weights.append(nn.Parameter(torch.stack([m[index].weight.detach() for m in members])))
-                self.biases.append(nn.Parameter(torch.stack([m[index].bias.detach() for m in members])))
+                linears = [_linear(m[index]) for m in members]
+                self.weights.append(nn.Parameter(torch.stack([linear.weight.detach() for linear in linears])))
+                self.biases.append(nn.Parameter(torch.stack([linear.bias.detach() for linear in linears])))
                 self.steps.append(None)
             else:
                 self.steps.append(copy.deepcopy(module))
@@ -192,8 +199,9 @@ class StackedMLP(nn.Module):
             for index, step in enumerate(self.steps):
                 if step is None:
                     for k, member in enumerate(members):
-                        member[index].weight.copy_(self.weights[layer][k])
-                        member[index].bias.copy_(self.biases[layer][k])
+                        linear = _linear(member[index])
+                        linear.weight.copy_(self.weights[layer][k])
+                        linear.bias.copy_(self.biases[layer][k])
                     layer += 1
 
 
@@ -273,7 +281,7 @@ def member_rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor[members, index]
 
 
-def clip_member_grad_norms(params: list[torch.Tensor], max_norm: float) -> None:
+def clip_member_grad_norms(params: Sequence[torch.Tensor], max_norm: float) -> None:
     """``torch.nn.utils.clip_grad_norm_`` applied to each member's gradients on its own.
 
     Per member: the 2-norm of each parameter's gradient, the 2-norm of those, and the scale
@@ -299,14 +307,20 @@ class MemberAdam:
     per-parameter state, one slice per member, so :meth:`load_member` and :meth:`member_state`
     move a member's optimiser between this and its own ``torch.optim.Adam`` exactly."""
 
-    def __init__(self, params: list[nn.Parameter], lr: float, eps: float = 1e-8, betas=(0.9, 0.999)):
-        self.params = params
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, eps: float = 1e-8, betas=(0.9, 0.999)):
+        self.params: list[torch.Tensor] = list(params)
         self.lr, self.eps = lr, eps
         self.beta1, self.beta2 = betas
         members = params[0].size(0)
         self.steps = [0] * members
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    def _gradients(self) -> list[torch.Tensor]:
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            raise ValueError("MemberAdam.step() needs a gradient for every parameter")
+        return grads  # type: ignore[return-value]  # checked just above
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -328,16 +342,19 @@ class MemberAdam:
             bc2_sqrt = [(1 - self.beta2 ** float(max(n, 1))) ** 0.5 for n in self.steps]
             neg_step = torch.tensor([-(self.lr / b) for b in bc1], dtype=self.params[0].dtype, device=device)
             bc2_sqrt_t = torch.tensor(bc2_sqrt, dtype=self.params[0].dtype, device=device)
-        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            grad = p.grad
-            if uniform:
-                step = float(self.steps[0])
-                exp_avg.lerp_(grad, 1 - self.beta1)
-                exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-                bias_correction2_sqrt = (1 - self.beta2**step) ** 0.5
-                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-                p.addcdiv_(exp_avg, denom, value=-(self.lr / (1 - self.beta1**step)))
-                continue
+        if uniform:
+            # every member at the same step: torch's foreach Adam, operation for operation
+            step = float(self.steps[0])
+            grads = self._gradients()
+            torch._foreach_lerp_(self.exp_avg, grads, 1 - self.beta1)
+            torch._foreach_mul_(self.exp_avg_sq, self.beta2)
+            torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - self.beta2)
+            denoms = torch._foreach_sqrt(self.exp_avg_sq)
+            torch._foreach_div_(denoms, (1 - self.beta2**step) ** 0.5)
+            torch._foreach_add_(denoms, self.eps)
+            torch._foreach_addcdiv_(self.params, self.exp_avg, denoms, -(self.lr / (1 - self.beta1**step)))
+            return
+        for p, grad, exp_avg, exp_avg_sq in zip(self.params, self._gradients(), self.exp_avg, self.exp_avg_sq):
             keep = per_member(mask, p)
             new_avg = exp_avg.lerp(grad, 1 - self.beta1)
             new_avg_sq = (exp_avg_sq * self.beta2).addcmul_(grad, grad, value=1 - self.beta2)

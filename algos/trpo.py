@@ -135,7 +135,8 @@ class TRPO(OnPolicyAlgorithm):
 class LockstepTRPO(LockstepAlgorithm):
     """TRPO's update for S members at once, each bit-identical on the CPU to :class:`TRPO` alone
     (both line-search modes give the same parameters and diagnostics; this one is the batched
-    search, so no member's decision waits on another's)."""
+    search, which takes each member's first acceptable candidate; on the CPU it stops once every
+    member has one, on a GPU it evaluates all candidates without reading anything back)."""
 
     Config = TRPOConfig
     config: TRPOConfig
@@ -182,6 +183,8 @@ class LockstepTRPO(LockstepAlgorithm):
                 cfg.backtrack_coeff,
                 cfg.backtrack_iters,
                 cfg.accept_ratio,
+                # on the CPU a read-back is free: stop at the candidate where every member has one
+                stop_once_found=self.device.type == "cpu",
             )
         return {
             "cg_residual": step.cg.residual_norm,

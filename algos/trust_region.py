@@ -27,7 +27,6 @@ import torch
 from .stacked import member_dot, per_member
 from .timing import PhaseHook, untimed
 
-
 # Every function here also takes the S members of a stacked ensemble (algos/stacked.py) at once:
 # their parameters are [S, ...] tensors, their flat vectors [S, P] (row k is member k's flat
 # vector, laid out as alone) and their scalars [S]. The single-network path is unchanged.
@@ -223,6 +222,7 @@ def batched_line_search(
     shrink: float,
     max_candidates: int,
     accept_ratio: float = 0.0,
+    stop_once_found: bool = False,
 ) -> BatchedLineSearchResult:
     """The same search as :func:`backtracking_line_search`, without reading anything back.
 
@@ -233,6 +233,10 @@ def batched_line_search(
     the acceptance test in float64, as Python floats are), so both accept the same candidate and
     leave bit-identical parameters. The fields of the result are 0-d tensors on
     the parameters' device; reading them is the caller's (single) synchronisation.
+
+    With `stop_once_found` the search reads back, after each candidate, whether every member has
+    found one, and stops then: the same result with fewer evaluations, for the CPU, where a read
+    costs nothing.
     """
     old = flat_parameters(params, members=isinstance(surrogate_before, torch.Tensor) and surrogate_before.dim() == 1)
     device = old.device
@@ -266,6 +270,8 @@ def batched_line_search(
         chosen_kl = torch.where(take, kl, chosen_kl)
         chosen_improvement = torch.where(take, improvement, chosen_improvement)
         found = found | acceptable
+        if stop_once_found and bool(found.all()):
+            break
     assign_flat_parameters(params, chosen)
     return BatchedLineSearchResult(
         accepted=found, backtracks=backtracks, step_fraction=step_fraction, kl=chosen_kl, improvement=chosen_improvement

@@ -6,6 +6,8 @@ GAE in place of Monte-Carlo returns minus a baseline), as in Spinning Up's VPG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .base import OnPolicyAlgorithm
@@ -44,7 +46,7 @@ class LockstepVPG(LockstepAlgorithm):
     Config = VPGConfig
     config: VPGConfig
 
-    def __init__(self, members: list[VPG]):
+    def __init__(self, members: Sequence[OnPolicyAlgorithm]):
         super().__init__(members)
         self.policy_optimizer = self._member_adam(
             self.policy_params, self.config.policy_lr, lambda m: (m.policy_optimizer, list(m.policy.parameters()))

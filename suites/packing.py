@@ -22,9 +22,7 @@ DEFAULT_SEEDS_PER_WORKER = 4
 def cell_key(run: ResolvedRun) -> str:
     """What runs must share to train in one pack: everything but the seed."""
     spec = run.spec
-    return json.dumps(
-        [spec.arm, spec.algorithm, spec.env_id, spec.steps, sorted(spec.overrides.items())], default=repr
-    )
+    return json.dumps([spec.arm, spec.algorithm, spec.env_id, spec.steps, sorted(spec.overrides.items())], default=repr)
 
 
 def pack_runs(runs: list[ResolvedRun], seeds_per_worker: int) -> list[list[ResolvedRun]]:
@@ -55,7 +53,5 @@ def unpacked_notes(runs: list[ResolvedRun], seeds_per_worker: int) -> list[str]:
     for run in runs:
         reason = lockstep_unsupported_reason(run.algorithm_cls)
         if reason and run.spec.algorithm not in notes:
-            notes[run.spec.algorithm] = (
-                f"{run.spec.algorithm} runs one seed per worker ({reason})"
-            )
+            notes[run.spec.algorithm] = f"{run.spec.algorithm} runs one seed per worker ({reason})"
     return list(notes.values())

@@ -21,8 +21,8 @@ from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUIT
 from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_result, run_state
 
 from .executors import run_local
-from .packing import DEFAULT_SEEDS_PER_WORKER, pack_runs, unpacked_notes
 from .grid import Suite
+from .packing import DEFAULT_SEEDS_PER_WORKER, pack_runs, unpacked_notes
 from .progress import Progress, format_duration
 from .ray_executor import ray_available, ray_session, run_ray
 from .run_spec import ResolvedRun, rounding_note
