@@ -46,7 +46,8 @@ from trbench.base.run_folder import (
     salvage_progress,
 )
 
-from .execute import config_record, execute_pack, execute_run
+from .execute import config_record, execute_run
+from .execute_pack import execute_pack
 from .run_spec import ResolvedRun, resolve
 
 # every BLAS/OpenMP pool in a worker gets one thread: N workers on N cores, no oversubscription

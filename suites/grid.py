@@ -167,9 +167,7 @@ class _SuiteReader:
         return value
 
     def seeds_per_worker(self, value: Any) -> int | None:
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             self.fail("seeds_per_worker", f"must be an integer >= 1 (1: one seed per worker), got {value!r}")
         return value
 

@@ -28,7 +28,8 @@ from trbench.algos.trainer import derive_seeds
 from trbench.algos.trpo import TRPO
 from trbench.algos.trust_region import FisherVectorProduct, flat_gradient
 from trbench.cli import main
-from trbench.suites.execute import execute_pack, execute_run
+from trbench.suites.execute import execute_run
+from trbench.suites.execute_pack import execute_pack
 from trbench.suites.packing import pack_runs
 from trbench.suites.run_spec import RunSpec, resolve
 

@@ -39,6 +39,7 @@ from trbench.algos.rollout import make_vector_env
 from trbench.algos.trainer import resolve_device
 from trbench.base.errors import check_output_folder
 
+from .lockstep import measure_lockstep, measure_lockstep_memory
 from .report import markdown, write_report
 from .runs import measure_checkpoint, measure_grid, measure_memory
 from .settings import BENCH_ALGOS, BenchReport, BenchSettings
@@ -61,6 +62,10 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
     for env_id in settings.envs:
         stream.write(f"measuring {env_id} ...\n")
         stream.flush()
+        if settings.lockstep:
+            measure_lockstep(env_id, settings, report, str(device))
+            measure_lockstep_memory(env_id, settings, report)
+            continue
         measure_throughput(env_id, settings, report, str(device))
         if settings.grid:
             measure_grid(env_id, settings, report)
@@ -132,6 +137,14 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="only time the TRPO update on a synthetic batch, on the CPU and on --device",
     )
+    p.add_argument(
+        "--lockstep",
+        type=_int_list,
+        default=(),
+        metavar="S,S,...",
+        help="instead of the other sections: one worker training S seeds in lockstep, for each S "
+        "(e.g. 1,4,8), as a ratio to raw stepping, and its peak memory",
+    )
     p.add_argument("--update-batch", type=int, default=50_000, help="batch size for --update-only (default 50000)")
     p.add_argument("--grid", action="store_true", help="also time `trbench run` on 1 and --grid-workers workers")
     p.add_argument("--grid-workers", type=int, default=2, help="parallel workers for --grid (default 2)")
@@ -196,6 +209,7 @@ def run_command(args) -> int:
         checkpoint=args.checkpoint,
         env_backend=args.env_backend,
         acting_backend=args.acting_backend,
+        lockstep=tuple(args.lockstep),
     )
     check_output_folder(args.out)  # before minutes of measuring, not after
     report = run_bench(settings, stream=sys.stdout)

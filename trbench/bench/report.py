@@ -38,6 +38,8 @@ def markdown(report: BenchReport) -> str:
         "throughput": "Throughput (ratio to raw stepping in the same round)",
         "trpo_update": "TRPO update split (ratio = share of the whole update)",
         "update": "TRPO update by device (ratio = share of the whole update)",
+        "lockstep": "Seeds in lockstep: one worker, all its seeds together (ratio to raw stepping in the same round)",
+        "lockstep_memory": "Memory of one worker against the seeds it trains in lockstep",
         "grid": "Suite runner (ratio to one worker)",
         "memory": "Memory of one worker",
         "checkpoint": "Checkpoints (ratio to one training iteration)",

@@ -16,7 +16,7 @@ from trbench.analysis.stats import stratified_bootstrap_ci
 from trbench.base.errors import UsageError
 
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
-SECTIONS = ("throughput", "trpo_update", "update", "grid", "memory", "checkpoint")
+SECTIONS = ("throughput", "trpo_update", "update", "lockstep", "lockstep_memory", "grid", "memory", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class BenchSettings:
     checkpoint: bool = False
     env_backend: str = "gymnasium"
     acting_backend: str = "torch"
+    lockstep: tuple[int, ...] = ()  # seeds per worker to time in lockstep (only that section runs)
 
     def check(self) -> None:
         if self.num_envs < 1:
@@ -87,6 +88,8 @@ class BenchSettings:
             raise UsageError(
                 f"--linesearch-mode: must be one of {', '.join(LINESEARCH_MODES)}, got {self.linesearch_mode!r}"
             )
+        if self.lockstep and min(self.lockstep) < 1:
+            raise UsageError(f"--lockstep: seeds per worker must be >= 1, such as 1,4,8, got {self.lockstep}")
         if self.memory_steps < 0:
             raise UsageError(f"--memory-steps: must be >= 0, got {self.memory_steps}")
 
