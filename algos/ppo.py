@@ -109,15 +109,14 @@ class LockstepPPO(LockstepAlgorithm):
             running = [k for k in range(self.size) if active[k]]
             if not running:
                 break
-            order = None if full_batch else self.member_orders(size, running)
-            for start in range(0, size, size if full_batch else cfg.minibatch_size):
-                if order is None:
-                    obs, actions, old_log_probs, adv = batch.obs, batch.actions, batch.log_probs, batch.advantages
-                else:
-                    idx = order[:, start : start + cfg.minibatch_size]
-                    obs, actions, old_log_probs, adv = (
-                        member_rows(t, idx) for t in (batch.obs, batch.actions, batch.log_probs, batch.advantages)
-                    )
+            data: tuple[torch.Tensor, ...] = (batch.obs, batch.actions, batch.log_probs, batch.advantages)
+            if not full_batch:
+                # gathered once per epoch and sliced: the same rows a lone run gathers per minibatch
+                order = self.member_orders(size, running)
+                data = tuple(member_rows(t, order) for t in data)
+            step = size if full_batch else cfg.minibatch_size
+            for start in range(0, size, step):
+                obs, actions, old_log_probs, adv = (t[:, start : start + step] for t in data)
                 if cfg.normalize_advantages and adv.size(-1) > 1:
                     adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True) + cfg.advantage_norm_eps)
                 log_ratio = self.policy.log_prob(obs, actions) - old_log_probs

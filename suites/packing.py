@@ -14,8 +14,9 @@ from trbench.algos.lockstep import lockstep_unsupported_reason
 
 from .run_spec import ResolvedRun
 
-# Measured on a 2-core machine (docs/performance.md): 4 seeds per worker brings TRPO and PPO on the
-# MuJoCo tasks to most of the gain 8 gives, and a 5-seed cell still packs into two workers
+# Measured on a 2-core machine (docs/performance.md, "Seeds in lockstep"): 4 seeds per worker gives
+# TRPO and PPO on Hopper-v5 and HalfCheetah-v5 most of what 8 gives, and keeps a 5-seed cell on two
+# workers (3 + 2) where 8 would leave the second worker idle
 DEFAULT_SEEDS_PER_WORKER = 4
 
 
@@ -26,23 +27,28 @@ def cell_key(run: ResolvedRun) -> str:
 
 
 def pack_runs(runs: list[ResolvedRun], seeds_per_worker: int) -> list[list[ResolvedRun]]:
-    """`runs` in packs of at most `seeds_per_worker` runs of one cell, in the order their first
-    runs come; a run whose algorithm has no lockstep update is a pack of its own."""
-    packs: list[list[ResolvedRun]] = []
-    open_packs: dict[str, list[ResolvedRun]] = {}
-    for run in runs:
+    """`runs` in packs of at most `seeds_per_worker` runs of one cell, a cell's runs split into as
+    few packs as that allows and as even as possible (5 seeds at 4 per worker: 3 and 2, so two
+    workers share the cell evenly); packs come in the order of their first run. A run whose
+    algorithm has no lockstep update is a pack of its own."""
+    cells: dict[str, list[int]] = {}
+    singles: list[int] = []
+    for position, run in enumerate(runs):
         if seeds_per_worker <= 1 or lockstep_unsupported_reason(run.algorithm_cls):
-            packs.append([run])
-            continue
-        key = cell_key(run)
-        pack = open_packs.get(key)
-        if pack is None:
-            pack = open_packs[key] = []
-            packs.append(pack)
-        pack.append(run)
-        if len(pack) >= seeds_per_worker:
-            del open_packs[key]
-    return packs
+            singles.append(position)
+        else:
+            cells.setdefault(cell_key(run), []).append(position)
+    packs: list[list[int]] = [[position] for position in singles]
+    for positions in cells.values():
+        count = -(-len(positions) // seeds_per_worker)  # ceil
+        size, extra = divmod(len(positions), count)
+        start = 0
+        for i in range(count):
+            end = start + size + (1 if i < extra else 0)
+            packs.append(positions[start:end])
+            start = end
+    packs.sort(key=lambda pack: pack[0])
+    return [[runs[position] for position in pack] for pack in packs]
 
 
 def unpacked_notes(runs: list[ResolvedRun], seeds_per_worker: int) -> list[str]:

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,6 +16,7 @@ from trbench.algos.config import PPOConfig
 from trbench.algos.lockstep import lockstep_class, lockstep_unsupported_reason
 from trbench.algos.networks import GaussianPolicy, ValueNetwork, gaussian_kl
 from trbench.algos.registry import BUILTIN, resolve_algorithm
+from trbench.algos.rollout import Batch
 from trbench.algos.stacked import (
     MemberAdam,
     StackedGaussianPolicy,
@@ -45,12 +45,12 @@ SMALL = {
 # settings under which every algorithm's own branches run (clipping, early stops, subsamples)
 EXTRA = {
     "trpo": [{}, {"linesearch_mode": "batched", "fvp_subsample": 0.2, "anneal_lr": True}],
-    "npg": [{"fvp_subsample": 0.3, "fvp_subsample_mode": "strided"}],
+    "npg": [{"fvp_subsample": 0.3, "fvp_subsample_mode": "strided", "activation": "relu"}],
     "ppo": [
         {"minibatch_size": 64},
         {"target_kl": 0.004, "policy_max_grad_norm": 0.5, "critic_max_grad_norm": 0.5, "value_clip": 0.2},
     ],
-    "vpg": [{"policy_max_grad_norm": 0.5, "anneal_lr": True}],
+    "vpg": [{"policy_max_grad_norm": 0.5, "anneal_lr": True, "activation": "elu", "init": "default"}],
 }
 
 
@@ -369,16 +369,20 @@ def test_packing_groups_runs_of_one_cell_in_order_of_their_first_run():
         for seed in range(5)
         for algo, extra in (("trpo", {}), ("ppo", {}), ("trpo", {"max_kl": 0.02}))
     ]
-    packs = pack_runs(runs, 2)
-    assert [[(r.spec.algorithm, r.spec.seed) for r in p] for p in packs][:3] == [
-        [("trpo", 0), ("trpo", 1)],
-        [("ppo", 0), ("ppo", 1)],
-        [("trpo", 0), ("trpo", 1)],
+    seeds = [[r.spec.seed for r in p] for p in pack_runs(runs, 2)]
+    # five seeds at two per worker: three packs, as even as possible, each cell's in seed order
+    assert seeds == [[0, 1], [0, 1], [0, 1], [2, 3], [2, 3], [2, 3], [4], [4], [4]]
+    assert all(len({r.config for r in p}) == 1 for p in pack_runs(runs, 2))
+    assert [[r.spec.seed for r in p] for p in pack_runs(runs, 4)] == [
+        [0, 1, 2],
+        [0, 1, 2],
+        [0, 1, 2],
+        [3, 4],
+        [3, 4],
+        [3, 4],
     ]
-    assert sorted(len(p) for p in packs) == [1, 1, 1, 2, 2, 2, 2, 2, 2]
-    assert all(len({r.config for r in p}) == 1 for p in packs)
     assert [len(p) for p in pack_runs(runs, 1)] == [1] * len(runs)
-    assert np.isclose(sum(len(p) for p in pack_runs(runs, 8)), len(runs))
+    assert [len(p) for p in pack_runs(runs, 8)] == [5, 5, 5]
 
 
 def test_the_runner_packs_seeds_into_one_worker_and_writes_what_one_seed_per_worker_writes(tmp_path, monkeypatch):
@@ -417,3 +421,29 @@ def test_a_bad_seeds_per_worker_flag_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seeds-per-worker: must be >= 1" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_lockstep_trpo_update_off_the_cpu_never_reads_a_value_back():
+    """On the meta device tensors have shapes but no values, so any read in the lockstep update
+    (``.item()``, ``float()``, ``bool()``, a Python ``if`` on a tensor) raises: the CPU check of
+    what a GPU run needs, no host synchronisation inside CG or the line search, for S > 1."""
+    config = TRPO.Config(linesearch_mode="batched")
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(TRPO(config, 11, 3, torch.device("meta"), torch.Generator().manual_seed(seed)))
+    twin = TRPO.lockstep(members)
+    shape = (3, 256)
+    batch = Batch(
+        obs=torch.empty((*shape, 11), device="meta"),
+        actions=torch.empty((*shape, 3), device="meta"),
+        log_probs=torch.empty(shape, device="meta"),
+        advantages=torch.empty(shape, device="meta"),
+        returns=torch.empty(shape, device="meta"),
+        values=torch.empty(shape, device="meta"),
+    )
+    diagnostics = twin.update_policy(batch)
+    assert diagnostics["linesearch_accepted"].device.type == "meta"
+    assert diagnostics["linesearch_accepted"].shape == (3,) and diagnostics["cg_iterations"].shape == (3,)
+    with pytest.raises(RuntimeError, match="meta"):  # the check can fail: reading is refused
+        bool(diagnostics["linesearch_accepted"].all())

@@ -18,6 +18,9 @@ Sections (each can be asked for alone):
   hook on batches collected from the env;
 - update (``--update-only``): the TRPO update on a synthetic batch of ``--update-batch`` states
   with ``--hidden`` networks, on the CPU and on ``--device`` (the GPU comparison);
+- lockstep (``--lockstep 1,4,8``): one worker training S seeds of one cell in lockstep, beside
+  the lone trainer, as a ratio to raw stepping, and its peak memory against S; with
+  ``--update-only``, the lockstep TRPO update of S members by device;
 - grid (``--grid``): a small suite run by ``trbench run`` on 1 and on ``--grid-workers`` workers;
 - memory (``--memory-steps``): the resident memory of one worker over one training run.
 - checkpoint (``--checkpoint``): writing a checkpoint, against a training iteration of the same run.
@@ -39,7 +42,7 @@ from trbench.algos.rollout import make_vector_env
 from trbench.algos.trainer import resolve_device
 from trbench.base.errors import check_output_folder
 
-from .lockstep import measure_lockstep, measure_lockstep_memory
+from .lockstep import measure_lockstep, measure_lockstep_memory, measure_lockstep_update
 from .report import markdown, write_report
 from .runs import measure_checkpoint, measure_grid, measure_memory
 from .settings import BENCH_ALGOS, BenchReport, BenchSettings
@@ -56,7 +59,10 @@ def run_bench(settings: BenchSettings, stream=sys.stdout) -> BenchReport:
     report = BenchReport(settings)
     report.samples["load_average_before"] = _load_average()
     if settings.update_only:
-        measure_update_devices(settings, report)
+        if settings.lockstep:
+            measure_lockstep_update(settings, report)
+        else:
+            measure_update_devices(settings, report)
         report.samples["load_average_after"] = _load_average()
         return report
     for env_id in settings.envs:
@@ -143,7 +149,9 @@ def add_parser(subparsers) -> None:
         default=(),
         metavar="S,S,...",
         help="instead of the other sections: one worker training S seeds in lockstep, for each S "
-        "(e.g. 1,4,8), as a ratio to raw stepping, and its peak memory",
+        "(e.g. 1,4,8), as a ratio to raw stepping, and its peak memory; with --update-only, the "
+        "lockstep TRPO update of S members at 2048 states each and at --update-batch, on the CPU "
+        "and on --device (e.g. --update-only --device cuda --lockstep 1,8,32,128)",
     )
     p.add_argument("--update-batch", type=int, default=50_000, help="batch size for --update-only (default 50000)")
     p.add_argument("--grid", action="store_true", help="also time `trbench run` on 1 and --grid-workers workers")

@@ -1,6 +1,7 @@
-"""The lockstep section (``--lockstep 1,4,8``): what one worker trains per second when it packs S
+"""The lockstep sections (``--lockstep 1,4,8``): what one worker trains per second when it packs S
 seeds of one cell into one batched computation, as a ratio to raw stepping measured in the same
-rounds, and the worker's peak memory against S.
+rounds, and the worker's peak memory against S; with ``--update-only``, the batched TRPO update
+of S members on synthetic batches by device instead.
 
 A round is one lockstep iteration of S members (every member's rollout, the batched update, each
 member's bookkeeping), then raw stepping; its ratio is S x steps per iteration over the round's
@@ -10,19 +11,23 @@ machinery with one member; the end-to-end rows of the throughput section are the
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 
 import numpy as np
 import torch
 
+from trbench.algos.lockstep import stack_batches
 from trbench.algos.lockstep_trainer import LockstepTrainer
 from trbench.algos.rollout import make_vector_env
-from trbench.algos.trainer import Trainer
+from trbench.algos.trainer import Trainer, resolve_device
+from trbench.algos.trpo import TRPO
 
-from .runs import _peak_rss_mb
-from .settings import BenchReport, BenchSettings, Row, bench_config, ratio_row
+from .runs import _peak_rss_mb, _rss_mb
+from .settings import BenchReport, BenchSettings, Row, bench_config, median, ratio_row
 from .throughput import _harmonic_pairs, raw_stepping
+from .update import synthetic_trpo
 
 
 def _pack_rounds(
@@ -93,13 +98,22 @@ def _pack_memory_worker(env_id: str, algo: str, members: int, settings: BenchSet
     torch.set_num_threads(1)  # as a suite worker runs
     cls, cfg = bench_config(algo, settings, "cpu")
     spi = settings.steps_per_iteration
+    before = _rss_mb()
     trainers = [Trainer(cls, cfg, env_id, 3 * spi, settings.seed + k) for k in range(members)]
     pack = LockstepTrainer(trainers)
     try:
         outcomes = pack.run(lambda k, record: None)
+        during = _rss_mb()  # envs, networks, optimisers and the last batches still alive
     finally:
         pack.close()
-    queue.put({"peak_mb": _peak_rss_mb(), "ok": all(not isinstance(o, BaseException) for o in outcomes)})
+    queue.put(
+        {
+            "before_mb": before,
+            "with_pack_mb": during,
+            "peak_mb": _peak_rss_mb(),
+            "ok": all(not isinstance(o, BaseException) for o in outcomes),
+        }
+    )
 
 
 def measure_lockstep_memory(env_id: str, settings: BenchSettings, report: BenchReport) -> None:
@@ -113,14 +127,100 @@ def measure_lockstep_memory(env_id: str, settings: BenchSettings, report: BenchR
             outcome = queue.get()
             process.join()
             report.samples[f"lockstep_memory/{env_id}/{algo}/{members}"] = outcome
+            seeds = f"{members} seed{'s' if members > 1 else ''} per worker"
+            failed = "" if outcome["ok"] else "; a member failed"
             report.add(
                 Row(
                     "lockstep_memory",
                     env_id,
-                    f"{algo}, {members} seed{'s' if members > 1 else ''} per worker: peak RSS",
+                    f"{algo}, {seeds}: RSS with the pack",
+                    outcome["with_pack_mb"],
+                    "MiB",
+                    repeats=1,
+                    note=f"{outcome['with_pack_mb'] - outcome['before_mb']:+.0f} MiB over the worker before the "
+                    f"pack was built; three iterations{failed}",
+                )
+            )
+            report.add(
+                Row(
+                    "lockstep_memory",
+                    env_id,
+                    f"{algo}, {seeds}: peak RSS",
                     outcome["peak_mb"],
                     "MiB",
                     repeats=1,
-                    note="a fresh worker process, three iterations" + ("" if outcome["ok"] else "; a member failed"),
+                    note="the process's peak, imports included",
                 )
             )
+
+
+# --- the batched update by device (--update-only --lockstep S,...) -----------------------------------------
+
+# the CPU reference is timed up to this many states per update (S x batch); beyond it one update
+# takes minutes on one core, and the row says so instead
+CPU_REFERENCE_MAX_STATES = 2**19
+
+
+def _stacked_update_seconds(
+    members: int, batch_size: int, settings: BenchSettings, device: torch.device
+) -> list[float]:
+    twin_members, batches = [], []
+    for k in range(members):
+        algorithm, batch = synthetic_trpo(batch_size, dataclasses.replace(settings, seed=settings.seed + k), device)
+        twin_members.append(algorithm)
+        batches.append(batch)
+    twin = TRPO.lockstep(twin_members)  # type: ignore[misc]
+    batch = stack_batches(batches)
+    seconds = []
+    for round_index in range(1 + settings.repeats):  # the first round warms the allocator and kernels up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        twin.update(batch, 0.0)  # ends by reading the diagnostics back: the queue is drained
+        if round_index:
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def measure_lockstep_update(settings: BenchSettings, report: BenchReport) -> None:
+    """The lockstep TRPO update of S members on synthetic batches, on the CPU and on --device,
+    at 2048 states per member and at --update-batch."""
+    devices = [torch.device("cpu")]
+    target = resolve_device(settings.device)
+    if target.type != "cpu":
+        devices.append(target)
+    hidden = "x".join(str(h) for h in settings.hidden)
+    for batch_size in sorted({2048, settings.update_batch}):
+        for members in settings.lockstep:
+            cpu_seconds = None
+            for device in devices:
+                states = members * batch_size
+                if device.type == "cpu" and states > CPU_REFERENCE_MAX_STATES:
+                    report.add(
+                        Row(
+                            "lockstep_update",
+                            "cpu",
+                            f"S={members}, batch {batch_size:,}",
+                            float("nan"),
+                            "states/s",
+                            note=f"not timed: {states:,} states per update on one core",
+                        )
+                    )
+                    continue
+                seconds = _stacked_update_seconds(members, batch_size, settings, device)
+                report.samples[f"lockstep_update/{device}/{members}/{batch_size}"] = seconds
+                value = median(seconds)
+                if device.type == "cpu":
+                    cpu_seconds = value
+                speedup = f"; {cpu_seconds / value:.1f}x the CPU" if cpu_seconds and device.type != "cpu" else ""
+                report.add(
+                    Row(
+                        "lockstep_update",
+                        str(device),
+                        f"S={members}, batch {batch_size:,}",
+                        states / value,
+                        "states/s",
+                        repeats=len(seconds),
+                        note=f"{hidden}, {value:.3f} s per update of all members{speedup}",
+                    )
+                )

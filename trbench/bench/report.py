@@ -40,6 +40,7 @@ def markdown(report: BenchReport) -> str:
         "update": "TRPO update by device (ratio = share of the whole update)",
         "lockstep": "Seeds in lockstep: one worker, all its seeds together (ratio to raw stepping in the same round)",
         "lockstep_memory": "Memory of one worker against the seeds it trains in lockstep",
+        "lockstep_update": "The lockstep TRPO update of S members by device (synthetic batches)",
         "grid": "Suite runner (ratio to one worker)",
         "memory": "Memory of one worker",
         "checkpoint": "Checkpoints (ratio to one training iteration)",

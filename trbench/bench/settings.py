@@ -16,7 +16,17 @@ from trbench.analysis.stats import stratified_bootstrap_ci
 from trbench.base.errors import UsageError
 
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
-SECTIONS = ("throughput", "trpo_update", "update", "lockstep", "lockstep_memory", "grid", "memory", "checkpoint")
+SECTIONS = (
+    "throughput",
+    "trpo_update",
+    "update",
+    "lockstep",
+    "lockstep_memory",
+    "lockstep_update",
+    "grid",
+    "memory",
+    "checkpoint",
+)
 
 
 @dataclass(frozen=True)
