@@ -10,8 +10,8 @@ stacked tensors (:mod:`.stacked`), and writes the results back: the networks aft
 checkpoint or a change of members). Members draw their minibatch orders and Fisher subsamples
 from their own generators, in the order they would alone.
 
-An algorithm declares lockstep support by naming its twin in its own class body
-(``lockstep = LockstepTRPO``); a subclass that does not declare one of its own, such as a user's
+An algorithm declares lockstep support by setting its twin on its own class
+(``TRPO.lockstep = LockstepTRPO``, or ``lockstep = ...`` in the class body); a subclass that does not declare one of its own, such as a user's
 variant of a built-in, runs one member per process, since its update is not the twin's.
 
 Shapes: a member batch's [N, ...] tensors become [S, N, ...]; every per-member scalar is [S].
@@ -40,7 +40,7 @@ from .trust_region import fisher_subsample
 
 
 def lockstep_class(algorithm_cls: type[OnPolicyAlgorithm]) -> type[LockstepAlgorithm] | None:
-    """The lockstep twin `algorithm_cls` declares in its own body, or None."""
+    """The lockstep twin set on `algorithm_cls` itself (not inherited), or None."""
     twin = algorithm_cls.__dict__.get("lockstep")
     return twin if isinstance(twin, type) and issubclass(twin, LockstepAlgorithm) else None
 
@@ -211,12 +211,17 @@ class LockstepAlgorithm:
         mean, log_std = self.policy(obs)
         return gaussian_kl(mean_old, log_std_old, mean, log_std).mean(-1)
 
-    def fisher_states(self, size: int, fraction: float, mode: str) -> torch.Tensor | None:
-        """Per member, the Fisher subsample :func:`fisher_subsample` draws alone ([S, n]); None
-        for the whole batch (indexing by arange would copy the same values)."""
+    def fisher_mean_kl(self, batch: Batch, mean_old: torch.Tensor, log_std_old: torch.Tensor) -> torch.Tensor:
+        """Per member, the mean KL whose Hessian the Fisher-vector products use: over the states
+        of the subsample :func:`fisher_subsample` draws from the member's generator as alone (the
+        whole batch at fvp_subsample 1, where indexing by arange would copy the same values)."""
+        cfg = self.config
+        fraction = getattr(cfg, "fvp_subsample", 1.0)
         if fraction >= 1.0:
-            return None
-        return torch.stack([fisher_subsample(size, fraction, g, self.device, mode) for g in self.generators])
+            return self.mean_kl_from(batch.obs, mean_old, log_std_old)
+        size, mode = batch.obs.size(1), getattr(cfg, "fvp_subsample_mode", "random")
+        index = torch.stack([fisher_subsample(size, fraction, g, self.device, mode) for g in self.generators])
+        return self.mean_kl_from(*(member_rows(t, index) for t in (batch.obs, mean_old, log_std_old)))
 
     def parameters_finite(self) -> torch.Tensor:
         """Per member, whether all its parameters are finite ([S] bool)."""

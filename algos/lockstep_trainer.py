@@ -16,6 +16,10 @@ itself cannot be told apart by member and ends every member in that update. An i
 Members resumed from checkpoints taken at different iterations advance in turn, lowest iteration
 first, and join one stack once they are level.
 
+Fallback: an algorithm without a twin, or whose networks the twin cannot stack (it raises
+ValueError when built), gives each member its own update, one after another: the same numbers,
+at the speed of training the seeds one by one.
+
 Timing: a record's ``rollout_time_s`` is the member's own rollout, its ``update_time_s`` its
 share (1/S) of the batched update, and ``steps_per_second`` follows from the two, so the column
 sums over a pack to what the worker did; ``wall_time_s`` is the time since the pack started.

@@ -14,8 +14,24 @@ from .base import OnPolicyAlgorithm
 from .config import NPGConfig
 from .lockstep import LockstepAlgorithm
 from .rollout import Batch
-from .stacked import member_rows
-from .trust_region import assign_flat_parameters, fisher_subsample, flat_parameters, natural_gradient_step
+from .trust_region import (
+    NaturalStep,
+    assign_flat_parameters,
+    fisher_subsample,
+    flat_parameters,
+    natural_gradient_step,
+)
+
+
+def npg_diagnostics(step: NaturalStep) -> dict[str, torch.Tensor]:
+    return {
+        "cg_residual": step.cg.residual_norm,
+        "cg_iterations": step.cg.iterations,
+        "sFs": step.sFs,
+        "expected_improvement": step.expected_improvement,
+        "step_size": step.beta,
+        "update_skipped": (~step.valid).to(torch.float64),
+    }
 
 
 class NPG(OnPolicyAlgorithm):
@@ -44,14 +60,7 @@ class NPG(OnPolicyAlgorithm):
         # an unusable step has beta = 0, so applying it leaves the parameters unchanged without
         # a host round trip to decide
         assign_flat_parameters(actor_params, flat_parameters(actor_params) + step.full_step)
-        return {
-            "cg_residual": step.cg.residual_norm,
-            "cg_iterations": step.cg.iterations,
-            "sFs": step.sFs,
-            "expected_improvement": step.expected_improvement,
-            "step_size": step.beta,
-            "update_skipped": (~step.valid).to(torch.float64),
-        }
+        return npg_diagnostics(step)
 
 
 class LockstepNPG(LockstepAlgorithm):
@@ -67,15 +76,9 @@ class LockstepNPG(LockstepAlgorithm):
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
         ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        fvp_idx = self.fisher_states(batch.obs.size(1), cfg.fvp_subsample, cfg.fvp_subsample_mode)
-        fvp_obs, fvp_mean, fvp_log_std = (
-            (batch.obs, mean_old, log_std_old)
-            if fvp_idx is None
-            else (member_rows(t, fvp_idx) for t in (batch.obs, mean_old, log_std_old))
-        )
         step = natural_gradient_step(
             (ratio * advantages).mean(-1),
-            self.mean_kl_from(fvp_obs, fvp_mean, fvp_log_std),
+            self.fisher_mean_kl(batch, mean_old, log_std_old),
             params,
             cfg.max_kl,
             cfg.damping,
@@ -84,14 +87,7 @@ class LockstepNPG(LockstepAlgorithm):
             phase=self.phase,
         )
         assign_flat_parameters(params, flat_parameters(params, members=True) + step.full_step)
-        return {
-            "cg_residual": step.cg.residual_norm,
-            "cg_iterations": step.cg.iterations,
-            "sFs": step.sFs,
-            "expected_improvement": step.expected_improvement,
-            "step_size": step.beta,
-            "update_skipped": (~step.valid).to(torch.float64),
-        }
+        return npg_diagnostics(step)
 
 
 NPG.lockstep = LockstepNPG

@@ -22,8 +22,14 @@ from .base import OnPolicyAlgorithm
 from .config import TRPOConfig
 from .lockstep import LockstepAlgorithm
 from .rollout import Batch
-from .stacked import member_rows
-from .trust_region import backtracking_line_search, batched_line_search, fisher_subsample, natural_gradient_step
+from .trust_region import (
+    BatchedLineSearchResult,
+    NaturalStep,
+    backtracking_line_search,
+    batched_line_search,
+    fisher_subsample,
+    natural_gradient_step,
+)
 
 
 @dataclass
@@ -32,6 +38,26 @@ class SurrogateObjectives:
     surrogate_and_kl: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     mean_old: torch.Tensor
     log_std_old: torch.Tensor
+
+
+def step_diagnostics(step: NaturalStep) -> dict[str, torch.Tensor]:
+    return {
+        "cg_residual": step.cg.residual_norm,
+        "cg_iterations": step.cg.iterations,
+        "sFs": step.sFs,
+        "expected_improvement": step.expected_improvement,
+    }
+
+
+def batched_search_diagnostics(step: NaturalStep, found: BatchedLineSearchResult) -> dict[str, torch.Tensor]:
+    """The line search's diagnostics as tensors; an unusable step reports no backtracks."""
+    return {
+        "update_skipped": (~step.valid).double(),
+        "linesearch_accepted": found.accepted.double(),
+        "backtracks": torch.where(step.valid, found.backtracks, 0).double(),
+        "step_size": step.beta * found.step_fraction,
+        "surrogate_improvement": found.improvement,
+    }
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -74,12 +100,7 @@ class TRPO(OnPolicyAlgorithm):
             cfg.cg_tol,
             phase=self.phase,
         )
-        diagnostics = {
-            "cg_residual": step.cg.residual_norm,
-            "cg_iterations": step.cg.iterations,
-            "sFs": step.sFs,
-            "expected_improvement": step.expected_improvement,
-        }
+        diagnostics = step_diagnostics(step)
 
         if cfg.linesearch_mode == "batched":
             # no host read anywhere: an unusable step is exactly zero, which the search rejects
@@ -96,13 +117,7 @@ class TRPO(OnPolicyAlgorithm):
                     cfg.backtrack_iters,
                     cfg.accept_ratio,
                 )
-            return diagnostics | {
-                "update_skipped": (~step.valid).double(),
-                "linesearch_accepted": found.accepted.double(),
-                "backtracks": torch.where(step.valid, found.backtracks, 0).double(),
-                "step_size": step.beta * found.step_fraction,
-                "surrogate_improvement": found.improvement,
-            }
+            return diagnostics | batched_search_diagnostics(step, found)
         if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
             return diagnostics | {
                 "update_skipped": 1.0,
@@ -156,15 +171,9 @@ class LockstepTRPO(LockstepAlgorithm):
             return surrogate(), self.mean_kl_from(batch.obs, mean_old, log_std_old)
 
         accept_kl = cfg.kl_accept_factor * cfg.max_kl
-        fvp_idx = self.fisher_states(batch.obs.size(1), cfg.fvp_subsample, cfg.fvp_subsample_mode)
-        fvp_obs, fvp_mean, fvp_log_std = (
-            (batch.obs, mean_old, log_std_old)
-            if fvp_idx is None
-            else (member_rows(t, fvp_idx) for t in (batch.obs, mean_old, log_std_old))
-        )
         step = natural_gradient_step(
             surrogate(),
-            self.mean_kl_from(fvp_obs, fvp_mean, fvp_log_std),
+            self.fisher_mean_kl(batch, mean_old, log_std_old),
             params,
             cfg.max_kl,
             cfg.damping,
@@ -186,17 +195,7 @@ class LockstepTRPO(LockstepAlgorithm):
                 # on the CPU a read-back is free: stop at the candidate where every member has one
                 stop_once_found=self.device.type == "cpu",
             )
-        return {
-            "cg_residual": step.cg.residual_norm,
-            "cg_iterations": step.cg.iterations,
-            "sFs": step.sFs,
-            "expected_improvement": step.expected_improvement,
-            "update_skipped": (~step.valid).double(),
-            "linesearch_accepted": found.accepted.double(),
-            "backtracks": torch.where(step.valid, found.backtracks, 0).double(),
-            "step_size": step.beta * found.step_fraction,
-            "surrogate_improvement": found.improvement,
-        }
+        return step_diagnostics(step) | batched_search_diagnostics(step, found)
 
 
 TRPO.lockstep = LockstepTRPO
