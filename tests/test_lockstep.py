@@ -315,6 +315,23 @@ def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint_to_the_same
         assert_same_run(tmp_path / f"alone-{seed}", folder)
 
 
+def test_members_resumed_at_different_steps_catch_up_then_share_the_update_to_the_same_bits(tmp_path):
+    settings = {**SMALL, "checkpoint_interval_steps": 512}
+    early, late = (resolve(RunSpec("trpo", "InvertedPendulum-v5", 1280, s, settings)) for s in (8, 9))
+
+    def interrupt(row):
+        if row["step"] == 768:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):  # one seed was trained alone and killed after its first checkpoint
+        execute_run(early, tmp_path / "pack-8", on_iteration=interrupt)
+    ends = execute_pack([early, late], [tmp_path / "pack-8", tmp_path / "pack-9"])
+    assert ends[0]["resumed_at_steps"] == [512] and "resumed_at_steps" not in ends[1]
+    for run, seed in ((early, 8), (late, 9)):
+        execute_run(run, tmp_path / f"alone-{seed}")
+        assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
+
+
 # --- algorithms without a lockstep update ------------------------------------------------------------------
 
 
