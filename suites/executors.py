@@ -8,12 +8,14 @@ every folder finished or recognisably unfinished (and redone next time).
 
 local
     A pool of worker processes started with ``spawn``, each limited to one torch thread. Each
-    worker is handed one run at a time over its own pipe, so the runner always knows which run a
-    worker holds: a worker that dies (out of memory, a segfault, a kill) has its run recorded as
-    failed and is replaced, and the grid goes on. Workers die with the runner (on Linux by
+    worker is handed one pack at a time over its own pipe: one run, or up to ``seeds_per_worker``
+    runs of one cell trained in lockstep (:mod:`.packing`, :mod:`.execute_pack`). The runner
+    always knows which runs a worker holds: a worker that dies (out of memory, a segfault, a kill)
+    has its unfinished runs recorded as failed and is replaced, and the grid goes on. A pack's
+    results arrive when the whole pack ends. Workers die with the runner (on Linux by
     ``PR_SET_PDEATHSIG``, elsewhere at the next iteration), so a rerun never races an orphan.
 ray
-    One Ray task per run. The task trains into a temporary folder on whichever node it lands and
+    One Ray task per run (no packing: each task trains one seed). The task trains into a temporary folder on whichever node it lands and
     streams back its progress, each checkpoint the run saves and, last, the run's files; the
     runner writes them into the results folder. The nodes therefore need trbench installed but
     no shared filesystem. A run lost to the system (its worker process or node died) is
