@@ -60,11 +60,18 @@ class LockstepTrainer:
         self.twin = lockstep_class(first.algorithm_cls)
         self.trainers = trainers
         self.outcomes: dict[int, TrainingOutcome | BaseException] = {}
+        self._on_end: Callable[[int, TrainingOutcome | BaseException], None] | None = None
 
-    def run(self, on_record: Callable[[int, dict[str, Any]], None]) -> list[TrainingOutcome | BaseException]:
+    def run(
+        self,
+        on_record: Callable[[int, dict[str, Any]], None],
+        on_end: Callable[[int, TrainingOutcome | BaseException], None] | None = None,
+    ) -> list[TrainingOutcome | BaseException]:
         """Train every member to its end; `on_record(k, record)` takes member k's records as a
-        lone run's callback would (a checkpoint written there sees the member's full state).
-        Returns each member's outcome, or the exception that ended it."""
+        lone run's callback would (a checkpoint written there sees the member's full state), and
+        `on_end(k, outcome)` hears the moment member k ends, with its outcome or the exception
+        that ended it. Returns each member's outcome or exception."""
+        self._on_end = on_end
         live: list[int] = []
         for k, trainer in enumerate(self.trainers):
             try:
@@ -146,6 +153,8 @@ class LockstepTrainer:
         self.outcomes[k] = outcome
         if k in live:
             live.remove(k)
+        if self._on_end is not None:
+            self._on_end(k, outcome)
 
     def close(self) -> None:
         for trainer in self.trainers:

@@ -9,10 +9,10 @@ every folder finished or recognisably unfinished (and redone next time).
 local
     A pool of worker processes started with ``spawn``, each limited to one torch thread. Each
     worker is handed one pack at a time over its own pipe: one run, or up to ``seeds_per_worker``
-    runs of one cell trained in lockstep (:mod:`.packing`, :mod:`.execute_pack`). The runner
-    always knows which runs a worker holds: a worker that dies (out of memory, a segfault, a kill)
-    has its unfinished runs recorded as failed and is replaced, and the grid goes on. A pack's
-    results arrive when the whole pack ends. Workers die with the runner (on Linux by
+    runs of one cell trained in lockstep (:mod:`.packing`, :mod:`.execute_pack`), each run's result
+    sent as soon as that run ends. The runner always knows which runs a worker holds: a worker
+    that dies (out of memory, a segfault, a kill) has its unfinished runs recorded as failed and
+    is replaced, and the grid goes on. Workers die with the runner (on Linux by
     ``PR_SET_PDEATHSIG``, elsewhere at the next iteration), so a rerun never races an orphan.
 ray
     One Ray task per run (no packing: each task trains one seed). The task trains into a temporary folder on whichever node it lands and
@@ -31,6 +31,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,15 +147,28 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
             except Exception as exc:  # noqa: BLE001 - reported to the runner, which records the run as failed
                 send(("error", 0, _one_line(exc)))
             continue
-        try:
-            runs = [resolve(spec) for spec, _ in task]
-            ends = execute_pack(
-                runs, [Path(folder) for _, folder in task], on_iteration=lambda k, row: send(("step", k, row["step"]))
-            )
-        except Exception as exc:  # noqa: BLE001 - outside any one run: every run of the pack failed
-            ends = [exc] * len(task)
-        for k, end in enumerate(ends):
-            send(("done", k, end) if isinstance(end, dict) else ("error", k, _one_line(end)))
+        _train_pack(task, send)
+
+
+def _train_pack(task: list, send: Callable[[tuple], None]) -> None:
+    """A pack in lockstep, each run's end sent as it comes."""
+    reported: set[int] = set()
+
+    def report(k: int, end: dict[str, Any] | Exception) -> None:
+        reported.add(k)
+        send(("done", k, end) if isinstance(end, dict) else ("error", k, _one_line(end)))
+
+    try:
+        execute_pack(
+            [resolve(spec) for spec, _ in task],
+            [Path(folder) for _, folder in task],
+            on_iteration=lambda k, row: send(("step", k, row["step"])),
+            on_end=report,
+        )
+    except Exception as exc:  # noqa: BLE001 - outside any one run: the runs not yet ended failed
+        for k in range(len(task)):
+            if k not in reported:
+                report(k, exc)
 
 
 def _one_line(exc: BaseException) -> str:

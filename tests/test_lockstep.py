@@ -276,8 +276,18 @@ def test_a_member_that_diverges_or_raises_ends_alone_and_the_others_complete_as_
     PoisonedPendulum.poisoned = {derive_seeds(2)["env"]: mode}  # the first sub-env of seed 2's envs
     try:
         runs = [resolve(RunSpec("trpo", "trbench-test/PoisonedPendulum-v0", 1024, s, SMALL)) for s in seeds]
-        ends = execute_pack(runs, [tmp_path / f"pack-{s}" for s in seeds])
+        seen_while_others_train = []
+
+        def on_iteration(k, row):
+            if k == 0 and row["step"] == 1024:  # the others' last iteration: seed 2 ended before
+                seen_while_others_train.append(json.loads((tmp_path / "pack-2" / "result.json").read_text()))
+
+        heard = []
+        ends = execute_pack(
+            runs, [tmp_path / f"pack-{s}" for s in seeds], on_iteration, on_end=lambda k, end: heard.append(k)
+        )
         assert [end["status"] for end in ends] == ["complete", status, "complete"]
+        assert [r["status"] for r in seen_while_others_train] == [status] and heard[0] == 1
         assert ends[1]["steps"] < 1024
         for run, seed in zip(runs, seeds):
             alone = execute_run(run, tmp_path / f"alone-{seed}")
