@@ -3,7 +3,7 @@ one batched kernel does the work of S small ones.
 
 A member's weight is slice k of a [S, out, in] tensor and its inputs slice k of [S, N, in]. On the
 CPU every member computes bit for bit what the same network computes alone, which is what lets a
-lockstep run reproduce single-seed runs exactly. That rests on three facts, each checked by
+lockstep run reproduce single-seed runs exactly. That rests on four facts, each checked by
 ``tests/test_lockstep.py``:
 
 * Slice k of ``torch.bmm`` / ``torch.baddbmm`` is the ``torch.mm`` / ``torch.addmm`` of slice k
@@ -24,7 +24,7 @@ lockstep run reproduce single-seed runs exactly. That rests on three facts, each
   placed at member 0's offset from that boundary (the offset a lone run's tensor has).
 
 Off the CPU the batched kernels are used throughout; results there are close to, not identical
-with, single-member runs, as two GPU runs of the same seed are not identical either.
+with, single-member runs (other kernels sum in other orders).
 """
 
 from __future__ import annotations
