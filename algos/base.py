@@ -17,6 +17,18 @@ from .rollout import Batch
 from .timing import PhaseHook, untimed
 
 
+def diagnostics_on_host(diagnostics: dict, device: torch.device, shape: tuple[int, ...]) -> list:
+    """Every diagnostic (a tensor or a number of `shape`) as Python floats, in one transfer at the
+    end of an update rather than one per value inside it; one list per diagnostic, in order."""
+    return (
+        torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(shape) for v in diagnostics.values()]
+        )
+        .cpu()
+        .tolist()
+    )
+
+
 class OnPolicyAlgorithm:
     """Base class. Subclasses set ``name`` and ``Config`` and implement ``update_policy``."""
 
@@ -70,15 +82,7 @@ class OnPolicyAlgorithm:
             diagnostics["entropy"] = self.policy.entropy()
         with self.phase("critic"):
             diagnostics.update(self.update_critic(batch))
-        # one transfer of every diagnostic at the end, not one per value inside the update
-        values = (
-            torch.stack(
-                [torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in diagnostics.values()]
-            )
-            .cpu()
-            .tolist()
-        )
-        return dict(zip(diagnostics.keys(), values))
+        return dict(zip(diagnostics.keys(), diagnostics_on_host(diagnostics, self.device, ())))
 
     def annealed(self, lr: float) -> float:
         return lr * (1.0 - self.progress) if self.config.anneal_lr else lr

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import OnPolicyAlgorithm
-from .config import OnPolicyConfig
+from .base import OnPolicyAlgorithm, diagnostics_on_host
+from .config import NaturalGradientConfig, OnPolicyConfig
 from .networks import gaussian_kl
 from .rollout import Batch
 from .stacked import (
@@ -138,16 +138,7 @@ class LockstepAlgorithm:
             diagnostics["entropy"] = self.policy.entropy()
         with self.phase("critic"):
             diagnostics.update(self.update_critic(batch))
-        values = (
-            torch.stack(
-                [
-                    torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(self.size)
-                    for v in diagnostics.values()
-                ]
-            )
-            .cpu()
-            .tolist()
-        )
+        values = diagnostics_on_host(diagnostics, self.device, (self.size,))
         return [dict(zip(diagnostics.keys(), (row[k] for row in values))) for k in range(self.size)]
 
     def annealed(self, lr: float) -> float:
@@ -211,19 +202,27 @@ class LockstepAlgorithm:
         mean, log_std = self.policy(obs)
         return gaussian_kl(mean_old, log_std_old, mean, log_std).mean(-1)
 
+    def parameters_finite(self) -> torch.Tensor:
+        """Per member, whether all its parameters are finite ([S] bool)."""
+        flags = [torch.isfinite(p).reshape(self.size, -1).all(1) for p in self.policy_params + self.value_params]
+        return torch.stack(flags).all(0)
+
+
+class LockstepNaturalGradient(LockstepAlgorithm):
+    """Base of the natural-gradient twins (TRPO, NPG): the Fisher subsample, as alone."""
+
+    Config: ClassVar[type[OnPolicyConfig]] = NaturalGradientConfig
+    config: NaturalGradientConfig
+
     def fisher_mean_kl(self, batch: Batch, mean_old: torch.Tensor, log_std_old: torch.Tensor) -> torch.Tensor:
         """Per member, the mean KL whose Hessian the Fisher-vector products use: over the states
         of the subsample :func:`fisher_subsample` draws from the member's generator as alone (the
         whole batch at fvp_subsample 1, where indexing by arange would copy the same values)."""
         cfg = self.config
-        fraction = getattr(cfg, "fvp_subsample", 1.0)
-        if fraction >= 1.0:
+        if cfg.fvp_subsample >= 1.0:
             return self.mean_kl_from(batch.obs, mean_old, log_std_old)
-        size, mode = batch.obs.size(1), getattr(cfg, "fvp_subsample_mode", "random")
-        index = torch.stack([fisher_subsample(size, fraction, g, self.device, mode) for g in self.generators])
+        size = batch.obs.size(1)
+        index = torch.stack(
+            [fisher_subsample(size, cfg.fvp_subsample, g, self.device, cfg.fvp_subsample_mode) for g in self.generators]
+        )
         return self.mean_kl_from(*(member_rows(t, index) for t in (batch.obs, mean_old, log_std_old)))
-
-    def parameters_finite(self) -> torch.Tensor:
-        """Per member, whether all its parameters are finite ([S] bool)."""
-        flags = [torch.isfinite(p).reshape(self.size, -1).all(1) for p in self.policy_params + self.value_params]
-        return torch.stack(flags).all(0)

@@ -12,14 +12,14 @@ import torch
 
 from .base import OnPolicyAlgorithm
 from .config import NPGConfig
-from .lockstep import LockstepAlgorithm
+from .lockstep import LockstepNaturalGradient
 from .rollout import Batch
 from .trust_region import (
     NaturalStep,
     assign_flat_parameters,
+    configured_natural_step,
     fisher_subsample,
     flat_parameters,
-    natural_gradient_step,
 )
 
 
@@ -47,14 +47,11 @@ class NPG(OnPolicyAlgorithm):
             mean_old, log_std_old = self.policy(batch.obs)
         ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
         fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device, cfg.fvp_subsample_mode)
-        step = natural_gradient_step(
+        step = configured_natural_step(
+            cfg,
             (ratio * advantages).mean(),
             self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
             actor_params,
-            cfg.max_kl,
-            cfg.damping,
-            cfg.cg_iters,
-            cfg.cg_tol,
             phase=self.phase,
         )
         # an unusable step has beta = 0, so applying it leaves the parameters unchanged without
@@ -63,7 +60,7 @@ class NPG(OnPolicyAlgorithm):
         return npg_diagnostics(step)
 
 
-class LockstepNPG(LockstepAlgorithm):
+class LockstepNPG(LockstepNaturalGradient):
     """NPG's update for S members at once, each bit-identical on the CPU to :class:`NPG` alone."""
 
     Config = NPGConfig
@@ -76,14 +73,11 @@ class LockstepNPG(LockstepAlgorithm):
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
         ratio = torch.exp(self.policy.log_prob(batch.obs, batch.actions) - batch.log_probs)
-        step = natural_gradient_step(
+        step = configured_natural_step(
+            cfg,
             (ratio * advantages).mean(-1),
             self.fisher_mean_kl(batch, mean_old, log_std_old),
             params,
-            cfg.max_kl,
-            cfg.damping,
-            cfg.cg_iters,
-            cfg.cg_tol,
             phase=self.phase,
         )
         assign_flat_parameters(params, flat_parameters(params, members=True) + step.full_step)

@@ -20,15 +20,15 @@ import torch
 
 from .base import OnPolicyAlgorithm
 from .config import TRPOConfig
-from .lockstep import LockstepAlgorithm
+from .lockstep import LockstepNaturalGradient
 from .rollout import Batch
 from .trust_region import (
     BatchedLineSearchResult,
     NaturalStep,
     backtracking_line_search,
     batched_line_search,
+    configured_natural_step,
     fisher_subsample,
-    natural_gradient_step,
 )
 
 
@@ -58,6 +58,28 @@ def batched_search_diagnostics(step: NaturalStep, found: BatchedLineSearchResult
         "step_size": step.beta * found.step_fraction,
         "surrogate_improvement": found.improvement,
     }
+
+
+def configured_batched_search(
+    config: TRPOConfig,
+    params: list,
+    step: NaturalStep,
+    surrogate_and_kl: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    stop_once_found: bool = False,
+) -> BatchedLineSearchResult:
+    """:func:`batched_line_search` along `step` with the bounds and backtracking of `config`."""
+    return batched_line_search(
+        params,
+        step.full_step,
+        surrogate_and_kl,
+        step.surrogate_before,
+        step.expected_improvement,
+        config.kl_accept_factor * config.max_kl,
+        config.backtrack_coeff,
+        config.backtrack_iters,
+        config.accept_ratio,
+        stop_once_found=stop_once_found,
+    )
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -90,14 +112,11 @@ class TRPO(OnPolicyAlgorithm):
         accept_kl = cfg.kl_accept_factor * cfg.max_kl
 
         fvp_idx = fisher_subsample(len(batch), cfg.fvp_subsample, self.generator, self.device, cfg.fvp_subsample_mode)
-        step = natural_gradient_step(
+        step = configured_natural_step(
+            cfg,
             surrogate(),
             self.mean_kl_from(batch.obs[fvp_idx], mean_old[fvp_idx], log_std_old[fvp_idx]),
             actor_params,
-            cfg.max_kl,
-            cfg.damping,
-            cfg.cg_iters,
-            cfg.cg_tol,
             phase=self.phase,
         )
         diagnostics = step_diagnostics(step)
@@ -106,17 +125,7 @@ class TRPO(OnPolicyAlgorithm):
             # no host read anywhere: an unusable step is exactly zero, which the search rejects
             # (no improvement), so the parameters stay; the diagnostics follow `valid` by masking
             with self.phase("linesearch"):
-                found = batched_line_search(
-                    actor_params,
-                    step.full_step,
-                    surrogate_and_kl,
-                    step.surrogate_before,
-                    step.expected_improvement,
-                    accept_kl,
-                    cfg.backtrack_coeff,
-                    cfg.backtrack_iters,
-                    cfg.accept_ratio,
-                )
+                found = configured_batched_search(cfg, actor_params, step, surrogate_and_kl)
             return diagnostics | batched_search_diagnostics(step, found)
         if not bool(step.valid):  # s^T F s <= 0 or NaN: no trustworthy step exists; skip it
             return diagnostics | {
@@ -147,7 +156,7 @@ class TRPO(OnPolicyAlgorithm):
         }
 
 
-class LockstepTRPO(LockstepAlgorithm):
+class LockstepTRPO(LockstepNaturalGradient):
     """TRPO's update for S members at once, each bit-identical on the CPU to :class:`TRPO` alone
     (both line-search modes give the same parameters and diagnostics; this one is the batched
     search, which takes each member's first acceptable candidate; on the CPU it stops once every
@@ -170,30 +179,17 @@ class LockstepTRPO(LockstepAlgorithm):
         def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
             return surrogate(), self.mean_kl_from(batch.obs, mean_old, log_std_old)
 
-        accept_kl = cfg.kl_accept_factor * cfg.max_kl
-        step = natural_gradient_step(
+        step = configured_natural_step(
+            cfg,
             surrogate(),
             self.fisher_mean_kl(batch, mean_old, log_std_old),
             params,
-            cfg.max_kl,
-            cfg.damping,
-            cfg.cg_iters,
-            cfg.cg_tol,
             phase=self.phase,
         )
         with self.phase("linesearch"):
-            found = batched_line_search(
-                params,
-                step.full_step,
-                surrogate_and_kl,
-                step.surrogate_before,
-                step.expected_improvement,
-                accept_kl,
-                cfg.backtrack_coeff,
-                cfg.backtrack_iters,
-                cfg.accept_ratio,
-                # on the CPU a read-back is free: stop at the candidate where every member has one
-                stop_once_found=self.device.type == "cpu",
+            # on the CPU a read-back is free: stop at the candidate where every member has one
+            found = configured_batched_search(
+                cfg, params, step, surrogate_and_kl, stop_once_found=self.device.type == "cpu"
             )
         return step_diagnostics(step) | batched_search_diagnostics(step, found)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import NaturalGradientConfig
 from .stacked import member_dot, per_member
 from .timing import PhaseHook, untimed
 
@@ -321,6 +322,19 @@ def natural_gradient_step(
         expected_improvement=_dot(gradient, full_step),
         surrogate_before=surrogate.detach(),
         cg=cg,
+    )
+
+
+def configured_natural_step(
+    config: NaturalGradientConfig,
+    surrogate: torch.Tensor,
+    fvp_mean_kl: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    phase: PhaseHook = untimed,
+) -> NaturalStep:
+    """:func:`natural_gradient_step` with the radius, damping and CG settings of `config`."""
+    return natural_gradient_step(
+        surrogate, fvp_mean_kl, params, config.max_kl, config.damping, config.cg_iters, config.cg_tol, phase=phase
     )
 
 

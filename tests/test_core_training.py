@@ -293,9 +293,9 @@ def test_both_line_search_modes_accept_up_to_kl_accept_factor_times_max_kl(monke
     real = {"sequential": trpo_module.backtracking_line_search, "batched": trpo_module.batched_line_search}
 
     def spy(real_search):
-        def search(params, full_step, evaluate, before, expected, max_kl, *rest):
+        def search(params, full_step, evaluate, before, expected, max_kl, *rest, **options):
             seen["max_kl"] = float(max_kl)
-            return real_search(params, full_step, evaluate, before, expected, max_kl, *rest)
+            return real_search(params, full_step, evaluate, before, expected, max_kl, *rest, **options)
 
         return search
 
