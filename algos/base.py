@@ -78,7 +78,9 @@ class OnPolicyAlgorithm:
             diagnostics = dict(self.update_policy(batch))
         with torch.no_grad():
             mean_new, log_std_new = self.policy(batch.obs)
-            diagnostics["kl"] = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new).mean()
+            kl = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new)
+            diagnostics["kl"] = kl.mean()
+            diagnostics["kl_max"] = kl.amax()
             diagnostics["entropy"] = self.policy.entropy()
         with self.phase("critic"):
             diagnostics.update(self.update_critic(batch))

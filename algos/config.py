@@ -9,6 +9,7 @@ constant can never hide in the code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from trbench.base.errors import UsageError
 
@@ -18,12 +19,15 @@ __all__ = [
     "ACTING_BACKENDS",
     "ENV_BACKENDS",
     "LINESEARCH_MODES",
+    "RADIUS_MEASURES",
     "ConfigBase",
+    "MinibatchPolicyConfig",
     "NPGConfig",
     "NaturalGradientConfig",
     "OnPolicyConfig",
     "PPOConfig",
     "TRPOConfig",
+    "TrustRegionRadius",
     "VPGConfig",
     "setting",
 ]
@@ -36,10 +40,33 @@ ACTING_BACKENDS = ("torch", "numpy")
 LINESEARCH_MODES = ("sequential", "batched")
 
 
+# what a trust-region radius bounds: the KL in TRPO's direction (old policy first), the reverse
+# KL (new first), or another quantity (a ratio, a Wasserstein distance)
+RADIUS_MEASURES = ("kl_old_new", "kl_new_old", "other")
+
+
+@dataclass(frozen=True)
+class TrustRegionRadius:
+    """Which setting of a method plays the role of TRPO's delta, and what it bounds. Written into
+    each run's config.json (:meth:`OnPolicyConfig.trust_region_record`), so a report can ask
+    whether the region was kept and how the result depends on its size."""
+
+    setting: str  # the config field
+    measure: str  # one of RADIUS_MEASURES
+    scope: str  # "mean": a batch average is bounded; "per_state": every state (or sample) is
+
+    def __post_init__(self) -> None:
+        if self.measure not in RADIUS_MEASURES or self.scope not in ("mean", "per_state"):
+            raise ValueError(f"bad trust-region radius description {self}")
+
+
 @dataclass(frozen=True)
 class OnPolicyConfig(ConfigBase):
     """Everything the on-policy algorithms share: networks, rollouts, GAE, normalisation, critic,
     evaluation. Sharing these is what makes a comparison measure the update rule alone."""
+
+    # what plays delta in this method; None for a method with no radius (VPG)
+    radius: ClassVar[TrustRegionRadius | None] = None
 
     # --- rollouts -----------------------------------------------------------------------------
     num_envs: int = setting(
@@ -211,6 +238,29 @@ class OnPolicyConfig(ConfigBase):
         source="trbench; the peers' habit (SB3, CleanRL, Tianshou log to TensorBoard)",
     )
 
+    def nominal_kl(self) -> float | None:
+        """The KL (in the radius's own direction) the method nominally keeps; None when its
+        radius is not a KL. Methods with several bounds that add up to a KL override it."""
+        radius = self.radius
+        if radius is None or radius.measure == "other":
+            return None
+        return float(getattr(self, radius.setting))
+
+    def trust_region_record(self) -> dict[str, Any] | None:
+        """The radius as config.json records it: the setting, this run's value and the
+        default, what it bounds, and the KL it nominally keeps."""
+        radius = self.radius
+        if radius is None:
+            return None
+        return {
+            "setting": radius.setting,
+            "radius": getattr(self, radius.setting),
+            "default": getattr(type(self)(), radius.setting),
+            "measure": radius.measure,
+            "scope": radius.scope,
+            "kl_radius": self.nominal_kl(),
+        }
+
     def check(self) -> None:
         if self.steps_per_iteration % self.num_envs:
             raise UsageError(
@@ -228,6 +278,8 @@ class OnPolicyConfig(ConfigBase):
 @dataclass(frozen=True)
 class NaturalGradientConfig(OnPolicyConfig):
     """The trust-region numerics shared by TRPO and NPG."""
+
+    radius: ClassVar[TrustRegionRadius | None] = TrustRegionRadius("max_kl", "kl_old_new", "mean")
 
     max_kl: float = setting(
         0.01,
@@ -310,7 +362,10 @@ class VPGConfig(OnPolicyConfig):
 
 
 @dataclass(frozen=True)
-class PPOConfig(OnPolicyConfig):
+class MinibatchPolicyConfig(OnPolicyConfig):
+    """The policy optimiser of the methods that maximise a surrogate of the importance ratio by
+    Adam over epochs of shuffled minibatches (PPO and its family: algos/minibatch_policy.py)."""
+
     policy_lr: float = setting(3e-4, "Adam learning rate of the policy", source="SB3 / CleanRL PPO", gt=0)
     policy_adam_eps: float = setting(
         1e-5,
@@ -319,7 +374,6 @@ class PPOConfig(OnPolicyConfig):
         "SB3 ActorCriticPolicy (Adam eps=1e-5)",
         gt=0,
     )
-    clip_range: float = setting(0.2, "clip parameter epsilon of the ratio", source="Schulman et al. 2017", gt=0)
     epochs: int = setting(10, "passes over the batch per update", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
     minibatch_size: int = setting(64, "policy minibatch size", source="Schulman et al. 2017 (MuJoCo), SB3", ge=1)
     target_kl: float = setting(
@@ -336,3 +390,11 @@ class PPOConfig(OnPolicyConfig):
             raise UsageError(
                 f"minibatch_size: must be <= steps_per_iteration={self.steps_per_iteration}, got {self.minibatch_size}"
             )
+
+
+@dataclass(frozen=True)
+class PPOConfig(MinibatchPolicyConfig):
+    # the clip bounds each sample's ratio, not a KL (Schulman et al. 2017, eq. 7)
+    radius: ClassVar[TrustRegionRadius | None] = TrustRegionRadius("clip_range", "other", "per_state")
+
+    clip_range: float = setting(0.2, "clip parameter epsilon of the ratio", source="Schulman et al. 2017", gt=0)

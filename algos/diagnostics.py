@@ -17,6 +17,7 @@ COMMON = {
     "rollout_time_s": "seconds spent collecting the batch (env stepping, acting, GAE)",
     "update_time_s": "seconds spent in the policy and critic updates",
     "kl": "mean KL(pi_old || pi_new) over the batch, measured after the policy update",
+    "kl_max": "largest KL(pi_old || pi_new) over the batch's states, measured after the policy update",
     "entropy": "entropy of the Gaussian policy (state independent)",
     "value_loss": "mean squared error of the critic over its update",
     "explained_variance": "1 - Var(returns - V_old) / Var(returns), of the critic before its update",
@@ -38,13 +39,38 @@ LINE_SEARCH = {
 }
 
 POLICY_LOSS = {
-    "policy_loss": "mean policy loss of the update (VPG: -log pi * A; PPO: clipped surrogate loss)",
+    "policy_loss": "mean policy loss of the update (VPG: -log pi * A; the PPO family: its surrogate loss over minibatches)",
+}
+
+MINIBATCH_POLICY = {
+    "approx_kl": "PPO family: mean of the estimator (r - 1) - log r over minibatches",
+    "epochs": "PPO family: epochs run before the optional target-KL stop",
 }
 
 PPO_ONLY = {
-    "approx_kl": "PPO: mean of the estimator (r - 1) - log r over minibatches",
     "clip_fraction": "PPO: fraction of samples whose ratio left [1 - clip_range, 1 + clip_range]",
-    "epochs": "PPO: epochs run before the optional target-KL stop",
+}
+
+PPO_KL = {
+    "beta": "PPO-KL: the KL penalty coefficient of this update (the next one halves or doubles it)",
+    "kl_to_target": "PPO-KL: d / d_targ, the batch's mean KL(old || new) after the update over kl_target",
+}
+
+SPO = {
+    "ratio_deviation": "SPO: mean |r - 1| over minibatches (the paper's ratio deviation)",
+    "ratio_outside": "SPO: fraction of samples with |r - 1| > ratio_epsilon",
+    "ratio_max": "SPO, Truly PPO: largest ratio r of any sample during the update",
+}
+
+TRULY_PPO = {
+    "trigger_fraction": "Truly PPO: fraction of samples rolled back (KL(old || new) at the state >= kl_trigger and r A > A)",
+    "ratio_max": SPO["ratio_max"],
+}
+
+MDPO = {
+    "kl_coef": "MDPO: 1 / t_k, the coefficient of the KL term in this update",
+    "reverse_kl": "MDPO: mean KL(pi_new || pi_old) over the batch after the update (the direction MDPO penalises)",
+    "reverse_kl_max": "MDPO: largest KL(pi_new || pi_old) over the batch's states after the update",
 }
 
 # the columns of each built-in algorithm's progress.csv, in no particular order
@@ -52,7 +78,11 @@ COLUMNS = {
     "trpo": COMMON | TRUST_REGION | LINE_SEARCH,
     "npg": COMMON | TRUST_REGION,
     "vpg": COMMON | POLICY_LOSS,
-    "ppo": COMMON | POLICY_LOSS | PPO_ONLY,
+    "ppo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | PPO_ONLY,
+    "ppo_kl": COMMON | POLICY_LOSS | MINIBATCH_POLICY | PPO_KL,
+    "spo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | SPO,
+    "truly_ppo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | TRULY_PPO,
+    "mdpo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | MDPO,
 }
 
-ALL = COMMON | TRUST_REGION | LINE_SEARCH | POLICY_LOSS | PPO_ONLY
+ALL = COMMON | TRUST_REGION | LINE_SEARCH | POLICY_LOSS | MINIBATCH_POLICY | PPO_ONLY | PPO_KL | SPO | TRULY_PPO | MDPO

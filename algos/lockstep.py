@@ -134,7 +134,9 @@ class LockstepAlgorithm:
             diagnostics = dict(self.update_policy(batch))
         with torch.no_grad():
             mean_new, log_std_new = self.policy(batch.obs)
-            diagnostics["kl"] = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new).mean(-1)
+            kl = gaussian_kl(mean_old, log_std_old, mean_new, log_std_new)
+            diagnostics["kl"] = kl.mean(-1)
+            diagnostics["kl_max"] = kl.amax(-1)
             diagnostics["entropy"] = self.policy.entropy()
         with self.phase("critic"):
             diagnostics.update(self.update_critic(batch))

@@ -24,6 +24,10 @@ BUILTIN = {
     "npg": "trbench.algos.npg:NPG",
     "vpg": "trbench.algos.vpg:VPG",
     "ppo": "trbench.algos.ppo:PPO",
+    "ppo_kl": "trbench.algos.ppo_kl:PPOKL",
+    "spo": "trbench.algos.spo:SPO",
+    "truly_ppo": "trbench.algos.truly_ppo:TrulyPPO",
+    "mdpo": "trbench.algos.mdpo:MDPO",
 }
 ENTRY_POINT_GROUP = "trbench.algorithms"
 _registered: dict[str, type[OnPolicyAlgorithm]] = {}

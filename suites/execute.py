@@ -100,6 +100,7 @@ def config_record(run: ResolvedRun, device: str) -> dict[str, Any]:
         "steps": run.spec.steps,
         "device": device,
         "config": run.config.to_dict(),
+        "trust_region": run.config.trust_region_record(),
         "overrides": dict(run.spec.overrides),
         **provenance(run.config.env_backend),
     }

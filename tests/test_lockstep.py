@@ -51,6 +51,11 @@ EXTRA = {
         {"target_kl": 0.004, "policy_max_grad_norm": 0.5, "critic_max_grad_norm": 0.5, "value_clip": 0.2},
     ],
     "vpg": [{"policy_max_grad_norm": 0.5, "anneal_lr": True, "activation": "elu", "init": "default"}],
+    # beta moves every update at this small d_targ, and each member keeps its own
+    "ppo_kl": [{"minibatch_size": 64, "kl_target": 0.0005}],
+    "spo": [{"minibatch_size": 64, "target_kl": 0.004}],
+    "truly_ppo": [{"minibatch_size": 64, "kl_trigger": 0.001}],
+    "mdpo": [{"epochs": 5}, {"minibatch_size": 64, "anneal_step_size": False, "entropy_coef": 0.01}],
 }
 
 
