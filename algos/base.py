@@ -33,6 +33,9 @@ class OnPolicyAlgorithm:
     """Base class. Subclasses set ``name`` and ``Config`` and implement ``update_policy``."""
 
     name: ClassVar[str] = ""
+    # one line each for `trbench config`: what the update does, and the paper it follows
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
     Config: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
     # the lockstep twin (algos/lockstep.py) that updates S members of this class at once; read
     # from the class's own body only, so a subclass with another update never inherits it

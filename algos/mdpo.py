@@ -97,6 +97,8 @@ class MirrorDescentSurrogate:
 
 class MDPO(MirrorDescentSurrogate, MinibatchPolicyGradient):
     name = "mdpo"
+    summary = "mirror descent: full-batch steps on the surrogate minus an annealed (1/t_k) reverse-KL penalty"
+    paper = "Tomar et al. 2022, Mirror Descent Policy Optimization (ICLR; arXiv 2005.09814)"
     Config = MDPOConfig
     config: MDPOConfig
 

@@ -36,6 +36,8 @@ def npg_diagnostics(step: NaturalStep) -> dict[str, torch.Tensor]:
 
 class NPG(OnPolicyAlgorithm):
     name = "npg"
+    summary = "the natural gradient by conjugate gradient, rescaled to the quadratic mean-KL radius, no line search"
+    paper = "Kakade 2001, A Natural Policy Gradient (NeurIPS); Rajeswaran et al. 2017 (arXiv 1703.02660)"
     Config = NPGConfig
     config: NPGConfig
 

@@ -42,6 +42,8 @@ class ClippedSurrogate:
 
 class PPO(ClippedSurrogate, MinibatchPolicyGradient):
     name = "ppo"
+    summary = "the clipped probability-ratio surrogate, Adam over minibatch epochs"
+    paper = "Schulman et al. 2017, Proximal Policy Optimization Algorithms (arXiv 1707.06347), eq. 7"
     Config = PPOConfig
     config: PPOConfig
 

@@ -102,6 +102,8 @@ class KLPenaltySurrogate:
 
 class PPOKL(KLPenaltySurrogate, MinibatchPolicyGradient):
     name = "ppo_kl"
+    summary = "a KL(old || new) penalty whose coefficient is halved or doubled around a target KL"
+    paper = "Schulman et al. 2017, Proximal Policy Optimization Algorithms (arXiv 1707.06347), section 4"
     Config = PPOKLConfig
     config: PPOKLConfig
 

@@ -70,6 +70,8 @@ class RatioPenaltySurrogate:
 
 class SPO(RatioPenaltySurrogate, MinibatchPolicyGradient):
     name = "spo"
+    summary = "a quadratic penalty on the ratio whose per-sample optimum is PPO's clip boundary"
+    paper = "Xie et al. 2025, Simple Policy Optimization (ICML; arXiv 2401.16025)"
     Config = SPOConfig
     config: SPOConfig
 

@@ -84,6 +84,8 @@ def configured_batched_search(
 
 class TRPO(OnPolicyAlgorithm):
     name = "trpo"
+    summary = "the natural gradient by conjugate gradient, scaled to the mean-KL radius, then a backtracking line search on the KL and the surrogate"
+    paper = "Schulman et al. 2015, Trust Region Policy Optimization (ICML; arXiv 1502.05477)"
     Config = TRPOConfig
     config: TRPOConfig
 

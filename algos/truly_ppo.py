@@ -82,6 +82,8 @@ class RollbackSurrogate:
 
 class TrulyPPO(RollbackSurrogate, MinibatchPolicyGradient):
     name = "truly_ppo"
+    summary = "TR-PPO-RB: samples whose state left a per-state KL region roll back with slope -alpha"
+    paper = "Wang, He and Tan 2019, Truly Proximal Policy Optimization (UAI; arXiv 1903.07940)"
     Config = TrulyPPOConfig
     config: TrulyPPOConfig
 

@@ -19,6 +19,8 @@ from .stacked import clip_member_grad_norms
 
 class VPG(OnPolicyAlgorithm):
     name = "vpg"
+    summary = "the likelihood-ratio policy gradient with GAE advantages, by Adam, no trust region"
+    paper = "Williams 1992 (REINFORCE); Schulman et al. 2016, GAE (arXiv 1506.02438)"
     Config = VPGConfig
     config: VPGConfig
 

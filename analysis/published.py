@@ -67,6 +67,8 @@ METRICS: dict[str, str] = {
     "max_mean_eval_curve": "maximum over the budget of the seed-averaged evaluation curve (Tianshou, "
     "TD3 paper convention); ours: the same over our periodic evaluations",
     "max_return": "maximum return over training, statistic not defined further (not computed)",
+    "top10_train_return": "mean of the ten highest training-episode returns over the run (Wang et al. "
+    "2019's Table 1); not computed: progress.csv keeps per-iteration means, not every episode",
 }
 SPREAD_KINDS: dict[str, str] = {
     "": "no spread published",

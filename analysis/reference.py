@@ -34,7 +34,7 @@ from trbench.analysis.published import (
     selected_rows,
 )
 
-COMPUTED_METRICS = tuple(m for m in METRICS if m != "max_return")
+COMPUTED_METRICS = tuple(m for m in METRICS if m not in ("max_return", "top10_train_return"))
 VERDICTS = ("consistent", "above", "below")
 NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing value
 # Below this many seeds a cell's value is shown but no verdict is drawn. The mean's bootstrap

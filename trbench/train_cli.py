@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from trbench.algos.config import ENV_BACKENDS
-from trbench.algos.registry import resolve_algorithm
+from trbench.algos.registry import available_algorithms, resolve_algorithm
 from trbench.algos.rollout import make_vector_env
 from trbench.algos.settings import parse_set_arguments
 from trbench.base.errors import UsageError, check_output_folder
@@ -45,8 +45,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="do not print the learning curve")
     p.set_defaults(func=run_train)
 
-    c = subparsers.add_parser("config", help="list an algorithm's config fields, defaults and sources")
-    c.add_argument("algo")
+    c = subparsers.add_parser(
+        "config",
+        help="list an algorithm's config fields, defaults and sources; with no algorithm, every registered algorithm",
+    )
+    c.add_argument("algo", nargs="?", default=None)
     c.set_defaults(func=run_config)
 
 
@@ -121,9 +124,27 @@ def _print_row(row: dict) -> None:
 
 
 def run_config(args) -> int:
+    if args.algo is None:
+        list_algorithms()
+        return 0
     cls = resolve_algorithm(args.algo)
     for row in cls.Config.describe():
         allowed = f" [{row['allowed']}]" if row["allowed"] else ""
         source = f" (source: {row['source']})" if row["source"] else ""
         print(f"{row['name']} = {row['default']!r}{allowed}: {row['doc']}{source}")
     return 0
+
+
+def list_algorithms() -> None:
+    """Every algorithm `--algo` accepts by name, with what it does and its paper."""
+    for name in available_algorithms():
+        try:
+            cls = resolve_algorithm(name)
+        except UsageError as exc:  # a broken plug-in is listed, not fatal
+            print(f"{name}: cannot be loaded ({exc})")
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()
+        summary = cls.summary or (doc[0] if doc else "no description")
+        paper = f" [{cls.paper}]" if cls.paper else ""
+        print(f"{name}: {summary}{paper}")
+    print("(any algorithm class also by import path, module:Class; `trbench config ALGO` lists its settings)")
