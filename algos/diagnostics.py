@@ -67,6 +67,19 @@ TRULY_PPO = {
     "ratio_max": SPO["ratio_max"],
 }
 
+ACKTR = {
+    "predicted_kl": "ACKTR: 1/2 step^T F_hat step of the trust-region step, F_hat the damped K-FAC Fisher",
+    "applied_predicted_kl": "ACKTR: the same for the update actually applied (differs only with momentum > 0)",
+    "kl_clip_active": "ACKTR: 1 when the radius max_kl, not the learning rate eta_max, set the step",
+    "step_scale": "ACKTR: eta = min(eta_max, sqrt(2 max_kl / dtheta^T F_hat dtheta)), the multiplier of the K-FAC direction",
+    "update_skipped": TRUST_REGION["update_skipped"],
+    "acktr_lr": "ACKTR: eta_max of this update",
+    "acktr_lr_change": "ACKTR: -1, 0 or +1, how the measured KL against desired_kl moved eta_max for the next update",
+    "kfac_min_eig_a": "ACKTR: smallest eigenvalue of any layer's input factor A in use",
+    "kfac_min_eig_s": "ACKTR: smallest eigenvalue of any layer's gradient factor S in use",
+    "kfac_damped_condition": "ACKTR: largest condition number over the layers of A x S + damping I",
+}
+
 MDPO = {
     "kl_coef": "MDPO: 1 / t_k, the coefficient of the KL term in this update",
     "reverse_kl": "MDPO: mean KL(pi_new || pi_old) over the batch after the update (the direction MDPO penalises)",
@@ -83,6 +96,19 @@ COLUMNS = {
     "spo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | SPO,
     "truly_ppo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | TRULY_PPO,
     "mdpo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | MDPO,
+    "acktr": COMMON | ACKTR,
 }
 
-ALL = COMMON | TRUST_REGION | LINE_SEARCH | POLICY_LOSS | MINIBATCH_POLICY | PPO_ONLY | PPO_KL | SPO | TRULY_PPO | MDPO
+ALL = (
+    COMMON
+    | TRUST_REGION
+    | LINE_SEARCH
+    | POLICY_LOSS
+    | MINIBATCH_POLICY
+    | PPO_ONLY
+    | PPO_KL
+    | SPO
+    | TRULY_PPO
+    | MDPO
+    | ACKTR
+)

@@ -28,6 +28,7 @@ BUILTIN = {
     "spo": "trbench.algos.spo:SPO",
     "truly_ppo": "trbench.algos.truly_ppo:TrulyPPO",
     "mdpo": "trbench.algos.mdpo:MDPO",
+    "acktr": "trbench.algos.acktr:ACKTR",
 }
 ENTRY_POINT_GROUP = "trbench.algorithms"
 _registered: dict[str, type[OnPolicyAlgorithm]] = {}

@@ -87,7 +87,9 @@ class LoadedResults:
     ``versions``: for each versions key, the sorted distinct values seen in config.json files;
     ``sources``: for each imported run (by run id), the source block of its config.json;
     ``progress``: each complete run's progress table as read (by run id, in run-folder order), so
-    that the reproduction table compares exactly the runs the report analyses.
+    that the reproduction table compares exactly the runs the report analyses; ``configs``: each
+    complete run's config.json as read (by run id), for the parts that read a run's settings
+    (the trust-region block of trust_region.py).
     """
 
     results_dir: Path
@@ -99,6 +101,7 @@ class LoadedResults:
     versions: dict[str, list[str]] = field(default_factory=dict)
     sources: dict[str, dict] = field(default_factory=dict)
     progress: dict[str, pd.DataFrame] = field(default_factory=dict)
+    configs: dict[str, dict] = field(default_factory=dict)
 
 
 def area_mean(steps: np.ndarray, values: np.ndarray) -> float:
@@ -200,6 +203,12 @@ def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, p
 
     Raises RunFolderError (with the reason) for a run that must be excluded.
     """
+    row, curve, progress, _ = _load_complete_run(run_dir, manifest_entry)
+    return row, curve, progress
+
+
+def _load_complete_run(run_dir: Path, manifest_entry: dict | None) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
+    """:func:`load_run`, and the run's config.json as read."""
     manifest_entry = manifest_entry or {}
     run = read_complete_run(run_dir, identity_fallback=manifest_entry)
     config, result, progress = run.config, run.result, run.progress
@@ -219,7 +228,7 @@ def load_run(run_dir: Path, manifest_entry: dict | None = None) -> tuple[dict, p
     }
     if result.get("steps") is not None:
         row["steps"] = result["steps"]
-    return row, curve, progress
+    return row, curve, progress, config
 
 
 def _manifest_entries(manifest: dict | None) -> dict[str, dict]:
@@ -263,16 +272,17 @@ def load_results(results_dir: Path | str) -> LoadedResults:
     entries = _manifest_entries(manifest)
     suite_toml = _read_suite_file(results_dir / SUITE_FILE, str)
 
-    rows, curves, excluded, progress_tables = [], [], [], {}
+    rows, curves, excluded, progress_tables, configs = [], [], [], {}, {}
     for run_dir in run_dirs:
         entry = entries.get(run_dir.name, {})
         try:
-            row, curve, progress = load_run(run_dir, entry)
+            row, curve, progress, config = _load_complete_run(run_dir, entry)
         except RunFolderError as exc:
             excluded.append(_excluded_row(run_dir, entry, exc))
             continue
         rows.append(row)
         progress_tables[row["run_id"]] = progress
+        configs[row["run_id"]] = config
         if len(curve):
             curves.append(curve.assign(run_id=row["run_id"], algo=row["algo"], env_id=row["env_id"], seed=row["seed"]))
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -291,6 +301,7 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         versions=_versions(run_dirs),
         sources=_sources(run_dirs, set(runs["run_id"])),
         progress=progress_tables,
+        configs=configs,
     )
 
 

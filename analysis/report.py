@@ -19,7 +19,7 @@ from pathlib import Path
 
 from trbench.analysis import reference
 from trbench.analysis.load import load_results
-from trbench.analysis.report_figures import draw_figures, draw_reproduction_figure
+from trbench.analysis.report_figures import draw_figures, draw_reproduction_figure, draw_trust_region_figures
 from trbench.analysis.report_files import (
     check_report_destination,
     default_report_folder,
@@ -65,6 +65,7 @@ def build_report(
         draw_figures(analysis, loaded.curves[loaded.curves["run_id"].isin(scored_ids)], figure_dir)
         if analysis.reproduction is not None:
             draw_reproduction_figure(analysis, figure_dir)
+        draw_trust_region_figures(analysis, figure_dir)
         write_outputs(analysis, document(analysis), staging)
         write_options_record(staging, record)
         replace_directory(staging, out_dir)

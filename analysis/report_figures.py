@@ -17,9 +17,12 @@ from trbench.analysis.bands import (
     reproduction_bands,
     sample_efficiency_bands,
 )
+from trbench.analysis.radius_sensitivity import NORMALISED
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
 from trbench.analysis.tables import Analysis, Unavailable, cell_scores
+from trbench.analysis.trust_region import ALL_ENVS, kl_boxes
+from trbench.analysis.trust_region_plots import plot_radius_sensitivity, plot_trust_region_kl
 
 AGGREGATE_LABELS = {
     "iqm": "IQM",
@@ -170,4 +173,62 @@ def draw_reproduction_figure(analysis: Analysis, figure_dir: Path) -> None:
             "their published spread where one exists. Published values use their own metric and env "
             "version; the table gives the like-for-like comparison.",
         ),
+    )
+
+
+def draw_trust_region_figures(analysis: Analysis, figure_dir: Path) -> None:
+    """The figures of the two trust-region parts, where the runs carry their data (trust_region.py)."""
+    kl = analysis.trust_region_kl
+    if kl is not None and kl.updates.empty:
+        analysis.figure_notes.append("Trust-region KL: no analysed run logs kl or kl_max in progress.csv.")
+    elif kl is not None:
+        # an arm takes its algorithm's colour, so that the points of a radius grid read as one method
+        algorithm_of = dict(zip(kl.updates["group"], kl.updates["algorithm"]))
+        by_algorithm = plots.algorithm_styles(sorted(set(algorithm_of.values())))
+        styles = {group: by_algorithm[algorithm] for group, algorithm in algorithm_of.items()}
+        plot_trust_region_kl(kl_boxes(kl.updates), styles, figure_dir)
+        analysis.figures.append(
+            (
+                "trust_region_kl",
+                "Is the trust region kept? KL(old || new) between the policy before and after each update, "
+                "measured on the update's batch, over all updates of all seeds of each arm: the filled box is "
+                "the per-update mean over states, the hatched box the per-update max over states (box: "
+                "quartiles, black line: median, whiskers: 5th and 95th percentiles; log axis, an update with "
+                "zero KL sits at its bottom). The grey line is the arm's nominal KL radius, dashed where the "
+                "method bounds KL(old || new), the direction measured, dotted where it bounds the reverse KL; "
+                "arms whose radius is not a KL, or that have none, are shown for comparison without a line.",
+            )
+        )
+    sensitivity = analysis.radius_sensitivity
+    if sensitivity is None:
+        return
+    table, metric = sensitivity.table, analysis.options.metric
+    panels: dict[str, tuple[str, dict[str, plots.Band]]] = {}
+    envs = sorted(set(table["env"]) - {ALL_ENVS}) + ([ALL_ENVS] if ALL_ENVS in set(table["env"]) else [])
+    for env in envs:
+        rows = table[table["env"] == env]
+        if env == ALL_ENVS:
+            label = "Normalised score, mean over envs"
+        elif rows["score"].iloc[0] == NORMALISED:
+            label = "Normalised score"
+        else:
+            label = METRIC_LABELS[metric].capitalize()
+        per_line = {}
+        for line, cell in rows.groupby("algorithm", sort=True):
+            cell = cell.sort_values("relative")
+            per_line[str(line)] = plots.Band(
+                *(cell[column].to_numpy(dtype=float) for column in ("relative", "mean", "ci_low", "ci_high"))
+            )
+        panels[env] = (label, per_line)
+    lines = sorted(set(table["algorithm"]))
+    plot_radius_sensitivity(panels, plots.algorithm_styles(lines), figure_dir)
+    analysis.figures.append(
+        (
+            "radius_sensitivity",
+            f"Sensitivity to the radius: mean '{metric}' score over seeds against each algorithm's trust-region "
+            "radius relative to its default (log axis; the dashed line is the default), with "
+            f"{analysis.options.confidence_level:.0%} bootstrap CIs of the mean (stratified over envs in the "
+            "'all envs' panel). Scores are normalised as (return - random) / (reference - random) where the env "
+            "has constants and raw otherwise, as each panel's axis says.",
+        )
     )

@@ -23,6 +23,7 @@ from trbench.analysis.render import Section, Table, format_number, latex_booktab
 from trbench.analysis.report_options import ReportOptions
 from trbench.analysis.report_sections import reproduction_section
 from trbench.analysis.tables import AGGREGATE_COLUMNS, PAIRWISE_COLUMNS, POWER_COLUMNS, Analysis
+from trbench.analysis.trust_region_sections import KL_CSV, SENSITIVITY_CSV
 from trbench.base.errors import UsageError
 
 # the options a report was built with, so that a rebuild with others never replaces it unnoticed
@@ -68,6 +69,10 @@ def write_outputs(analysis: Analysis, sections: list[Section], target: Path) -> 
     power = analysis.power if isinstance(analysis.power, pd.DataFrame) else pd.DataFrame(columns=POWER_COLUMNS)
     power.to_csv(target / "power.csv", index=False)
     analysis.excluded.to_csv(target / "excluded_runs.csv", index=False)
+    if analysis.trust_region_kl is not None:
+        analysis.trust_region_kl.table.to_csv(target / KL_CSV, index=False)
+    if analysis.radius_sensitivity is not None:
+        analysis.radius_sensitivity.table.to_csv(target / SENSITIVITY_CSV, index=False)
     if analysis.reproduction is not None:
         analysis.reproduction.table.to_csv(target / "reproduction.csv", index=False)
         (target / "reproduction.md").write_text(

@@ -17,6 +17,7 @@ from trbench.analysis import stats
 # within a part, each estimate draws from a stream keyed by what it estimates (see ``ReportOptions.rng``).
 STREAM_SUMMARY, STREAM_PAIRWISE, STREAM_AGGREGATE, STREAM_CURVES, STREAM_PROFILES, STREAM_EFFICIENCY = range(6)
 STREAM_REPRODUCTION, STREAM_REPRODUCTION_CURVES = 6, 7
+STREAM_RADIUS_SENSITIVITY = 8
 # what the score of each metric is called where a table has no room for the description
 METRIC_LABELS = {
     "final": "final eval return",

@@ -27,6 +27,7 @@ from trbench.analysis.render import (
 )
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.tables import Analysis, Unavailable
+from trbench.analysis.trust_region_sections import trust_region_sections
 
 
 def _format_published(row) -> str:
@@ -340,6 +341,7 @@ def document(analysis: Analysis) -> list[Section]:
         per_task_section(analysis),
         aggregate_section(analysis),
         pairwise_section(analysis),
+        *trust_region_sections(analysis),
         figures_section(analysis),
         power_section(analysis),
         excluded_section(analysis),

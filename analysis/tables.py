@@ -20,7 +20,9 @@ from trbench.analysis import reference, stats
 from trbench.analysis.load import LoadedResults, scored_runs
 from trbench.analysis.normalization import NormalizationConstants, load_normalization
 from trbench.analysis.power import hedges_g, seeds_for_power
+from trbench.analysis.radius_sensitivity import RadiusSensitivity, radius_sensitivity
 from trbench.analysis.report_options import STREAM_AGGREGATE, STREAM_PAIRWISE, STREAM_SUMMARY, ReportOptions
+from trbench.analysis.trust_region import TrustRegionKl, trust_region_kl
 
 SUMMARY_COLUMNS = ["algo", "env", "n_runs", "mean", "std", "median", "iqm", "ci_low", "ci_high"]
 PAIRWISE_COLUMNS = [
@@ -78,6 +80,9 @@ class Analysis:
     figures: list[tuple[str, str]] = field(default_factory=list)  # (name, caption)
     figure_notes: list[str] = field(default_factory=list)
     reproduction: reference.Reproduction | None = None
+    # the trust-region parts, None where the runs carry no data for them (trust_region.py)
+    trust_region_kl: TrustRegionKl | None = None
+    radius_sensitivity: RadiusSensitivity | None = None
 
 
 def cell_scores(scored: pd.DataFrame, env: str, algo: str, column: str = "score") -> np.ndarray:
@@ -323,4 +328,6 @@ def analyse(loaded: LoadedResults, options: ReportOptions) -> Analysis:
         aggregate_envs=aggregate_envs,
         aggregate_notes=aggregate_notes,
         aggregate=aggregate,
+        trust_region_kl=trust_region_kl(scored, loaded.progress, loaded.configs),
+        radius_sensitivity=radius_sensitivity(scored, loaded.configs, normalization, options),
     )

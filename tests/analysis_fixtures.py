@@ -29,6 +29,14 @@ class RunSpec:
     level: float = 1000.0  # the return the learning curve approaches
     status: str = "complete"
     first_eval: int | None = None  # step of the first evaluation (default: eval_every)
+    # the trust-region data (analysis/trust_region.py), all absent by default as in older runs:
+    # the config.json block as JSON text ("null" for a method without a radius; its radius also
+    # becomes the run's value of the setting), the kl of successive progress rows (cycled; default
+    # 0.005 and 0.006) and, when given, a kl_max column the same way
+    trust_region: str | None = None
+    kl: tuple[float, ...] | None = None
+    kl_max: tuple[float, ...] | None = None
+    algorithm: str | None = None  # config.json's algorithm (default: algo without a trailing '+')
 
     @property
     def run_id(self) -> str:
@@ -52,7 +60,7 @@ def write_run(runs_dir: Path, spec: RunSpec, rng: np.random.Generator, with_resu
     config = {
         "run_id": spec.run_id,
         "algo": spec.algo,
-        "algorithm": spec.algo.rstrip("+"),
+        "algorithm": spec.algorithm or spec.algo.rstrip("+"),
         "env_id": spec.env_id,
         "env_backend": "gymnasium",
         "seed": spec.seed,
@@ -65,16 +73,30 @@ def write_run(runs_dir: Path, spec: RunSpec, rng: np.random.Generator, with_resu
         "hostname": "test",
         "created_at": "2026-01-01T00:00:00Z",
     }
+    if spec.trust_region is not None:
+        block = json.loads(spec.trust_region)
+        config["trust_region"] = block
+        if isinstance(block, dict) and block.get("setting"):
+            config["config"] = {**config["config"], block["setting"]: block.get("radius")}
     (run_dir / "config.json").write_text(json.dumps(config))
     steps, returns = _curve(spec, rng)
-    lines = ["iteration,step,wall_time_s,train_return,train_episodes,eval_return,eval_return_std,kl"]
+    header = "iteration,step,wall_time_s,train_return,train_episodes,eval_return,eval_return_std,kl"
+    lines = [header + (",kl_max" if spec.kl_max is not None else "")]
+    kl = spec.kl or (0.005, 0.006)
     iteration = 0
+
+    def diagnostics(row: int) -> str:
+        text = f"{kl[row % len(kl)]!r}"
+        return text + (f",{spec.kl_max[row % len(spec.kl_max)]!r}" if spec.kl_max is not None else "")
+
     for step, value in zip(steps, returns):
         iteration += 1
         half = int(step - spec.eval_every / 2)
-        lines.append(f"{iteration},{half},{iteration * 0.5},{value * 0.9:.3f},2,,,0.005")
+        lines.append(f"{iteration},{half},{iteration * 0.5},{value * 0.9:.3f},2,,,{diagnostics(iteration - 1)}")
         iteration += 1
-        lines.append(f"{iteration},{int(step)},{iteration * 0.5},{value * 0.9:.3f},2,{value:.3f},5.0,0.006")
+        lines.append(
+            f"{iteration},{int(step)},{iteration * 0.5},{value * 0.9:.3f},2,{value:.3f},5.0,{diagnostics(iteration - 1)}"
+        )
     (run_dir / "progress.csv").write_text("\n".join(lines) + "\n")
     if with_result:
         complete = spec.status == "complete"

@@ -386,7 +386,13 @@ def test_report_on_a_real_tiny_suite(tmp_path):
         completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert completed.returncode == 0, completed.stderr
     out = report.build_report(tmp_path, options=report.ReportOptions(n_resamples=500))
-    assert_complete_report(out)
+    # runs that log kl_max or record their trust region also get the KL figure (trust_region.py)
+    carries_trust_region = any(
+        "trust_region" in json.loads((run / "config.json").read_text())
+        or "kl_max" in pd.read_csv(run / "progress.csv", nrows=0).columns
+        for run in (tmp_path / "runs").iterdir()
+    )
+    assert_complete_report(out, FIGURES + (("trust_region_kl",) if carries_trust_region else ()))
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["algo"]) == ["ppo", "trpo"] and (summary["n_runs"] == 1).all()
     config = json.loads((tmp_path / "runs" / "trpo-s0" / "config.json").read_text())
