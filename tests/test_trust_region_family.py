@@ -18,6 +18,8 @@ from trbench.algos.registry import BUILTIN, resolve_algorithm
 from trbench.algos.spo import SPO, SPOConfig, spo_objective
 from trbench.algos.truly_ppo import TrulyPPO, TrulyPPOConfig, rollback_objective
 from trbench.cli import main
+from trbench.suites.execute import execute_run
+from trbench.suites.run_spec import RunSpec, resolve
 
 SMALL_NETS = {"policy_hidden": (8,), "value_hidden": (8,)}
 
@@ -262,3 +264,14 @@ def test_trbench_config_without_an_algorithm_lists_every_one_with_its_paper(caps
         cls = resolve_algorithm(name)
         assert cls.summary and cls.paper, name
         assert f"{name}: {cls.summary} [{cls.paper}]" in lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo_kl", "spo", "truly_ppo", "mdpo"])
+def test_learns_inverted_pendulum(tmp_path, algo):
+    # each reached the maximum return, 1000, at this seed and budget
+    result = execute_run(
+        resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0, {"eval_interval_steps": 0})), tmp_path / algo
+    )
+    assert result["status"] == "complete"
+    assert result["final_eval_return"] >= 900
