@@ -80,6 +80,17 @@ ACKTR = {
     "kfac_damped_condition": "ACKTR: largest condition number over the layers of A x S + damping I",
 }
 
+TRPL = {
+    "mean_projected": "TRPL: fraction of samples whose mean the layer projected, over the update's minibatches",
+    "regression_loss": "TRPL: the trust-region regression penalty d_mean(mu_theta, sg[mu~]) over minibatches",
+    "mean_constraint": "TRPL: mean over states of the network's mean part d_mean(mu_theta, mu_old) after the update",
+    "mean_constraint_max": "TRPL: its largest value over the batch's states (mean_bound bounds the projected policy's)",
+    "mean_projected_after": "TRPL: fraction of states whose mean lies outside mean_bound after the update",
+    "cov_constraint_before": "TRPL: the network's covariance part against the old policy's before the std is projected",
+    "cov_constraint": "TRPL: the covariance part after the std was overwritten with the projected std (<= cov_bound)",
+    "cov_projected": "TRPL: 1 when the covariance projection was active at the end of the update",
+}
+
 MDPO = {
     "kl_coef": "MDPO: 1 / t_k, the coefficient of the KL term in this update",
     "reverse_kl": "MDPO: mean KL(pi_new || pi_old) over the batch after the update (the direction MDPO penalises)",
@@ -97,6 +108,7 @@ COLUMNS = {
     "truly_ppo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | TRULY_PPO,
     "mdpo": COMMON | POLICY_LOSS | MINIBATCH_POLICY | MDPO,
     "acktr": COMMON | ACKTR,
+    "trpl": COMMON | POLICY_LOSS | MINIBATCH_POLICY | TRPL,
 }
 
 ALL = (
@@ -111,4 +123,5 @@ ALL = (
     | TRULY_PPO
     | MDPO
     | ACKTR
+    | TRPL
 )

@@ -29,6 +29,7 @@ BUILTIN = {
     "truly_ppo": "trbench.algos.truly_ppo:TrulyPPO",
     "mdpo": "trbench.algos.mdpo:MDPO",
     "acktr": "trbench.algos.acktr:ACKTR",
+    "trpl": "trbench.algos.trpl:TRPL",
 }
 ENTRY_POINT_GROUP = "trbench.algorithms"
 _registered: dict[str, type[OnPolicyAlgorithm]] = {}

@@ -131,12 +131,17 @@ class BoxStats:
 
 @dataclass(frozen=True)
 class KlBoxes:
-    """One group's boxes in one panel: mean KL, max KL (None when not logged) and its radius."""
+    """One group's boxes in one panel: mean KL, max KL (None when not logged) and its radius;
+    its algorithm, setting and radius value ('' / NaN where unknown or mixed) place it in the
+    figure's per-algorithm panels of a radius sweep."""
 
     mean_kl: BoxStats | None
     max_kl: BoxStats | None
     kl_radius: float
     measure: str
+    algorithm: str = ""
+    setting: str = ""
+    radius: float = math.nan
 
 
 @dataclass
@@ -320,6 +325,9 @@ def kl_boxes(updates: pd.DataFrame) -> dict[str, dict[str, KlBoxes]]:
                 box_stats(part["kl_max"].to_numpy(dtype=float)),
                 _single_number(part["kl_radius"]),
                 _distinct_text(part["measure"]),
+                _distinct_text(part["algorithm"]),
+                _distinct_text(part["setting"]),
+                _single_number(part["radius"]),
             )
     return panels
 

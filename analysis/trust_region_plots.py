@@ -6,6 +6,7 @@ computes statistics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,6 +39,18 @@ LOG_FLOOR_FACTOR = 0.5
 # like a box's median
 RADIUS_COLOR = "#333333"
 RADIUS_LINES = {True: "--", False: ":"}
+# a radius sweep (8 algorithms x 5 radii: 40 groups) in one row of boxes would be ~22 inches wide:
+# above FACET_ABOVE groups in a panel, when they belong to more than one algorithm, each algorithm
+# gets a panel of its own; the panels fill rows of at most FACET_COLUMNS, the figure at most
+# MAX_FIGURE_WIDTH_IN wide, and grows in rows. Up to FACET_ABOVE groups (every committed report),
+# or one algorithm's, the figure keeps its single row per env.
+FACET_ABOVE = 12
+FACET_COLUMNS = 4
+MAX_FIGURE_WIDTH_IN = 12.0
+FACET_BOX_IN = 0.4  # width per group in a panel
+FACET_MIN_WIDTH_IN = 2.4
+FACET_HEIGHT_IN = 2.2
+FACET_LABEL_CHARS = 5  # longer tick labels are slanted
 
 
 def _floor(panels: Mapping[str, Mapping[str, KlBoxes]]) -> float:
@@ -68,6 +81,124 @@ def _bxp_stats(box: BoxStats, floor: float) -> dict:
     }
 
 
+def _draw_group(ax, position: int, boxes: KlBoxes, color: str, floor: float) -> None:
+    """One group's mean-KL and max-KL boxes around ``position``, and its radius line."""
+    for box, offset, hatch in ((boxes.mean_kl, -BOX_OFFSET, ""), (boxes.max_kl, BOX_OFFSET, "////")):
+        if box is None:
+            continue
+        ax.bxp(
+            [_bxp_stats(box, floor)],
+            positions=[position + offset],
+            widths=BOX_WIDTH,
+            patch_artist=True,
+            showfliers=False,
+            boxprops={
+                "facecolor": to_rgba(color, BOX_ALPHA) if not hatch else "white",
+                "edgecolor": color,
+                "hatch": hatch,
+            },
+            medianprops={"color": "black", "lw": 1.2},
+            whiskerprops={"color": color},
+            capprops={"color": color},
+        )
+    if np.isfinite(boxes.kl_radius):
+        ax.hlines(
+            boxes.kl_radius,
+            position - RADIUS_HALF_WIDTH,
+            position + RADIUS_HALF_WIDTH,
+            color=RADIUS_COLOR,
+            ls=RADIUS_LINES[boxes.measure == LOGGED_MEASURE],
+            lw=1.5,
+            zorder=3,
+        )
+
+
+def _algorithm(group: str, boxes: KlBoxes) -> str:
+    """The group's algorithm; without one, its label up to the ' (setting=value)' of a split arm."""
+    return boxes.algorithm or group.split(" (", 1)[0]
+
+
+def faceted(panels: Mapping[str, Mapping[str, KlBoxes]]) -> bool:
+    """Whether the KL figure draws one panel per algorithm: a panel of more than FACET_ABOVE
+    groups that belong to more than one algorithm."""
+    most = max((len(per_group) for per_group in panels.values()), default=0)
+    algorithms = {_algorithm(g, b) for per_group in panels.values() for g, b in per_group.items()}
+    return most > FACET_ABOVE and len(algorithms) > 1
+
+
+def _facets(panels: Mapping[str, Mapping[str, KlBoxes]]) -> list[tuple[str, str, list[str]]]:
+    """(env, algorithm, its groups in radius order, radius-less ones last) per facet, env by env."""
+    facets = []
+    for env, per_group in panels.items():
+        by_algorithm: dict[str, list[str]] = {}
+        for group, boxes in per_group.items():
+            by_algorithm.setdefault(_algorithm(group, boxes), []).append(group)
+        for algorithm, groups in sorted(by_algorithm.items()):
+            radius = {group: per_group[group].radius for group in groups}
+            groups.sort(key=lambda g: (not np.isfinite(radius[g]), radius[g] if np.isfinite(radius[g]) else 0.0, g))
+            facets.append((env, algorithm, groups))
+    return facets
+
+
+def _short_labels(groups: list[str], per_group: Mapping[str, KlBoxes]) -> list[str]:
+    """The radius value of each group (0.01), or its whole label where it has none or two share one."""
+    labels = [f"{per_group[g].radius:g}" if np.isfinite(per_group[g].radius) else g for g in groups]
+    return [label if labels.count(label) == 1 else group for label, group in zip(labels, groups)]
+
+
+def _kl_legend(fig) -> None:
+    handles = [
+        Patch(facecolor="grey", edgecolor="grey", label="mean KL over states"),
+        Patch(facecolor="white", edgecolor="grey", hatch="////", label="max KL over states"),
+        Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[True], lw=1.5, label="KL radius (old || new)"),
+        Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[False], lw=1.5, label="KL radius (new || old)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))
+
+
+def _plot_faceted(
+    panels: Mapping[str, Mapping[str, KlBoxes]], styles: Mapping[str, AlgorithmStyle], out_dir: Path, name: str
+) -> list[Path]:
+    """The per-algorithm layout: each env's algorithms fill rows of at most FACET_COLUMNS panels
+    sharing one log y axis, each panel's groups in radius order, ticked by their radius value."""
+    floor, facets = _floor(panels), _facets(panels)
+    most = max(len(groups) for _, _, groups in facets)
+    panel_width = min(MAX_FIGURE_WIDTH_IN, max(FACET_MIN_WIDTH_IN, FACET_BOX_IN * most + 0.9))
+    per_env = [sum(env == facet_env for facet_env, _, _ in facets) for env in panels]
+    columns = max(1, min(max(per_env), FACET_COLUMNS, int(MAX_FIGURE_WIDTH_IN // panel_width)))
+    env_rows = [math.ceil(count / columns) for count in per_env]
+    fig, cells = panel_grid(sum(env_rows) * columns, max_columns=columns)
+    fig.set_size_inches(panel_width * columns, FACET_HEIGHT_IN * sum(env_rows) + 0.6)
+    axes, first_cell = [], 0
+    for count, rows in zip(per_env, env_rows):  # each env starts a row of its own
+        axes += cells[first_cell : first_cell + count]
+        for unused in cells[first_cell + count : first_cell + rows * columns]:
+            unused.set_visible(False)
+        first_cell += rows * columns
+    for ax, (env, algorithm, groups) in zip(axes, facets):
+        per_group = panels[env]
+        if ax is not axes[0]:
+            ax.sharey(axes[0])
+        for position, group in enumerate(groups):
+            _draw_group(ax, position, per_group[group], styles[group].color, floor)
+        ax.set_yscale("log")
+        labels = _short_labels(groups, per_group)
+        long = max(len(label) for label in labels) > FACET_LABEL_CHARS
+        ax.set_xticks(range(len(groups)), labels, rotation=30 if long else 0, ha="right" if long else "center")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(algorithm if len(panels) == 1 else f"{algorithm}, {'all envs' if env == 'all' else env}")
+        settings = sorted({per_group[g].setting for g in groups if per_group[g].setting})
+        ax.set_xlabel(", ".join(settings))
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_first_col():
+            ax.set_ylabel("KL(old || new) after update")
+        else:
+            ax.tick_params(labelleft=False)
+    _kl_legend(fig)
+    return save_figure(fig, out_dir, name)
+
+
 def plot_trust_region_kl(
     panels: Mapping[str, Mapping[str, KlBoxes]],
     styles: Mapping[str, AlgorithmStyle],
@@ -76,7 +207,13 @@ def plot_trust_region_kl(
 ) -> list[Path]:
     """One panel per env (and 'all'): per arm, a box of the mean KL and a hatched box of the max
     KL of its updates (quartiles, whiskers at the 5th and 95th percentiles) on a log axis, and
-    its KL radius as a horizontal line (dashed: a bound on KL(old||new); dotted: on the reverse KL)."""
+    its KL radius as a horizontal line (dashed: a bound on KL(old||new); dotted: on the reverse KL).
+
+    A radius sweep (see :func:`faceted`: more than FACET_ABOVE groups of several algorithms in a
+    panel) gets one small panel per algorithm and env instead, at most MAX_FIGURE_WIDTH_IN wide."""
+    if faceted(panels):
+        with paper_style():
+            return _plot_faceted(panels, styles, out_dir, name)
     floor = _floor(panels)
     most = max((len(per_group) for per_group in panels.values()), default=1)
     width = max(PANEL_WIDTH_IN, 0.6 * most + 1.2)
@@ -86,48 +223,13 @@ def plot_trust_region_kl(
         for ax, (env, per_group) in zip(axes, panels.items()):
             groups = sorted(per_group)
             for position, group in enumerate(groups):
-                boxes, color = per_group[group], styles[group].color
-                for box, offset, hatch in ((boxes.mean_kl, -BOX_OFFSET, ""), (boxes.max_kl, BOX_OFFSET, "////")):
-                    if box is None:
-                        continue
-                    ax.bxp(
-                        [_bxp_stats(box, floor)],
-                        positions=[position + offset],
-                        widths=BOX_WIDTH,
-                        patch_artist=True,
-                        showfliers=False,
-                        boxprops={
-                            "facecolor": to_rgba(color, BOX_ALPHA) if not hatch else "white",
-                            "edgecolor": color,
-                            "hatch": hatch,
-                        },
-                        medianprops={"color": "black", "lw": 1.2},
-                        whiskerprops={"color": color},
-                        capprops={"color": color},
-                    )
-                if np.isfinite(boxes.kl_radius):
-                    ax.hlines(
-                        boxes.kl_radius,
-                        position - RADIUS_HALF_WIDTH,
-                        position + RADIUS_HALF_WIDTH,
-                        color=RADIUS_COLOR,
-                        ls=RADIUS_LINES[boxes.measure == LOGGED_MEASURE],
-                        lw=1.5,
-                        zorder=3,
-                    )
+                _draw_group(ax, position, per_group[group], styles[group].color, floor)
             ax.set_yscale("log")
             ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
             ax.set_xlim(-0.6, len(groups) - 0.4)
             ax.set_title("all envs" if env == "all" else env)
             ax.set_ylabel("KL(old || new) after update")
-        handles = [
-            Patch(facecolor="grey", edgecolor="grey", label="mean KL over states"),
-            Patch(facecolor="white", edgecolor="grey", hatch="////", label="max KL over states"),
-            Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[True], lw=1.5, label="KL radius (old || new)"),
-            Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[False], lw=1.5, label="KL radius (new || old)"),
-        ]
-        fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.01))
-        fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))
+        _kl_legend(fig)
         return save_figure(fig, out_dir, name)
 
 

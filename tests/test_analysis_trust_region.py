@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from analysis_fixtures import RunSpec, grid_specs, make_results
 
-from trbench.analysis import report, report_figures, stats, tables
+from trbench.analysis import plots, report, report_figures, stats, tables, trust_region_plots
 from trbench.analysis.load import load_results, scored_runs
 from trbench.analysis.normalization import load_normalization
 from trbench.analysis.radius_sensitivity import radius_sensitivity, sweep_runs
@@ -171,6 +171,77 @@ def test_an_arm_of_several_radii_is_split_by_radius():
     configs = {"a": {"trust_region": block(radius=0.01)}, "b": {"trust_region": block(radius=0.05, kl_radius=0.05)}}
     updates = update_table(runs_table(("a", "trpo", "E-v0"), ("b", "trpo", "E-v0")), progress, configs)
     assert sorted(kl_summary_table(updates)["arm"]) == ["trpo (max_kl=0.01)", "trpo (max_kl=0.05)"]
+
+
+def drawn_kl_figure(monkeypatch, tmp_path, updates: pd.DataFrame) -> SimpleNamespace:
+    """What plot_trust_region_kl draws of ``updates`` (its visible axes, their titles and tick
+    labels, the figure size), styled per algorithm as the report does, and the files it wrote."""
+    drawn = SimpleNamespace()
+    save = trust_region_plots.save_figure
+
+    def recording_save(fig, out_dir, name):
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        drawn.size = tuple(fig.get_size_inches())
+        drawn.titles = [ax.get_title() for ax in axes]
+        drawn.ticks = [[label.get_text() for label in ax.get_xticklabels()] for ax in axes]
+        drawn.log = {ax.get_yscale() for ax in axes}
+        drawn.shared = all(ax.get_shared_y_axes().joined(axes[0], ax) for ax in axes)
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(trust_region_plots, "save_figure", recording_save)
+    algorithm_of = dict(zip(updates["group"], updates["algorithm"]))
+    by_algorithm = plots.algorithm_styles(sorted(set(algorithm_of.values())))
+    styles = {group: by_algorithm[algorithm] for group, algorithm in algorithm_of.items()}
+    drawn.paths = trust_region_plots.plot_trust_region_kl(kl_boxes(updates), styles, tmp_path)
+    return drawn
+
+
+def radius_grid(algorithms: list[str], radii: list[float], env="Hopper-v5") -> pd.DataFrame:
+    """The update table of one run per algorithm and radius, each arm split by its radius."""
+    rows, progress, configs = [], {}, {}
+    for algorithm in algorithms:
+        for radius in radii:
+            run_id = f"{algorithm}-{radius}"
+            rows.append((run_id, algorithm, env))
+            progress[run_id] = pd.DataFrame({"kl": [0.5 * radius, radius], "kl_max": [radius, 3 * radius]})
+            configs[run_id] = {"trust_region": block(radius=radius, kl_radius=radius)}
+    return update_table(runs_table(*rows), progress, configs)
+
+
+def test_a_radius_sweep_gets_one_small_panel_per_algorithm(monkeypatch, tmp_path):
+    algorithms = ["trpo", "npg", "ppo", "trpl", "mdpo", "spo", "vmpo", "awr"]
+    radii = [0.08, 0.005, 0.02, 0.01, 0.04]  # drawn in radius order whatever the run order
+    updates = radius_grid(algorithms, radii)
+    assert updates["group"].nunique() == 40 and "trpo (max_kl=0.005)" in set(updates["group"])
+    assert trust_region_plots.faceted(kl_boxes(updates))
+    drawn = drawn_kl_figure(monkeypatch, tmp_path, updates)
+    assert drawn.titles == sorted(algorithms)  # one axes per algorithm, each titled by it
+    assert drawn.ticks == [["0.005", "0.01", "0.02", "0.04", "0.08"]] * len(algorithms)
+    assert drawn.log == {"log"} and drawn.shared
+    width, height = drawn.size
+    assert width <= trust_region_plots.MAX_FIGURE_WIDTH_IN and height < 8
+    assert [path.name for path in drawn.paths] == ["trust_region_kl.pdf", "trust_region_kl.png"]
+    assert all(path.stat().st_size > 0 for path in drawn.paths)
+
+
+def test_few_boxes_or_one_algorithm_keep_the_single_row_of_boxes(monkeypatch, tmp_path):
+    few = radius_grid(["trpo", "npg", "ppo"], [0.005, 0.01, 0.02, 0.04])  # 12 groups: not above the threshold
+    drawn = drawn_kl_figure(monkeypatch, tmp_path, few)
+    assert drawn.titles == ["Hopper-v5"] and len(drawn.ticks[0]) == 12
+    assert drawn.ticks[0][0] == "npg (max_kl=0.005)"
+    one = radius_grid(["trpo"], [0.001 * k for k in range(1, 15)])  # 14 groups of one algorithm
+    assert not trust_region_plots.faceted(kl_boxes(one))
+    assert drawn_kl_figure(monkeypatch, tmp_path, one).titles == ["Hopper-v5"]
+
+
+def test_a_sweep_over_several_envs_gets_a_row_of_panels_per_env(monkeypatch, tmp_path):
+    updates = pd.concat(
+        [radius_grid(["trpo", "npg", "ppo"], [0.005, 0.01, 0.02, 0.04, 0.08], env) for env in ("A-v0", "B-v0")],
+        ignore_index=True,
+    )
+    drawn = drawn_kl_figure(monkeypatch, tmp_path, updates)
+    assert drawn.titles == [f"{a}, {env}" for env in ("A-v0", "B-v0", "all envs") for a in ("npg", "ppo", "trpo")]
+    assert drawn.size[0] <= trust_region_plots.MAX_FIGURE_WIDTH_IN
 
 
 # --- Part 2: sensitivity to the radius ---------------------------------------------------------

@@ -61,6 +61,12 @@ EXTRA = {
     "truly_ppo": [{"minibatch_size": 64, "kl_trigger": 0.001}],
     # no lockstep update (its K-FAC statistics are not stacked): each member updates alone, in the pack
     "acktr": [{"desired_kl": 0.002}],
+    # small bounds, so that both projections are active in most updates
+    "trpl": [
+        {"minibatch_size": 64, "mean_bound": 0.002, "cov_bound": 1e-5},
+        {"projection": "w2", "mean_bound": 0.002, "cov_bound": 1e-6, "entropy_control": True},
+        {"projection": "frobenius", "minibatch_size": 128, "cov_bound": 1e-6, "precision_scaling": False},
+    ],
     "mdpo": [{"epochs": 5}, {"minibatch_size": 64, "anneal_step_size": False, "entropy_coef": 0.01}],
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trbench.algos.registry import BUILTIN
 from trbench.suites.grid import builtin_variants, load_suite
 
 TINY = """
@@ -249,6 +250,28 @@ def test_shipped_suites_load(request):
         "Swimmer-v5",
         "Ant-v5",
     }
+
+
+def test_the_trust_region_suites_hold_every_registered_method(request):
+    suites_dir = Path(request.config.rootpath) / "suites"
+    family = load_suite(suites_dir / "trust_region_family.toml")
+    assert {run.spec.algorithm for run in family.runs} == set(BUILTIN)
+    assert {run.spec.env_id for run in family.runs} == {"Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"}
+    assert {run.spec.steps for run in family.runs} == {1_000_000} and {run.spec.seed for run in family.runs} == set(
+        range(5)
+    )
+    sweep = load_suite(suites_dir / "trust_region_sensitivity.toml")
+    assert {run.spec.algorithm for run in sweep.runs} == set(BUILTIN) - {"vpg"}  # VPG has no radius
+    for run in family.runs:
+        if run.spec.arm == "vpg" or run.spec.seed or run.spec.env_id != "Hopper-v5":
+            continue
+        record = run.config.trust_region_record()
+        # a grid axis names its arms <arm>[<setting>=<value>]
+        runs = [r for r in sweep.runs if r.spec.arm.startswith(f"{run.spec.arm}[{record['setting']}=")]
+        ratios = sorted({run.config.trust_region_record()["radius"] / record["default"] for run in runs})
+        # five log-spaced values, a quarter to four times the default
+        assert ratios == pytest.approx([0.25, 0.5, 1.0, 2.0, 4.0]), run.spec.arm
+        assert {run.spec.seed for run in runs} == {0, 1, 2}
 
 
 @pytest.mark.parametrize("name", sorted(builtin_variants()))

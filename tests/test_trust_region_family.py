@@ -11,11 +11,14 @@ import torch
 from trbench.algos.config import PPOConfig
 from trbench.algos.mdpo import MDPO, MDPOConfig
 from trbench.algos.minibatch_policy import PolicyMinibatch
-from trbench.algos.networks import gaussian_kl
+from trbench.algos.networks import gaussian_kl, gaussian_log_prob
 from trbench.algos.ppo import PPO
 from trbench.algos.ppo_kl import PPOKL, PPOKLConfig, next_beta
+from trbench.algos.projections import project, trust_region_regression
 from trbench.algos.registry import BUILTIN, resolve_algorithm
+from trbench.algos.rollout import Batch
 from trbench.algos.spo import SPO, SPOConfig, spo_objective
+from trbench.algos.trpl import TRPL, TRPLConfig
 from trbench.algos.truly_ppo import TrulyPPO, TrulyPPOConfig, rollback_objective
 from trbench.cli import main
 from trbench.suites.execute import execute_run
@@ -234,6 +237,70 @@ def test_mirror_descent_step_on_a_bandit_converges_to_the_exponentiated_closed_f
     torch.testing.assert_close(logits.softmax(-1), closed_form / closed_form.sum(), rtol=1e-6, atol=1e-8)
 
 
+# --- TRPL (the layers themselves: tests/test_projections.py) ---------------------------------------------
+
+
+@pytest.mark.parametrize("projection", ["kl", "w2", "frobenius"])
+def test_trpl_trains_the_projected_policy_and_writes_the_projected_std_back(projection):
+    cfg = TRPLConfig(**SMALL_NETS, projection=projection, mean_bound=1e-3, cov_bound=1e-5)
+    algo = _algorithm(TRPL, cfg)
+    mb = _minibatch(algo, n=128)
+    with torch.no_grad():
+        algo.policy.log_std -= 0.2  # both the mean and the covariance leave their bounds
+        for p in algo.policy.mean_net.parameters():
+            p.add_(0.05)
+    loss, log_ratio, stats = algo.surrogate(mb)
+    mean, log_std = algo.policy(mb.obs)
+    layer = project(projection, mean, log_std, mb.old_mean, mb.old_log_std, 1e-3, 1e-5)
+    expected_log_ratio = gaussian_log_prob(layer.mean, layer.log_std, mb.actions) - mb.old_log_probs
+    torch.testing.assert_close(log_ratio, expected_log_ratio, rtol=0, atol=0)
+    regression = trust_region_regression(mean, log_std, layer.mean, layer.log_std, projection).mean()
+    torch.testing.assert_close(loss, -(expected_log_ratio.exp() * mb.advantages).mean() + regression, rtol=0, atol=0)
+    assert stats["mean_projected"].item() > 0.5
+    if projection == "kl":
+        # the KL layer keeps KL(projected || old) <= mean_bound + cov_bound at every state
+        reverse = gaussian_kl(layer.mean, layer.log_std, mb.old_mean, mb.old_log_std)
+        assert reverse.max().item() <= (1e-3 + 1e-5) * (1 + 1e-9)
+        assert cfg.nominal_kl() == 1e-3 + 1e-5
+    else:
+        assert cfg.nominal_kl() is None and cfg.trust_region_record()["measure"] == "other"
+    diagnostics = algo.after_epochs(_batch_of(mb), mb.old_mean, mb.old_log_std)
+    assert torch.equal(algo.policy.log_std.detach(), layer.log_std[0].detach())
+    assert diagnostics["cov_projected"].item() == 1.0
+    assert diagnostics["cov_constraint"].item() <= 1e-5 * (1 + 1e-6)
+    assert diagnostics["cov_constraint_before"].item() > 1e-5
+
+
+def _batch_of(mb: PolicyMinibatch) -> Batch:
+    n = mb.obs.size(0)
+    zeros = torch.zeros(n, dtype=mb.obs.dtype)
+    return Batch(
+        obs=mb.obs,
+        actions=mb.actions,
+        log_probs=mb.old_log_probs,
+        advantages=mb.advantages,
+        returns=zeros,
+        values=zeros,
+    )
+
+
+def test_trpl_entropy_control_keeps_the_projected_entropy_on_its_decaying_bound():
+    cfg = TRPLConfig(**SMALL_NETS, entropy_control=True, cov_bound=10.0, entropy_target=-1.0)
+    algo = _algorithm(TRPL, cfg)
+    algo.progress = 0.3
+    k = 2
+    initial = k * (cfg.log_std_init + 0.5 * math.log(2 * math.pi * math.e))
+    bound = -k + (initial + k) * 0.5 ** (10 * 0.3)
+    assert algo.entropy_bound(k) == pytest.approx(bound, rel=1e-12)
+    mb = _minibatch(algo)
+    with torch.no_grad():
+        algo.policy.log_std -= 3.0  # far below the bound, and inside the (loose) covariance bound
+    mean, log_std = algo.policy(mb.obs)
+    layer = algo.projected(mean, log_std, mb.old_mean, mb.old_log_std)
+    entropy = layer.log_std.sum(-1) + 0.5 * k * math.log(2 * math.pi * math.e)
+    torch.testing.assert_close(entropy, torch.full_like(entropy, bound), rtol=1e-12, atol=1e-12)
+
+
 # --- what the run folder and the command line say about each method ---------------------------------
 
 
@@ -267,11 +334,25 @@ def test_trbench_config_without_an_algorithm_lists_every_one_with_its_paper(caps
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo_kl", "spo", "truly_ppo", "mdpo"])
-def test_learns_inverted_pendulum(tmp_path, algo):
+@pytest.mark.parametrize(
+    "algo,overrides",
+    [
+        ("ppo_kl", {}),
+        ("spo", {}),
+        ("truly_ppo", {}),
+        # ten full-batch Adam steps of 3e-4 per update (the paper's) move the policy by a KL of
+        # about 2e-4: 81 after this budget; ten times the step size learns it
+        ("mdpo", {"policy_lr": 3e-3}),
+        ("trpl", {}),
+        ("trpl", {"projection": "w2"}),
+        ("trpl", {"projection": "frobenius"}),
+    ],
+)
+def test_learns_inverted_pendulum(tmp_path, algo, overrides):
     # each reached the maximum return, 1000, at this seed and budget
     result = execute_run(
-        resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0, {"eval_interval_steps": 0})), tmp_path / algo
+        resolve(RunSpec(algo, "InvertedPendulum-v5", 24_576, 0, {"eval_interval_steps": 0, **overrides})),
+        tmp_path / algo,
     )
     assert result["status"] == "complete"
     assert result["final_eval_return"] >= 900
