@@ -27,7 +27,10 @@ BASE = ["train", "--env", "InvertedPendulum-v5", "--steps", "1024", "--seed", "0
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--algo", "nope"], "algo: unknown algorithm 'nope'; allowed: npg, ppo, trpo, vpg"),
+        (
+            ["--algo", "nope"],
+            "algo: unknown algorithm 'nope'; allowed: acktr, mdpo, npg, ppo, ppo_kl, spo, trpl, trpo, truly_ppo, vpg",
+        ),
         (["--algo", "trpo", "--set", "max_kl=0"], "max_kl: must be > 0, got 0.0"),
         (["--algo", "trpo", "--set", "max_kl=-1"], "max_kl: must be > 0"),
         (["--algo", "trpo", "--set", "max_kl=big"], "max_kl: expected a number, got 'big'"),
