@@ -59,19 +59,12 @@ class SurrogateTerms(NamedTuple):
     stats: dict[str, torch.Tensor]  # the method's own per-minibatch diagnostics, [] or [S] each
 
 
-class MinibatchPolicyGradient(OnPolicyAlgorithm):
-    """The lone loop. A subclass (through its surrogate mixin) defines :meth:`surrogate`."""
+class SurrogateHooks:
+    """What a method of the family defines, with the defaults of both loops: its surrogate (no
+    default), whether it needs the behaviour policy per state, and what it does after the epochs."""
 
-    Config = MinibatchPolicyConfig
-    config: MinibatchPolicyConfig
     # whether the surrogate needs the behaviour policy's mean and log-std per state (a KL term)
     needs_old_policy: ClassVar[bool] = False
-
-    def __init__(self, config: MinibatchPolicyConfig, *args, **kwargs):
-        super().__init__(config, *args, **kwargs)
-        self.policy_optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=config.policy_lr, eps=config.policy_adam_eps
-        )
 
     def surrogate(self, mb: PolicyMinibatch) -> SurrogateTerms:
         raise NotImplementedError
@@ -79,6 +72,19 @@ class MinibatchPolicyGradient(OnPolicyAlgorithm):
     def after_epochs(self, batch: Batch, old_mean: torch.Tensor | None, old_log_std: torch.Tensor | None) -> dict:
         """Called once the epochs are done; returns extra diagnostics. Nothing by default."""
         return {}
+
+
+class MinibatchPolicyGradient(SurrogateHooks, OnPolicyAlgorithm):
+    """The lone loop. A subclass (through its surrogate mixin) defines :meth:`surrogate`."""
+
+    Config = MinibatchPolicyConfig
+    config: MinibatchPolicyConfig
+
+    def __init__(self, config: MinibatchPolicyConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.policy_optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.policy_lr, eps=config.policy_adam_eps
+        )
 
     def update_policy(self, batch: Batch) -> dict:
         cfg = self.config
@@ -137,7 +143,7 @@ class MinibatchPolicyGradient(OnPolicyAlgorithm):
         return diagnostics
 
 
-class LockstepMinibatchPolicyGradient(LockstepAlgorithm):
+class LockstepMinibatchPolicyGradient(SurrogateHooks, LockstepAlgorithm):
     """The lockstep loop for S members, each bit-identical on the CPU to the lone loop.
 
     A member whose approximate KL passes ``target_kl`` stops its epochs as it would alone: it
@@ -148,7 +154,6 @@ class LockstepMinibatchPolicyGradient(LockstepAlgorithm):
 
     Config = MinibatchPolicyConfig
     config: MinibatchPolicyConfig
-    needs_old_policy: ClassVar[bool] = False
     member_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, members: Sequence[OnPolicyAlgorithm]):
@@ -161,12 +166,6 @@ class LockstepMinibatchPolicyGradient(LockstepAlgorithm):
         )
         for name in self.member_state:
             setattr(self, name, torch.stack([getattr(m, name) for m in members]))
-
-    def surrogate(self, mb: PolicyMinibatch) -> SurrogateTerms:
-        raise NotImplementedError
-
-    def after_epochs(self, batch: Batch, old_mean: torch.Tensor | None, old_log_std: torch.Tensor | None) -> dict:
-        return {}
 
     def update_policy(self, batch: Batch) -> dict:
         cfg = self.config
