@@ -26,10 +26,16 @@ from typing import Literal, NamedTuple
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .kl_weight_host import solve_kl_weight_rows
+
 Tensor = torch.Tensor
 Bound = float | Tensor  # a Python float, or a tensor broadcastable to the per-state shape [...]
 MeanMetric = Literal["kl_mahalanobis", "mahalanobis", "euclidean"]
 ProjectionKind = Literal["kl", "w2", "frobenius"]
+# how the KL covariance projection's 1-D root is found: with whole-tensor operations (any device, no
+# host read), or row by row in Python floats (CPU only; for a few rows, such as one std per network)
+KLSolver = Literal["tensor", "host"]
+KL_SOLVERS: tuple[KLSolver, ...] = ("tensor", "host")
 MEAN_METRICS: tuple[MeanMetric, ...] = ("kl_mahalanobis", "mahalanobis", "euclidean")
 PROJECTION_KINDS: tuple[ProjectionKind, ...] = ("kl", "w2", "frobenius")
 
@@ -228,12 +234,15 @@ class _KLWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, u: Tensor, eps: Tensor, active: Tensor, iterations: int, tol: float) -> Tensor:
+    def forward(
+        ctx: FunctionCtx, u: Tensor, eps: Tensor, active: Tensor, iterations: int, tol: float, solver: KLSolver
+    ) -> Tensor:
         # inactive rows solve a fixed, well-posed stand-in (u = 1, c(1) = 0.0966 k > 0.01), so
         # that no NaN or inf is ever computed; their s is then replaced by 1
         u_solved = torch.where(active.unsqueeze(-1), u, torch.ones_like(u))
         eps_solved = torch.where(active, eps, torch.full_like(eps, 0.01))
-        s = torch.where(active, _solve_kl_weight(u_solved, eps_solved, iterations, tol), torch.ones_like(eps))
+        solve = solve_kl_weight_rows if solver == "host" else _solve_kl_weight
+        s = torch.where(active, solve(u_solved, eps_solved, iterations, tol), torch.ones_like(eps))
         ctx.save_for_backward(u_solved, s, active)
         return s
 
@@ -244,7 +253,7 @@ class _KLWeight(torch.autograd.Function):
         weighted = u / (1 + s.unsqueeze(-1) * u).square()
         denominator = (u * weighted).sum(-1)  # > 0 on active rows, where c(1) > eps > 0 needs u != 0
         scale = torch.where(active, -grad_s * s / denominator, torch.zeros_like(s))
-        return scale.unsqueeze(-1) * weighted, None, None, None, None
+        return scale.unsqueeze(-1) * weighted, None, None, None, None, None
 
 
 def project_kl_covariance(
@@ -253,14 +262,16 @@ def project_kl_covariance(
     eps_sigma: Bound,
     iterations: int = KL_SOLVER_ITERATIONS,
     tol: float = KL_SOLVER_TOLERANCE,
+    solver: KLSolver = "tensor",
 ) -> Tensor:
     """The KL projection's log-std (reverse KL, the projected Gaussian first).
 
     If c <= eps_sigma (c = :func:`kl_covariance_distance`), log_std unchanged. Otherwise the
     precisions are interpolated, Sigma~^{-1} = (Sigma^{-1} + eta Sigma_o^{-1}) / (1 + eta), with
     eta >= 0 the root of c(Sigma~(eta)) = eps_sigma, found by a fixed number of `iterations` of a
-    safeguarded Newton solve (:func:`_solve_kl_weight`; `tol` is its relative residual to stop at).
-    The gradient through eta is implicit (:class:`_KLWeight`). The relative residual
+    safeguarded Newton solve (:func:`_solve_kl_weight`; `tol` is its relative residual to stop at;
+    `solver` = "host" runs it row by row on the CPU, :mod:`trbench.algos.kl_weight_host`). The
+    gradient through eta is implicit (:class:`_KLWeight`). The relative residual
     |c(Sigma~) - eps_sigma| / eps_sigma is about 1e-13 in float64 (1e-11 for bounds near 1e-8);
     in float32 it is limited by the rounding of the projected log-std, about 1e-5 at
     eps_sigma = 1e-3, growing as the per-dimension step shrinks.
@@ -269,7 +280,9 @@ def project_kl_covariance(
     distance = kl_covariance_distance(log_std, old_log_std)
     active = distance > eps_sigma
     eps = torch.zeros_like(distance) + eps_sigma
-    s = _KLWeight.apply(u, eps.detach(), active, iterations, tol)
+    if solver == "host" and u.device.type != "cpu":
+        raise ValueError(f"the host KL solver takes CPU tensors, got a tensor on {u.device}")
+    s = _KLWeight.apply(u, eps.detach(), active, iterations, tol, solver)
     projected = old_log_std - 0.5 * torch.log1p(s.unsqueeze(-1) * u)  # q / p_o = 1 + s u
     return torch.where(active.unsqueeze(-1), projected, log_std)
 
@@ -310,10 +323,11 @@ def project_covariance(
     precision_scaling: bool = True,
     kl_iterations: int = KL_SOLVER_ITERATIONS,
     kl_tol: float = KL_SOLVER_TOLERANCE,
+    kl_solver: KLSolver = "tensor",
 ) -> Tensor:
     """The projected log-std of layer `kind`."""
     if kind == "kl":
-        return project_kl_covariance(log_std, old_log_std, eps_sigma, kl_iterations, kl_tol)
+        return project_kl_covariance(log_std, old_log_std, eps_sigma, kl_iterations, kl_tol, kl_solver)
     if kind == "w2":
         return project_w2(log_std, old_log_std, eps_sigma, precision_scaling)
     if kind == "frobenius":
@@ -348,6 +362,7 @@ def project(
     mean_metric: MeanMetric | None = None,
     kl_iterations: int = KL_SOLVER_ITERATIONS,
     kl_tol: float = KL_SOLVER_TOLERANCE,
+    kl_solver: KLSolver = "tensor",
 ) -> Projection:
     """Project the network's Gaussian (mean, log_std) onto the trust region around the old one.
 
@@ -361,7 +376,7 @@ def project(
     metric = mean_metric if mean_metric is not None else default_mean_metric(kind, precision_scaling)
     projected_mean = project_mean(mean, old_mean, old_log_std, eps_mu, metric)
     projected_log_std = project_covariance(
-        kind, log_std, old_log_std, eps_sigma, precision_scaling, kl_iterations, kl_tol
+        kind, log_std, old_log_std, eps_sigma, precision_scaling, kl_iterations, kl_tol, kl_solver
     )
     with torch.no_grad():
         mean_before = mean_distance(mean, old_mean, old_log_std, metric)

@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+from trbench.algos.kl_weight_host import kl_weight_root
 from trbench.algos.projections import (
     KL_SOLVER_ITERATIONS,
+    KL_SOLVERS,
     MEAN_METRICS,
     PROJECTION_KINDS,
     covariance_distance,
@@ -118,19 +120,21 @@ def test_closed_form_covariance_projections_lie_on_the_boundary(kind, precision_
     torch.testing.assert_close(after, torch.full_like(after, EPS_SIGMA), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("solver", KL_SOLVERS)
 @pytest.mark.parametrize(("std_step", "eps_sigma"), [(0.05, 1e-3), (0.3, 1e-3), (1.0, 1e-5), (3.0, 0.1)])
-def test_kl_covariance_part_reaches_the_bound_to_solver_accuracy(std_step, eps_sigma):
+def test_kl_covariance_part_reaches_the_bound_to_solver_accuracy(std_step, eps_sigma, solver):
     _, log_std, _, old_log_std = gaussians(n=200, k=6, std_step=std_step)
     active = kl_covariance_distance(log_std, old_log_std) > eps_sigma
     assert active.float().mean() > 0.5
-    projected = project_kl_covariance(log_std[active], old_log_std[active], eps_sigma)
+    projected = project_kl_covariance(log_std[active], old_log_std[active], eps_sigma, solver=solver)
     relative_error = (kl_covariance_distance(projected, old_log_std[active]) - eps_sigma).abs() / eps_sigma
     assert relative_error.max() < 1e-10
 
 
+@pytest.mark.parametrize("solver", KL_SOLVERS)
 @pytest.mark.parametrize("direction", ["grown", "shrunk", "both"])
 @pytest.mark.parametrize("k", [1, 5])
-def test_kl_solver_stays_accurate_on_extreme_steps(direction, k):
+def test_kl_solver_stays_accurate_on_extreme_steps(direction, k, solver):
     # stds grown and/or shrunk by up to e^6 per dimension, bounds over nine orders of magnitude
     g = torch.Generator().manual_seed(3)
     old_log_std = torch.randn(400, k, generator=g, dtype=F64)
@@ -140,14 +144,15 @@ def test_kl_solver_stays_accurate_on_extreme_steps(direction, k):
     for eps_sigma in (1e-8, 1e-4, 1e-1, 1.0):
         active = kl_covariance_distance(log_std, old_log_std) > eps_sigma
         assert active.float().mean() > 0.5
-        projected = project_kl_covariance(log_std[active], old_log_std[active], eps_sigma)
+        projected = project_kl_covariance(log_std[active], old_log_std[active], eps_sigma, solver=solver)
         after = kl_covariance_distance(projected, old_log_std[active])
         assert ((after - eps_sigma).abs() / eps_sigma).max() < 1e-10
 
 
-def test_kl_solver_in_float32_is_as_accurate_as_the_format_allows():
+@pytest.mark.parametrize("solver", KL_SOLVERS)
+def test_kl_solver_in_float32_is_as_accurate_as_the_format_allows(solver):
     _, log_std, _, old_log_std = gaussians(n=200, k=6, std_step=0.3, dtype=torch.float32)
-    projected = project_kl_covariance(log_std, old_log_std, EPS_SIGMA)
+    projected = project_kl_covariance(log_std, old_log_std, EPS_SIGMA, solver=solver)
     assert projected.dtype == torch.float32
     # measured in float64: what is left is the float32 rounding of the projected log-std
     after = kl_covariance_distance(projected.double(), old_log_std.double())
@@ -254,6 +259,61 @@ def test_gradients_match_finite_differences(kind, region, state_dependent_std):
         return out.mean, out.log_std
 
     assert torch.autograd.gradcheck(layer, tuple(x.requires_grad_(True) for x in inputs))
+
+
+@pytest.mark.parametrize("region", ["active", "inactive"])
+def test_host_kl_solver_gradients_match_finite_differences(region):
+    _, log_std, _, old_log_std = gaussians(n=6, k=3, std_step=0.2, seed=1)
+    eps_sigma = (0.5 if region == "active" else 2.0) * float(kl_covariance_distance(log_std, old_log_std).min())
+
+    def layer(log_std, old_log_std):
+        return project_kl_covariance(log_std, old_log_std, eps_sigma, solver="host")
+
+    assert torch.autograd.gradcheck(layer, (log_std.requires_grad_(True), old_log_std.requires_grad_(True)))
+
+
+def test_host_and_tensor_kl_solvers_find_the_same_root():
+    # the same iteration in two arithmetics: float64 results agree to round-off, float32 ones to
+    # the last bit or two of the projected log-std
+    g = torch.Generator().manual_seed(7)
+    for k in (1, 3, 6, 17):
+        old_log_std = torch.randn(300, k, generator=g, dtype=F64)
+        log_std = old_log_std + torch.logspace(-3, 0.5, 300, dtype=F64)[:, None] * torch.randn(
+            300, k, generator=g, dtype=F64
+        )
+        for eps_sigma in (1e-6, 1e-3, 1e-1):
+            tensor = project_kl_covariance(log_std, old_log_std, eps_sigma, solver="tensor")
+            host = project_kl_covariance(log_std, old_log_std, eps_sigma, solver="host")
+            torch.testing.assert_close(host, tensor, rtol=1e-13, atol=1e-14)
+            host32 = project_kl_covariance(log_std.float(), old_log_std.float(), eps_sigma, solver="host")
+            tensor32 = project_kl_covariance(log_std.float(), old_log_std.float(), eps_sigma, solver="tensor")
+            torch.testing.assert_close(host32, tensor32, rtol=1e-6, atol=1e-6)
+
+
+def test_host_kl_solver_solves_each_row_as_if_alone():
+    # TRPL in lockstep: S members' stds, one row each, give each member the bits it gets alone
+    members = [gaussians(n=1, k=6, std_step=0.02 * (i + 1), seed=20 + i, dtype=torch.float32) for i in range(4)]
+    log_std = torch.stack([m[1] for m in members]).requires_grad_(True)  # [S, 1, k]
+    old_log_std = torch.stack([m[3] for m in members])
+    stacked = project_kl_covariance(log_std, old_log_std, 5e-3, solver="host")
+    (stacked_grad,) = torch.autograd.grad(stacked.sin().sum(), log_std)
+    assert (kl_covariance_distance(log_std, old_log_std) > 5e-3).sum() == 3  # the first stays inside
+    for i, (_, alone_log_std, _, alone_old) in enumerate(members):
+        alone_input = alone_log_std.clone().requires_grad_(True)
+        alone = project_kl_covariance(alone_input, alone_old, 5e-3, solver="host")
+        (alone_grad,) = torch.autograd.grad(alone.sin().sum(), alone_input)
+        assert torch.equal(stacked[i], alone) and torch.equal(stacked_grad[i], alone_grad)
+
+
+def test_host_kl_root_stops_once_it_is_exact_and_refuses_device_tensors():
+    u = [0.3, -0.2, 0.05]
+    root = kl_weight_root(u, 1e-3, KL_SOLVER_ITERATIONS, 0.0)
+    assert kl_weight_root(u, 1e-3, 1000, 0.0) == root  # a fixed point well within the default
+    assert kl_weight_root(u, 1e-3, 0, 0.0) != root  # the start is the bracket's midpoint
+    c = 0.5 * sum(math.log1p(root * x) - root * x / (1 + root * x) for x in u)
+    assert abs(c - 1e-3) < 1e-15
+    with pytest.raises(ValueError, match="CPU tensors"):
+        project_kl_covariance(torch.zeros(1, 3, device="meta"), torch.ones(1, 3, device="meta"), 1e-3, solver="host")
 
 
 def test_kl_implicit_gradient_matches_an_unrolled_solve():
