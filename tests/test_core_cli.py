@@ -1,6 +1,7 @@
 """`trbench train` from the outside: bad input is one line and exit 2 with nothing written;
 a method defined outside the package trains through the same front door."""
 
+import csv
 import json
 import os
 import subprocess
@@ -74,7 +75,7 @@ def test_bad_env_is_one_line_exit_2(tmp_path, env_id, expected):
 
 
 def test_bad_steps_and_seed_are_refused(tmp_path):
-    for args in (["--steps", "0"], ["--steps", "ten"], ["--steps", "10", "--seed", "-1"]):
+    for args in (["--steps", "0"], ["--steps", "ten"], ["--steps", "10", "--seed", "-1"], ["--torch-threads", "0"]):
         proc = trbench("train", "--algo", "trpo", "--env", "InvertedPendulum-v5", *args, "--out", str(tmp_path / "r"))
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
@@ -149,6 +150,33 @@ def test_train_prints_its_learning_curve(tmp_path):
     assert lines[1].split()[:3] == ["step", "train_return", "eval_return"]
     assert lines[2].split()[0] == "512" and lines[3].split()[0] == "1024"
     assert lines[-1].startswith("final_eval_return")
+
+
+TIMING_COLUMNS = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
+
+
+def progress_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def test_train_gives_the_bits_of_the_same_run_in_a_suite(tmp_path):
+    # the suite worker trains with one torch thread; `trbench train` does too by default, whatever
+    # the machine's core count (torch's own default sums some reductions in another order)
+    settings = ["--algo", "ppo", "--env", "InvertedPendulum-v5", "--steps", "2048", "--seed", "1"]
+    alone = trbench("train", *settings, "--set", "eval_interval_steps=0", "--quiet", "--out", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    (tmp_path / "one.toml").write_text(
+        'name = "one"\nsteps = 2048\nseeds = [1]\nenvs = ["InvertedPendulum-v5"]\nalgos = ["ppo"]\n'
+        "[hparams.all]\neval_interval_steps = 0\n"
+    )
+    suite = trbench("run", str(tmp_path / "one.toml"), "--workers", "1", "--out", str(tmp_path / "suite"))
+    assert suite.returncode == 0, suite.stderr
+    (in_suite,) = (tmp_path / "suite" / "runs").iterdir()
+    assert progress_rows(in_suite / "progress.csv") == progress_rows(tmp_path / "alone" / "progress.csv")
+    result_alone = json.loads((tmp_path / "alone" / "result.json").read_text())
+    result_in_suite = json.loads((in_suite / "result.json").read_text())
+    assert result_alone["final_eval_return"] == result_in_suite["final_eval_return"]
 
 
 def test_config_command_lists_fields_with_sources():
