@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
         description="Train one algorithm on one env; writes config.json, progress.csv and result.json into --out.",
     )
     p.add_argument(
-        "--algo", required=True, help="a registered algorithm (`trbench config` lists them) or an import path module:Class"
+        "--algo",
+        required=True,
+        help="a registered algorithm (`trbench config` lists them) or an import path module:Class",
     )
     p.add_argument("--env", required=True, help="gymnasium env id with Box spaces, e.g. Hopper-v5")
     p.add_argument("--steps", required=True, type=_int_steps, help="environment-step budget")
