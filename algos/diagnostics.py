@@ -11,6 +11,8 @@ COMMON = {
     "wall_time_s": "seconds since the run started",
     "train_return": "mean raw (unnormalised) return of training episodes that ended in this iteration; empty if none",
     "train_episodes": "number of training episodes that ended in this iteration",
+    "train_return_top10": "mean raw return of the ten highest-scoring training episodes of the run so far (Wang et "
+    "al. 2019's Table 1 (b) metric); empty until ten have ended",
     "eval_return": "mean raw return of the deterministic evaluation after this iteration; empty if not evaluated",
     "eval_return_std": "standard deviation of those evaluation returns",
     "steps_per_second": "environment steps of this iteration divided by its wall time (rollout + update)",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import heapq
 import math
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -32,6 +33,9 @@ from .rollout import RolloutCollector, RolloutStats, evaluate_policy, make_vecto
 # can never meet.
 _SEED_SPAN = 2**30
 _EVAL_SEED_OFFSET = 2**31
+# How many of the highest training-episode returns `train_return_top10` averages: the "mean of the
+# top-10 episode rewards during training" of Wang, He and Tan 2019 (Truly PPO), Table 1 (b).
+TOP_TRAIN_EPISODES = 10
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +84,14 @@ class LoopState:
     next_eval: float = math.inf  # the step count at which the next periodic evaluation is due
     eval_episodes_used: int = 0  # evaluation episode k resets from seed eval_env + k
     wall_time_s: float = 0.0  # spent in earlier processes, for a resumed run
+    # the TOP_TRAIN_EPISODES highest training-episode returns so far, highest first; None when
+    # unknown (resumed from a checkpoint written before they were kept)
+    top_train_returns: list[float] | None = field(default_factory=list)
+
+
+def highest_returns(kept: list[float], new: list[float], count: int = TOP_TRAIN_EPISODES) -> list[float]:
+    """The `count` highest of the returns kept so far and an iteration's new ones, highest first."""
+    return heapq.nlargest(count, kept + new)
 
 
 CHECKPOINT_FORMAT = 1
@@ -239,7 +251,7 @@ class Trainer:
         restore_env_state(self.env, state["envs"])
         self.collector = RolloutCollector(self.env, None, self.obs_normalizer, self.reward_scaler, self.generator)
         self.collector.load_state_dict(state["collector"])
-        self.loop = LoopState(**state["loop"])
+        self.loop = LoopState(**{"top_train_returns": None, **state["loop"]})
         torch.set_rng_state(state["global_rng"]["torch"])
         np.random.set_state(state["global_rng"]["numpy"])
         random.setstate(state["global_rng"]["python"])
@@ -321,12 +333,14 @@ class Trainer:
             what = f"diagnostics {', '.join(bad)}" if bad else "network parameters"
             raise TrainingDiverged(f"non-finite {what} at iteration {iteration} (step {steps})")
 
+        top = None if loop.top_train_returns is None else highest_returns(loop.top_train_returns, stats.episode_returns)
         record: dict[str, Any] = {
             "iteration": iteration,
             "step": steps,
             "wall_time_s": 0.0,
             "train_return": float(np.mean(stats.episode_returns)) if stats.episode_returns else None,
             "train_episodes": len(stats.episode_returns),
+            "train_return_top10": float(np.mean(top)) if top and len(top) == TOP_TRAIN_EPISODES else None,
             "eval_return": None,
             "eval_return_std": None,
         }
@@ -349,7 +363,7 @@ class Trainer:
         # the iteration is complete: a checkpoint taken while the record is out resumes after it
         every = self._checkpoint_every
         passed_interval = every > 0 and steps // every > loop.steps // every
-        loop.iteration, loop.steps = iteration, steps
+        loop.iteration, loop.steps, loop.top_train_returns = iteration, steps, top
         self.checkpoint_due = passed_interval and iteration < self.iterations
         return record
 

@@ -68,7 +68,8 @@ METRICS: dict[str, str] = {
     "TD3 paper convention); ours: the same over our periodic evaluations",
     "max_return": "maximum return over training, statistic not defined further (not computed)",
     "top10_train_return": "mean of the ten highest training-episode returns over the run (Wang et al. "
-    "2019's Table 1); not computed: progress.csv keeps per-iteration means, not every episode",
+    "2019's Table 1); ours: the same, progress.csv's train_return_top10 at that step (runs written before "
+    "that column have none)",
 }
 SPREAD_KINDS: dict[str, str] = {
     "": "no spread published",

@@ -2,7 +2,8 @@
 
 For every published row, our value is computed *with the source's metric* (final deterministic
 evaluation, training-episode return over the last 100 episodes, the average over all of
-training, or the maximum of the seed-averaged evaluation curve) at the source's step budget, with
+training, the mean of the ten best training episodes, or the maximum of the seed-averaged
+evaluation curve) at the source's step budget, with
 a confidence interval over seeds at the report's level (95% by default), and a verdict is drawn:
 ``consistent`` when the published value lies in our CI or our mean lies within the published
 spread, otherwise ``above`` or ``below``.
@@ -34,7 +35,7 @@ from trbench.analysis.published import (
     selected_rows,
 )
 
-COMPUTED_METRICS = tuple(m for m in METRICS if m not in ("max_return", "top10_train_return"))
+COMPUTED_METRICS = tuple(m for m in METRICS if m != "max_return")
 VERDICTS = ("consistent", "above", "below")
 NOT_COMPARED = "no data"  # not "n/a", which CSV readers turn into a missing value
 # Below this many seeds a cell's value is shown but no verdict is drawn. The mean's bootstrap
@@ -78,7 +79,7 @@ class RunRecord:
     final_step: float
     iteration_steps: float
     final_eval_return: float
-    progress: pd.DataFrame  # step, train_return, train_episodes, eval_return
+    progress: pd.DataFrame  # step, train_return, train_episodes, train_return_top10, eval_return
 
 
 def env_base(env_id: str) -> str:
@@ -115,6 +116,7 @@ def read_runs(results: LoadedResults) -> list[RunRecord]:
                     "step": _numeric(progress, "step"),
                     "train_return": _numeric(progress, "train_return"),
                     "train_episodes": np.nan_to_num(_numeric(progress, "train_episodes")),
+                    "train_return_top10": _numeric(progress, "train_return_top10"),
                     "eval_return": _numeric(progress, "eval_return"),
                 }
             )
@@ -181,6 +183,9 @@ def run_value(run: RunRecord, metric: str, steps: float) -> float:
         counts = np.where(np.isfinite(table["train_return"]), table["train_episodes"], 0.0)
         total = counts.sum()
         return float(np.nansum(table["train_return"].to_numpy() * counts) / total) if total > 0 else math.nan
+    if metric == "top10_train_return":
+        # the column is the running value over the run so far (empty in runs that predate it)
+        return float(table["train_return_top10"].iloc[-1])
     if metric in ("final_eval_return", "eval_return_at_step"):
         evaluated = table.dropna(subset=["eval_return"])
         if evaluated.empty:

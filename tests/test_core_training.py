@@ -306,3 +306,33 @@ def test_both_line_search_modes_accept_up_to_kl_accept_factor_times_max_kl(monke
     algo = TRPO(config, 3, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
     algo.update(random_batch(algo.policy, 256, 3), progress=0.0)
     assert seen["max_kl"] == pytest.approx(0.03)
+
+
+def test_top10_training_return_is_the_mean_of_the_ten_best_episodes_so_far(tmp_path, monkeypatch):
+    # every training episode's return, as the collector reports them, against the column
+    from trbench.algos.rollout import RolloutCollector
+
+    episodes_by_iteration = []
+    collect = RolloutCollector.collect
+
+    def recording_collect(self, *args, **kwargs):
+        arrays, stats = collect(self, *args, **kwargs)
+        episodes_by_iteration.append(list(stats.episode_returns))
+        return arrays, stats
+
+    monkeypatch.setattr(RolloutCollector, "collect", recording_collect)
+    folder, result = train(tmp_path, "ppo", "InvertedPendulum-v5", 4096, 0, eval_interval_steps=0)
+    assert result["status"] == "complete"
+    rows = read_progress(folder)
+    assert len(rows) == len(episodes_by_iteration) == 8
+    seen: list[float] = []
+    checked = 0
+    for row, episodes in zip(rows, episodes_by_iteration):
+        seen += episodes
+        if len(seen) < 10:
+            assert row["train_return_top10"] == ""
+        else:
+            best = sorted(seen, reverse=True)[:10]
+            assert float(row["train_return_top10"]) == pytest.approx(sum(best) / 10, rel=1e-12)
+            checked += 1
+    assert checked >= 4 and len(set(seen)) > 10  # distinct returns, so the ranking is tested

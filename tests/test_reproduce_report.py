@@ -31,9 +31,11 @@ def write_run(
     eval_curve: list[float] | None = None,
     steps: int = 1_000_000,
     final_eval: float | None = None,
+    top10: float | None = None,
 ) -> None:
     """A complete run whose training episodes all return ``train_return`` (50 per iteration)
-    and whose periodic evaluations follow ``eval_curve`` (one per iteration)."""
+    and whose periodic evaluations follow ``eval_curve`` (one per iteration); with ``top10``, a
+    train_return_top10 column rising to it (half of it at the first iteration)."""
     run_id = f"{arm}__{env_id}__s{seed}".replace("+", "plus")
     folder = runs_dir / run_id
     folder.mkdir(parents=True)
@@ -43,6 +45,9 @@ def write_run(
     lines = ["iteration,step,wall_time_s,train_return,train_episodes,eval_return,eval_return_std"]
     for i in range(n):
         lines.append(f"{i + 1},{(i + 1) * ITERATION},{i},{train_return},50,{evals[i]},1.0")
+    if top10 is not None:
+        rising = np.linspace(top10 / 2, top10, n)
+        lines = [lines[0] + ",train_return_top10"] + [f"{line},{float(v)!r}" for line, v in zip(lines[1:], rising)]
     (folder / "progress.csv").write_text("\n".join(lines) + "\n")
     (folder / "config.json").write_text(
         json.dumps(
@@ -234,6 +239,20 @@ def test_max_of_the_seed_mean_curve_and_final_evaluation(tmp_path):
     sb3 = row(table, arm="trpo", source="sb3-contrib")
     assert sb3["metric"] == "final_eval_return" and sb3["steps"] == zoo["steps"]
     assert (sb3["ours_ci_low"], sb3["ours_ci_high"]) == (zoo["ours_ci_low"], zoo["ours_ci_high"])
+
+
+def test_top10_training_return_is_read_at_the_published_budget(tmp_path):
+    root = make_folder(tmp_path / "wang", "wang2019")
+    for seed, best in enumerate([3500.0, 3600.0, 3700.0, 3650.0, 3550.0]):
+        write_run(root / "runs", "truly_ppo", "Hopper-v4", seed, 2000.0, top10=best)
+    for seed in range(5):  # runs written before the column: nothing to compare
+        write_run(root / "runs", "ppo", "Hopper-v4", seed, 2000.0)
+    table = reference.reproduction_table(root, "wang2019", np.random.default_rng(0), n_resamples=300).table
+    truly = row(table, arm="truly_ppo", env_id="Hopper-v4")
+    assert truly["metric"] == "top10_train_return" and truly["published"] == 3653
+    assert truly["ours"] == pytest.approx(3600.0)  # the last row's running value, not the curve's mean
+    assert truly["verdict"] == "consistent"
+    assert row(table, arm="ppo", env_id="Hopper-v4")["verdict"] == "no data"
 
 
 def test_runs_shorter_than_the_published_budget_are_not_compared(tmp_path):
