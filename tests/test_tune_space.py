@@ -5,6 +5,7 @@ import argparse
 import pytest
 
 from trbench.algos.config import TRPOConfig
+from trbench.algos.registry import resolve_algorithm
 from trbench.base.errors import UsageError
 from trbench.cli import main
 from trbench.tune.settings import build_settings
@@ -49,7 +50,7 @@ def test_bad_search_space_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys
     [
         (["--param", "max_kl=1e-3:1e-1:log", "--param", "max_kl=1e-2:1e-1"], "max_kl: given more than once"),
         (["--set", "max_kl=0.01"], "--set max_kl: also searched by --param"),
-        (["--algo", "ppo"], "PPOConfig has no max_kl or damping, so the default space does not apply"),
+        (["--algo", "vpg"], "VPGConfig has no trust-region radius and no max_kl or damping, so there is no default"),
         (["--env", "InvertedPendulum-v5", "--env", "Pendulum-v1"], "--env Pendulum-v1: no normalisation constants"),
         (["--set", "num_envs=3"], "steps_per_iteration: must be a multiple of num_envs=3"),
         (["--storage", "not-a-url"], "--storage: 'not-a-url' is not a storage URL"),
@@ -78,6 +79,26 @@ def test_default_space_is_log_uniform_max_kl_and_damping():
         ("damping", 1e-4, 1.0, True),
     ]
     assert len(DEFAULT_SPACE_TEXT) == 2
+
+
+def test_a_method_without_max_kl_and_damping_searches_its_radius_by_default():
+    # two decades around each registered method's default radius, log-uniform
+    expected = {
+        "ppo": ("clip_range", 0.02, 2.0),
+        "ppo_kl": ("kl_target", 0.001, 0.1),
+        "spo": ("ratio_epsilon", 0.02, 2.0),
+        "truly_ppo": ("kl_trigger", 0.003, 0.3),
+        "mdpo": ("step_size_init", 0.1, 10.0),
+        "trpl": ("mean_bound", 0.003, 0.3),
+        "acktr": ("max_kl", 0.0005, 0.05),  # its damping is K-FAC's, not TRPO's
+    }
+    for name, (setting, low, high) in expected.items():
+        config_cls = resolve_algorithm(name).Config
+        assert config_cls.radius is not None and config_cls.radius.setting == setting
+        (param,) = parse_space([], config_cls)
+        assert (param.name, param.log, param.integer) == (setting, True, False)
+        assert param.low == pytest.approx(low, rel=1e-12) and param.high == pytest.approx(high, rel=1e-12)
+    assert [p.name for p in parse_space([], resolve_algorithm("npg").Config)] == ["max_kl", "damping"]
 
 
 def test_integer_settings_are_sampled_as_integers():

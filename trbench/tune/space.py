@@ -91,16 +91,28 @@ def parse_param(text: str, config_cls: type, where: str = "--param") -> ParamRan
     return ParamRange(name, low, high, log, False)
 
 
+def default_space(config_cls: type) -> tuple[list[str], str]:
+    """The space searched when no --param is given, and its name for messages: max_kl and damping
+    where the config has both (TRPO, NPG); otherwise the method's trust-region radius (what plays
+    TRPO's delta: PPO's clip range, PPO-KL's d_targ, ...) log-uniform over two decades around its
+    default, as max_kl's range spans two decades; a method without one (VPG) has no default."""
+    names = [text.partition("=")[0] for text in DEFAULT_SPACE_TEXT]
+    if all(n in typing.get_type_hints(config_cls) for n in names):
+        return list(DEFAULT_SPACE_TEXT), "default space"
+    radius = getattr(config_cls, "radius", None)
+    if radius is not None:
+        default = float(getattr(config_cls(), radius.setting))
+        return [f"{radius.setting}={default / 10:g}:{default * 10:g}:log"], "default space (the radius)"
+    raise UsageError(
+        f"--param: {config_cls.__name__} has no trust-region radius and no {' or '.join(names)}, so there is "
+        f"no default space; give one with --param name=low:high[:log] (allowed: "
+        f"{', '.join(tunable_fields(config_cls))})"
+    )
+
+
 def parse_space(texts: list[str], config_cls: type, where: str = "--param") -> list[ParamRange]:
     if not texts:
-        names = [text.partition("=")[0] for text in DEFAULT_SPACE_TEXT]
-        if not all(n in typing.get_type_hints(config_cls) for n in names):
-            raise UsageError(
-                f"--param: {config_cls.__name__} has no {' or '.join(names)}, so the default space does "
-                f"not apply; give one with --param name=low:high[:log] (allowed: "
-                f"{', '.join(tunable_fields(config_cls))})"
-            )
-        texts, where = list(DEFAULT_SPACE_TEXT), "default space"
+        texts, where = default_space(config_cls)
     space = [parse_param(text, config_cls, where) for text in texts]
     names = [param.name for param in space]
     for name in names:
