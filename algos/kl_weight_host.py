@@ -40,8 +40,12 @@ def kl_weight_root(u: list[float], eps: float, iterations: int, tol: float) -> f
     log_eps = math.log(eps)
     for _ in range(iterations):
         t = [s * x for x in u]  # q / p_o - 1
-        t_over_x = [ti / (1 + ti) for ti in t]
-        c = 0.5 * sum(math.log1p(ti) - r for ti, r in zip(t, t_over_x))
+        t_over_x: list[float] = []
+        if min(t) <= -1:  # a precision ratio rounded to 0: that std is infinite, and so is c
+            c = math.inf
+        else:
+            t_over_x = [ti / (1 + ti) for ti in t]
+            c = 0.5 * sum(math.log1p(ti) - r for ti, r in zip(t, t_over_x))
         if abs(c - eps) <= tol * eps:
             break
         above = c > eps  # c decreases in eta: the root has a larger eta, a smaller s
@@ -49,22 +53,23 @@ def kl_weight_root(u: list[float], eps: float, iterations: int, tol: float) -> f
             s_high = s
         else:
             s_low = s
-        midpoint = math.sqrt(s_low * s_high)
-        if c <= 0 or s >= 1:  # no model of ln c here (c = 0 at s = 0; the eta model is singular at s = 1)
-            s_next = midpoint
-        else:
+        # a step without a model (c = 0 at s = 0, c infinite; the eta model is singular at s = 1)
+        # is NaN, which no bracket test passes, as on the tensor path
+        s_by_s = s_by_eta = math.nan
+        if 0 < c < math.inf:
             slope = -0.5 * sum(r * r for r in t_over_x) / c
             log_gap = math.log(c) - log_eps
             s_by_s = s * _exp_or_inf(log_gap / slope)
-            s_by_eta = 1 / (1 + (1 / s - 1) * _exp_or_inf(-log_gap / ((1 - s) * slope)))
-            eta_inside = s_low <= s_by_eta <= s_high
-            s_inside = s_low <= s_by_s <= s_high
-            if eta_inside and (((s_by_eta < s_by_s) == above) or not s_inside):
-                s_next = s_by_eta  # the longer step of the two that stay inside the bracket
-            elif s_inside:
-                s_next = s_by_s
-            else:
-                s_next = midpoint
+            if s < 1:
+                s_by_eta = 1 / (1 + (1 / s - 1) * _exp_or_inf(-log_gap / ((1 - s) * slope)))
+        eta_inside = s_low <= s_by_eta <= s_high
+        s_inside = s_low <= s_by_s <= s_high
+        if eta_inside and (((s_by_eta < s_by_s) == above) or not s_inside):
+            s_next = s_by_eta  # the longer of the two steps that stay inside the bracket
+        elif s_inside:
+            s_next = s_by_s
+        else:
+            s_next = math.sqrt(s_low * s_high)
         if s_next == s:
             break
         s = s_next

@@ -340,10 +340,10 @@ class Trainer:
             "wall_time_s": 0.0,
             "train_return": float(np.mean(stats.episode_returns)) if stats.episode_returns else None,
             "train_episodes": len(stats.episode_returns),
-            "train_return_top10": float(np.mean(top)) if top and len(top) == TOP_TRAIN_EPISODES else None,
-            "eval_return": None,
-            "eval_return_std": None,
         }
+        if top is not None:  # unknown in a run resumed from an older checkpoint, whose table lacks the column
+            record["train_return_top10"] = float(np.mean(top)) if len(top) == TOP_TRAIN_EPISODES else None
+        record["eval_return"], record["eval_return_std"] = None, None
         if iteration == self.iterations:
             self._final_returns = self._evaluate(self.actor, self.obs_normalizer, cfg.final_eval_episodes)
             record["eval_return"], record["eval_return_std"] = (

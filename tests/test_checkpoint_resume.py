@@ -474,3 +474,34 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_and_one_of_other_setting
         UsageError, match="written with normalizer_epsilon=1e-06, this run has normalizer_epsilon=1e-08"
     ):
         read_checkpoint(tmp_path, run)
+
+
+def test_a_checkpoint_from_before_the_top10_column_resumes_without_it(tmp_path):
+    # an older checkpoint holds neither the ten best returns nor their column: the run goes on
+    # with the table it had (the column left out, not filled with a guess), the rest unchanged
+    overrides = {**SMALL, "checkpoint_interval_steps": 512, "eval_interval_steps": 0, "keep_checkpoint": True}
+    run = resolve(RunSpec("ppo", "InvertedPendulum-v5", 2048, 0, overrides=overrides))
+    folder = tmp_path / "run"
+    assert execute_run(run, folder)["status"] == "complete"
+    fresh = read_rows(folder / "progress.csv")
+    assert "train_return_top10" in fresh[0] and fresh[-1]["train_return_top10"] != ""
+    payload = torch.load(folder / CHECKPOINT_FILE, weights_only=False)
+    assert payload["step"] == 1536  # the last checkpoint, before the final iteration
+    del payload["trainer"]["loop"]["top_train_returns"]
+    rows = list(csv.DictReader(io.StringIO(payload["progress_csv"])))
+    columns = [c for c in rows[0] if c != "train_return_top10"]
+    old_table = io.StringIO()
+    writer = csv.DictWriter(old_table, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    payload["progress_csv"] = old_table.getvalue()
+    torch.save(payload, folder / CHECKPOINT_FILE)
+    for name in ("result.json", "progress.csv", "model.pt"):
+        (folder / name).unlink(missing_ok=True)
+    (folder / "progress.csv.partial").write_text(payload["progress_csv"])
+
+    assert execute_run(run, folder)["status"] == "complete"
+    resumed = read_rows(folder / "progress.csv")
+    assert "train_return_top10" not in resumed[0]
+    without = [{k: v for k, v in row.items() if k != "train_return_top10"} for row in fresh]
+    assert strip_timing(resumed) == strip_timing(without)

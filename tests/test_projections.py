@@ -312,6 +312,11 @@ def test_host_kl_root_stops_once_it_is_exact_and_refuses_device_tensors():
     assert kl_weight_root(u, 1e-3, 0, 0.0) != root  # the start is the bracket's midpoint
     c = 0.5 * sum(math.log1p(root * x) - root * x / (1 + root * x) for x in u)
     assert abs(c - 1e-3) < 1e-15
+    # a precision ratio that rounded to 0 (u = -1: a std grown past what the format holds)
+    extreme = [-1.0, 0.3]
+    root = kl_weight_root(extreme, 1e-3, KL_SOLVER_ITERATIONS, 0.0)
+    c = 0.5 * sum(math.log1p(root * x) - root * x / (1 + root * x) for x in extreme)
+    assert 0 < root < 1 and abs(c - 1e-3) < 1e-14
     with pytest.raises(ValueError, match="CPU tensors"):
         project_kl_covariance(torch.zeros(1, 3, device="meta"), torch.ones(1, 3, device="meta"), 1e-3, solver="host")
 
