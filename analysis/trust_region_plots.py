@@ -146,13 +146,16 @@ def _short_labels(groups: list[str], per_group: Mapping[str, KlBoxes]) -> list[s
     return [label if labels.count(label) == 1 else group for label, group in zip(labels, groups)]
 
 
-def _kl_legend(fig) -> None:
+def _kl_legend(fig, panels: Mapping[str, Mapping[str, KlBoxes]]) -> None:
+    """Boxes, and a radius line for each KL direction some drawn radius bounds."""
+    drawn = {b.measure == LOGGED_MEASURE for g in panels.values() for b in g.values() if np.isfinite(b.kl_radius)}
     handles = [
         Patch(facecolor="grey", edgecolor="grey", label="mean KL over states"),
         Patch(facecolor="white", edgecolor="grey", hatch="////", label="max KL over states"),
-        Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[True], lw=1.5, label="KL radius (old || new)"),
-        Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[False], lw=1.5, label="KL radius (new || old)"),
     ]
+    for forward, label in ((True, "KL radius (old || new)"), (False, "KL radius (new || old)")):
+        if forward in drawn:
+            handles.append(Line2D([], [], color=RADIUS_COLOR, ls=RADIUS_LINES[forward], lw=1.5, label=label))
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))
 
@@ -195,7 +198,7 @@ def _plot_faceted(
             ax.set_ylabel("KL(old || new) after update")
         else:
             ax.tick_params(labelleft=False)
-    _kl_legend(fig)
+    _kl_legend(fig, panels)
     return save_figure(fig, out_dir, name)
 
 
@@ -229,7 +232,7 @@ def plot_trust_region_kl(
             ax.set_xlim(-0.6, len(groups) - 0.4)
             ax.set_title("all envs" if env == "all" else env)
             ax.set_ylabel("KL(old || new) after update")
-        _kl_legend(fig)
+        _kl_legend(fig, panels)
         return save_figure(fig, out_dir, name)
 
 

@@ -186,6 +186,7 @@ def drawn_kl_figure(monkeypatch, tmp_path, updates: pd.DataFrame) -> SimpleNames
         drawn.ticks = [[label.get_text() for label in ax.get_xticklabels()] for ax in axes]
         drawn.log = {ax.get_yscale() for ax in axes}
         drawn.shared = all(ax.get_shared_y_axes().joined(axes[0], ax) for ax in axes)
+        drawn.legend = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
         return save(fig, out_dir, name)
 
     monkeypatch.setattr(trust_region_plots, "save_figure", recording_save)
@@ -222,6 +223,16 @@ def test_a_radius_sweep_gets_one_small_panel_per_algorithm(monkeypatch, tmp_path
     assert width <= trust_region_plots.MAX_FIGURE_WIDTH_IN and height < 8
     assert [path.name for path in drawn.paths] == ["trust_region_kl.pdf", "trust_region_kl.png"]
     assert all(path.stat().st_size > 0 for path in drawn.paths)
+
+
+def test_the_legend_names_only_the_kl_directions_drawn(monkeypatch, tmp_path):
+    forward = radius_grid(["trpo", "npg"], [0.005, 0.01])  # TRPO's direction only
+    boxes = ["mean KL over states", "max KL over states"]
+    assert drawn_kl_figure(monkeypatch, tmp_path, forward).legend == [*boxes, "KL radius (old || new)"]
+    reverse = forward.assign(measure="kl_new_old")  # a bound on the other direction (TRPL's KL layer)
+    assert drawn_kl_figure(monkeypatch, tmp_path, reverse).legend == [*boxes, "KL radius (new || old)"]
+    unbounded = forward.assign(kl_radius=math.nan)  # PPO: no KL radius at all
+    assert drawn_kl_figure(monkeypatch, tmp_path, unbounded).legend == boxes
 
 
 def test_few_boxes_or_one_algorithm_keep_the_single_row_of_boxes(monkeypatch, tmp_path):
