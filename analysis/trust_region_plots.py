@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import to_rgba
+from matplotlib.artist import Artist
 from matplotlib.lines import Line2D  # not pyplot: plots.py picks the backend before pyplot loads
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -149,7 +150,7 @@ def _short_labels(groups: list[str], per_group: Mapping[str, KlBoxes]) -> list[s
 def _kl_legend(fig, panels: Mapping[str, Mapping[str, KlBoxes]]) -> None:
     """Boxes, and a radius line for each KL direction some drawn radius bounds."""
     drawn = {b.measure == LOGGED_MEASURE for g in panels.values() for b in g.values() if np.isfinite(b.kl_radius)}
-    handles = [
+    handles: list[Artist] = [
         Patch(facecolor="grey", edgecolor="grey", label="mean KL over states"),
         Patch(facecolor="white", edgecolor="grey", hatch="////", label="max KL over states"),
     ]
