@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import to_rgba
 from matplotlib.artist import Artist
+from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D  # not pyplot: plots.py picks the backend before pyplot loads
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
