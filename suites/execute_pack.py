@@ -21,13 +21,15 @@ def execute_pack(
     folders: list[Path],
     on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
     on_end: Callable[[int, dict[str, Any] | Exception], None] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> list[dict[str, Any] | Exception]:
     """Execute runs that differ only by seed as one lockstep pack (algos/lockstep_trainer.py),
     each into its own folder, exactly as :func:`execute_run` would execute it alone: the same
     files and, on the CPU, the same numbers. Returns each run's result record, or the exception
     that kept it from recording one (a UsageError, such as an unusable folder); one run's end
     never ends another's. A run's result.json is written as soon as it ends (a diverged seed's
-    while the others go on), and `on_end(k, end)` hears of it then."""
+    while the others go on), and `on_end(k, end)` hears of it then; `on_checkpoint(k, path)` hears
+    of each checkpoint run k has written, once it is complete."""
     executions: list[RunExecution | None] = []
     ends: dict[int, dict[str, Any] | Exception] = {}
 
@@ -38,8 +40,9 @@ def execute_pack(
 
     for k, (run, folder) in enumerate(zip(runs, folders)):
         callback = None if on_iteration is None else functools.partial(on_iteration, k)
+        saved = None if on_checkpoint is None else functools.partial(on_checkpoint, k)
         try:
-            executions.append(RunExecution(run, folder, callback))
+            executions.append(RunExecution(run, folder, callback, saved))
         except Exception as exc:  # noqa: BLE001 - this run's failure alone
             executions.append(None)
             end(k, exc)

@@ -15,12 +15,13 @@ local
     is replaced, and the grid goes on. Workers die with the runner (on Linux by
     ``PR_SET_PDEATHSIG``, elsewhere at the next iteration), so a rerun never races an orphan.
 ray
-    One Ray task per run (no packing: each task trains one seed). The task trains into a temporary folder on whichever node it lands and
-    streams back its progress, each checkpoint the run saves and, last, the run's files; the
-    runner writes them into the results folder. The nodes therefore need trbench installed but
-    no shared filesystem. A run lost to the system (its worker process or node died) is
-    submitted again, at most ``SYSTEM_FAILURE_RETRIES`` times, and resumes from the last
-    checkpoint that reached the runner; a run that fails by its own error is not retried.
+    One Ray task of one CPU per pack, packed as for the local pool. The task trains into a
+    temporary folder on whichever node it lands and streams back each run's progress, each
+    checkpoint a run saves and, as each run ends, its files; the runner writes them into the
+    results folder. The nodes therefore need trbench installed but no shared filesystem. A pack
+    lost to the system (its worker process or node died) is submitted again, at most
+    ``SYSTEM_FAILURE_RETRIES`` times, with its runs that had not ended, each resuming from the
+    last checkpoint that reached the runner; a run that fails by its own error is not retried.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
                 )
                 send(("done", 0, result))
             except Exception as exc:  # noqa: BLE001 - reported to the runner, which records the run as failed
-                send(("error", 0, _one_line(exc)))
+                send(("error", 0, one_line(exc)))
             continue
         _train_pack(task, send)
 
@@ -156,7 +157,7 @@ def _train_pack(task: list, send: Callable[[tuple], None]) -> None:
 
     def report(k: int, end: dict[str, Any] | Exception) -> None:
         reported.add(k)
-        send(("done", k, end) if isinstance(end, dict) else ("error", k, _one_line(end)))
+        send(("done", k, end) if isinstance(end, dict) else ("error", k, one_line(end)))
 
     try:
         execute_pack(
@@ -171,7 +172,8 @@ def _train_pack(task: list, send: Callable[[tuple], None]) -> None:
                 report(k, exc)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line a failed run's result.json records."""
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 

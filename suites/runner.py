@@ -246,7 +246,7 @@ def dry_run(
     packed = ""
     if packing > 1 and todo_runs:
         packed = (
-            f"; with the local executor in {len(pack_runs(todo_runs, packing))} worker tasks (up to {packing} "
+            f"; in {len(pack_runs(todo_runs, packing))} worker tasks (up to {packing} "
             "seeds of one cell in lockstep, each run's files and numbers as alone)"
         )
     unpacked = "".join(f"; {note}" for note in unpacked_notes(todo_runs, packing))
@@ -288,15 +288,19 @@ def run_suite(
         runs_dir.mkdir(exist_ok=True)
         remove_finished_checkpoints(runs_dir, suite)
         todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
-        packing = resolved_seeds_per_worker(suite, seeds_per_worker) if executor == "local" else 1
+        packing = resolved_seeds_per_worker(suite, seeds_per_worker)
         packs = pack_runs(todo, packing)
         if executor == "local":
             workers = min(workers or default_workers(), max(len(packs), 1))
         where = (
-            f"{workers} local workers" + (f", up to {packing} seeds each in lockstep" if packing > 1 else "")
+            f"{workers} local workers"
             if executor == "local"
             else (f"Ray at {address}" if address else f"a local Ray instance with {workers or default_workers()} CPUs")
         )
+        if packing > 1:
+            where += (
+                f", up to {packing} seeds of one cell per {'worker' if executor == 'local' else 'task'} in lockstep"
+            )
         # with --env, progress counts the selected envs' runs only, not the rest of the grid
         selected = selected_runs(suite, only_envs)
         already_done = len(selected) - len(todo)
@@ -322,7 +326,7 @@ def run_suite(
             if todo and executor == "local":
                 run_local(packs, runs_dir, workers or default_workers(), progress)
             elif todo:
-                run_ray(todo, runs_dir, workers or (None if address else default_workers()), address, progress)
+                run_ray(packs, runs_dir, workers or (None if address else default_workers()), address, progress)
         finally:
             progress.close()
         states = [run_state(runs_dir / run.run_id) for run in suite.runs]

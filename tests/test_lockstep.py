@@ -3,13 +3,12 @@ same bits as each run trained alone (progress rows, result, final parameters), f
 registered algorithm; a member that diverges or fails ends alone; an interrupted pack resumes;
 algorithms without a lockstep update run alone."""
 
-import csv
 import json
-from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
+from run_comparison import assert_same_run, progress_rows, result_record
 from torch import nn
 
 from trbench.algos.config import PPOConfig
@@ -33,7 +32,6 @@ from trbench.suites.execute_pack import execute_pack
 from trbench.suites.packing import pack_runs
 from trbench.suites.run_spec import RunSpec, resolve
 
-TIMING_COLUMNS = {"wall_time_s", "steps_per_second", "rollout_time_s", "update_time_s"}
 SMALL = {
     "steps_per_iteration": 256,
     "num_envs": 2,
@@ -191,33 +189,6 @@ def test_member_gradient_clipping_is_clip_grad_norm_per_member():
 # --- whole runs: a pack against the same seeds alone -----------------------------------------------------
 
 
-def _rows(folder: Path) -> list[dict]:
-    with open(folder / "progress.csv", newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
-
-
-def _result(folder: Path) -> dict:
-    result = json.loads((folder / "result.json").read_text())
-    # where a run was resumed is the one thing an interrupted run records that an uninterrupted one does not
-    return {k: v for k, v in result.items() if k not in ("wall_time_s", "steps_per_second", "resumed_at_steps")}
-
-
-def _parameters(folder: Path) -> dict:
-    return torch.load(folder / "model.pt", weights_only=False)
-
-
-def assert_same_run(alone: Path, packed: Path) -> None:
-    assert _rows(alone) == _rows(packed)
-    assert _result(alone) == _result(packed)
-    a, b = _parameters(alone), _parameters(packed)
-    assert a.keys() == b.keys()
-    for net in a["algorithm"]:
-        assert a["algorithm"][net].keys() == b["algorithm"][net].keys()
-        for name, tensor in a["algorithm"][net].items():
-            assert torch.equal(tensor, b["algorithm"][net][name]), (net, name)
-    assert a["obs_normalizer"] == b["obs_normalizer"] and a["reward_scaler"] == b["reward_scaler"]
-
-
 def test_every_registered_algorithm_has_a_lockstep_update_unless_listed_and_a_case_here():
     assert set(EXTRA) == set(BUILTIN)
     for name in BUILTIN:
@@ -312,8 +283,8 @@ def test_a_member_that_diverges_or_raises_ends_alone_and_the_others_complete_as_
             if alone["status"] == "complete":
                 assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
             else:
-                assert _rows(tmp_path / f"alone-{seed}") == _rows(tmp_path / f"pack-{seed}")
-                assert _result(tmp_path / f"alone-{seed}") == _result(tmp_path / f"pack-{seed}")
+                assert progress_rows(tmp_path / f"alone-{seed}") == progress_rows(tmp_path / f"pack-{seed}")
+                assert result_record(tmp_path / f"alone-{seed}") == result_record(tmp_path / f"pack-{seed}")
     finally:
         PoisonedPendulum.poisoned = {}
 

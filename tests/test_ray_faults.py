@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from run_comparison import assert_same_run
 
+from trbench.cli import main
 from trbench.suites.grid import load_suite
 from trbench.suites.ray_executor import SYSTEM_FAILURE_RETRIES, is_system_failure
 
@@ -153,27 +155,35 @@ def _stop_process_group(head: subprocess.Popen) -> None:
 # --- suites and the runner ----------------------------------------------------------------------------
 
 
-def write_suite(folder: Path, name: str, algos: list[str], steps: int, checkpoint_interval_steps: int) -> Path:
+def write_suite(
+    folder: Path,
+    name: str,
+    algos: list[str],
+    steps: int,
+    checkpoint_interval_steps: int,
+    seeds: int = 1,
+    save_model: bool = False,
+) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
         textwrap.dedent(f"""
         name = "{name}"
         steps = {steps}
-        seeds = [0]
+        seeds = {seeds}
         envs = ["InvertedPendulum-v5"]
         algos = {json.dumps(algos)}
         [hparams.all]
         steps_per_iteration = 256
         eval_interval_steps = 0
         critic_minibatch_size = 64
-        save_model = false
+        save_model = {json.dumps(save_model)}
         checkpoint_interval_steps = {checkpoint_interval_steps}
     """)
     )
     return path
 
 
-def start_runner(cluster: Cluster, suite: Path, out: Path, **env_changes: str | None) -> subprocess.Popen:
+def start_runner(cluster: Cluster, suite: Path, out: Path, *flags: str, **env_changes: str | None) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -186,6 +196,7 @@ def start_runner(cluster: Cluster, suite: Path, out: Path, **env_changes: str | 
         cluster.address,
         "--out",
         str(out),
+        *flags,
     ]
     return subprocess.Popen(
         command, env=cluster.client_env(**env_changes), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -201,6 +212,12 @@ def stop_if_running(runner: subprocess.Popen) -> None:
 def worker_training(run_id: str) -> int | None:
     """The pid of the Ray worker process that trains `run_id` now: the one holding the run's
     progress file open in its temporary folder."""
+    return workers_training([run_id]).get(run_id)
+
+
+def workers_training(run_ids: list[str]) -> dict[str, int]:
+    """The pid of the Ray worker process that trains each of `run_ids` now (those found)."""
+    found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -210,9 +227,10 @@ def worker_training(run_id: str) -> int | None:
             targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if any(target.endswith(f"/{run_id}/progress.csv.partial") for target in targets):
-            return int(entry.name)
-    return None
+        for run_id in run_ids:
+            if any(target.endswith(f"/{run_id}/progress.csv.partial") for target in targets):
+                found[run_id] = int(entry.name)
+    return found
 
 
 def progress_steps(folder: Path) -> list[int]:
@@ -269,6 +287,65 @@ def test_a_worker_killed_mid_run_is_resubmitted_and_resumes_from_its_last_checkp
     # one row per iteration, none lost or repeated across the resume
     assert progress_steps(folder) == [256 * (i + 1) for i in range(iterations)]
     assert not (folder / "checkpoint.pt").exists()  # a finished run keeps none (keep_checkpoint = false)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@ON_LINUX
+def test_seeds_packed_into_one_task_resume_after_a_killed_worker_to_the_bits_of_each_seed_trained_alone(
+    cluster, tmp_path
+):
+    # a pack of three seeds in one Ray task (one worker process holds all three runs); after the
+    # first checkpoints reached the runner, the worker is killed; the pack is submitted again and
+    # each seed resumes from its own checkpoint; the end is what one seed per local worker gives
+    iterations = 40
+    suite = write_suite(
+        tmp_path,
+        "killed-pack",
+        ["trpo"],
+        steps=iterations * 256,
+        checkpoint_interval_steps=256,
+        seeds=3,
+        save_model=True,
+    )
+    run_ids = [run.run_id for run in load_suite(suite).runs]
+    out = tmp_path / "out"
+    folders = [out / "runs" / run_id for run_id in run_ids]
+    runner = start_runner(cluster, suite, out, "--seeds-per-worker", "3")
+
+    def one_worker_holding_all_with_their_checkpoints_in():
+        holders = workers_training(run_ids)
+        if len(holders) == 3 and all((folder / "checkpoint.pt").is_file() for folder in folders):
+            return holders
+        return None
+
+    try:
+        holders = _poll(
+            one_worker_holding_all_with_their_checkpoints_in,
+            RUN_TIMEOUT_S,
+            "three checkpoints in the results folder while one worker trains the three seeds",
+            alive=runner,
+        )
+        assert len(set(holders.values())) == 1, holders
+        os.kill(next(iter(holders.values())), signal.SIGKILL)
+        output, errors = runner.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        stop_if_running(runner)
+    assert runner.returncode == 0, output + errors
+    assert "up to 3 seeds of one cell per task in lockstep" in output
+    retries = [line for line in output.splitlines() if line.startswith("[retry]")]
+    assert len(retries) == 3 and all("WorkerCrashedError" in line for line in retries), retries
+    assert all(f"retry 1 of {SYSTEM_FAILURE_RETRIES}, from its last checkpoint" in line for line in retries)
+    for folder in folders:
+        result = json.loads((folder / "result.json").read_text())
+        assert result["status"] == "complete" and len(result["resumed_at_steps"]) == 1
+        assert progress_steps(folder) == [256 * (i + 1) for i in range(iterations)]
+
+    alone = tmp_path / "alone"
+    assert main(["run", str(suite), "--out", str(alone), "--workers", "1", "--seeds-per-worker", "1"]) == 0
+    for run_id, folder in zip(run_ids, folders):
+        assert_same_run(alone / "runs" / run_id, folder)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (alone / "runs" / run_id).iterdir())
 
 
 @pytest.mark.slow

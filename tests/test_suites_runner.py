@@ -145,7 +145,7 @@ def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeyp
     assert all(line.split()[2] == "1,024" for line in table)
     assert "9 runs" in out and "9,216 steps in all" in out and "9 to run (9,216 steps)" in out
     # three cells (trpo at two max_kl, ppo) of three seeds: three lockstep packs
-    assert "with the local executor in 3 worker tasks (up to 4 seeds of one cell in lockstep" in out
+    assert "in 3 worker tasks (up to 4 seeds of one cell in lockstep" in out
     assert out.count("the budget of 1,000 becomes 1,024 steps (9 of 9 runs)") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 

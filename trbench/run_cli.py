@@ -45,8 +45,8 @@ def add_parser(subparsers) -> None:
         type=int,
         default=None,
         metavar="S",
-        help="local executor: a worker trains up to S runs of one cell (differing only by seed) as one "
-        "batched computation, each run's files and CPU numbers as alone (default: the suite's "
+        help="a worker (a Ray task with --executor ray) trains up to S runs of one cell (differing only by "
+        "seed) as one batched computation, each run's files and CPU numbers as alone (default: the suite's "
         "seeds_per_worker, else 4; 1: one seed per worker)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and the total steps; run nothing")
