@@ -66,6 +66,7 @@ from .kfac import (
     sampled_backprop_gradients,
     trust_region_scale,
 )
+from .lockstep import LockstepAlgorithm
 from .rollout import Batch
 from .settings import setting
 
@@ -230,3 +231,29 @@ class ACKTR(OnPolicyAlgorithm):
             "kfac_min_eig_s": min_eig_s,
             "kfac_damped_condition": self.curvature.max_damped_condition(cfg.kfac_damping),
         }
+
+
+class LockstepACKTR(LockstepAlgorithm):
+    """ACKTR's lockstep twin: the critic's Adam steps (most of a lone ACKTR update) run stacked, as
+    for every twin; the K-FAC policy step runs member after member, each through its own
+    :meth:`ACKTR.update_policy` on a fresh copy of its batch rows. Its running factors, float64
+    eigendecompositions and solves are at most 65 x 65 per layer, and each member keeps them, its
+    eta_max, velocity and update count on its own object, exactly as alone."""
+
+    Config = ACKTRConfig
+
+    def update_policy(self, batch: Batch) -> dict[str, torch.Tensor]:
+        members: list[ACKTR] = self.members  # type: ignore[assignment]  # the twin of ACKTR only
+        rows = []
+        for k, member in enumerate(members):
+            member.progress = self.progress  # annealing reads it, as in a lone update
+            own = Batch(**{name: getattr(batch, name)[k].clone() for name in Batch.__dataclass_fields__})
+            rows.append(member.update_policy(own))
+        self.policy.load_from([member.policy for member in members])
+        return {
+            key: torch.stack([torch.as_tensor(row[key], dtype=torch.float64, device=self.device) for row in rows])
+            for key in rows[0]
+        }
+
+
+ACKTR.lockstep = LockstepACKTR

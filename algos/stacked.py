@@ -194,14 +194,22 @@ class StackedMLP(nn.Module):
         return x
 
     def store_into(self, members: list[nn.Sequential]) -> None:
+        self._copy(members, into_members=True)
+
+    def load_from(self, members: list[nn.Sequential]) -> None:
+        """The members' own weights into the stack (exact copies): after updates made member by member."""
+        self._copy(members, into_members=False)
+
+    def _copy(self, members: list[nn.Sequential], into_members: bool) -> None:
         with torch.no_grad():
             layer = 0
             for index, step in enumerate(self.steps):
                 if step is None:
                     for k, member in enumerate(members):
                         linear = _linear(member[index])
-                        linear.weight.copy_(self.weights[layer][k])
-                        linear.bias.copy_(self.biases[layer][k])
+                        pairs = ((linear.weight, self.weights[layer][k]), (linear.bias, self.biases[layer][k]))
+                        for own, stacked in pairs:
+                            (own if into_members else stacked).copy_(stacked if into_members else own)
                     layer += 1
 
 
@@ -239,6 +247,13 @@ class StackedGaussianPolicy(nn.Module):
         with torch.no_grad():
             for k, member in enumerate(members):
                 member.log_std.copy_(self.log_std[k])
+
+    def load_from(self, members: list[GaussianPolicy]) -> None:
+        """The members' own parameters into the stack (exact copies)."""
+        self.mean_net.load_from([m.mean_net for m in members])
+        with torch.no_grad():
+            for k, member in enumerate(members):
+                self.log_std[k].copy_(member.log_std)
 
 
 class StackedValueNetwork(nn.Module):

@@ -41,10 +41,10 @@ SMALL = {
     "final_eval_episodes": 10,
 }
 # settings under which every algorithm's own branches run (clipping, early stops, subsamples)
-# registered algorithms without a lockstep twin: packed seeds still train side by side, each
-# member's update run on its own (the trainer's fallback), and the pack test below holds them to
-# the same bits as alone
-PER_MEMBER_UPDATES = {"acktr"}
+# registered algorithms without a lockstep twin (none now): packed seeds would still train side by
+# side, each member's update run on its own (the trainer's fallback), and the pack test below would
+# hold them to the same bits as alone
+PER_MEMBER_UPDATES: set[str] = set()
 EXTRA = {
     "trpo": [{}, {"linesearch_mode": "batched", "fvp_subsample": 0.2, "anneal_lr": True}],
     "npg": [{"fvp_subsample": 0.3, "fvp_subsample_mode": "strided", "activation": "relu"}],
@@ -57,8 +57,13 @@ EXTRA = {
     "ppo_kl": [{"minibatch_size": 64, "kl_target": 0.0005}],
     "spo": [{"minibatch_size": 64, "target_kl": 0.004}],
     "truly_ppo": [{"minibatch_size": 64, "kl_trigger": 0.001}],
-    # no lockstep update (its K-FAC statistics are not stacked): each member updates alone, in the pack
-    "acktr": [{"desired_kl": 0.002}],
+    # the K-FAC step member by member, the critic stacked: eta_max adapted every update at this
+    # small desired_kl, eigenbases kept for a second update (the default), then refreshed every
+    # update with momentum's velocity and the first batch's statistics weighed as Baselines does
+    "acktr": [
+        {"desired_kl": 0.0005, "anneal_lr": True},
+        {"momentum": 0.9, "eigen_refresh_interval": 1, "stats_warm_start": False, "critic_max_grad_norm": 0.5},
+    ],
     # small bounds, so that both projections are active in most updates
     "trpl": [
         {"minibatch_size": 64, "mean_bound": 0.002, "cov_bound": 1e-5},
