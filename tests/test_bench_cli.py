@@ -338,3 +338,18 @@ def test_median_ci_is_reproducible_and_matches_the_asymptotic_interval_of_the_me
     asymptotic_width = 2 * 1.959964 * math.sqrt(math.pi / 2) / math.sqrt(len(sample))
     assert 0.75 * asymptotic_width < high - low < 1.25 * asymptotic_width
     assert median_ci([0.9]) == (0.9, 0.9) and median_ci([0.9, 0.9, 0.9]) == (0.9, 0.9)
+
+
+@pytest.mark.slow
+def test_bench_lockstep_times_any_built_in_alone_and_packed_with_its_memory(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--algo", "acktr", "--algo", "trpl", "--lockstep", "1,2", "--out", str(out)]) == 0
+    rows = {(row["section"], row["measure"]): row for row in _rows(out / "bench.csv")}
+    for algo in ("acktr", "trpl"):
+        for what in ("alone (the lone trainer)", "1 seed per worker", "2 seeds per worker"):
+            row = rows[("lockstep", f"{algo}, {what}")]
+            assert float(row["value"]) > 0 and float(row["ratio"]) > 0
+        for seeds in ("1 seed", "2 seeds"):
+            peak = float(rows[("lockstep_memory", f"{algo}, {seeds} per worker: peak RSS")]["value"])
+            held = float(rows[("lockstep_memory", f"{algo}, {seeds} per worker: RSS with the pack")]["value"])
+            assert 0 < held <= peak

@@ -45,7 +45,7 @@ from trbench.base.errors import check_output_folder
 from .lockstep import measure_lockstep, measure_lockstep_memory, measure_lockstep_update
 from .report import markdown, write_report
 from .runs import measure_checkpoint, measure_grid, measure_memory
-from .settings import BENCH_ALGOS, BenchReport, BenchSettings
+from .settings import BENCH_ALGOS, BENCHABLE_ALGOS, BenchReport, BenchSettings
 from .throughput import measure_throughput
 from .update import measure_update_devices
 
@@ -120,8 +120,8 @@ def add_parser(subparsers) -> None:
         dest="algos",
         action="append",
         default=None,
-        choices=BENCH_ALGOS,
-        help="algorithm to time end to end; repeatable (default all four)",
+        choices=BENCHABLE_ALGOS,
+        help="algorithm to time end to end (any built-in); repeatable (default trpo, npg, ppo and vpg)",
     )
     p.add_argument("--num-envs", type=int, default=8, help="vector envs, for raw stepping and training (default 8)")
     p.add_argument("--steps-per-iteration", type=int, default=2048, help="steps per training iteration (default 2048)")

@@ -11,11 +11,13 @@ import numpy as np
 
 from trbench.algos.base import OnPolicyAlgorithm
 from trbench.algos.config import ACTING_BACKENDS, ENV_BACKENDS, LINESEARCH_MODES, OnPolicyConfig
-from trbench.algos.registry import resolve_algorithm
+from trbench.algos.registry import BUILTIN, resolve_algorithm
 from trbench.analysis.stats import stratified_bootstrap_ci
 from trbench.base.errors import UsageError
 
+# timed by default; --algo takes any built-in algorithm
 BENCH_ALGOS = ("trpo", "npg", "ppo", "vpg")
+BENCHABLE_ALGOS = tuple(BUILTIN)
 SECTIONS = (
     "throughput",
     "trpo_update",
@@ -73,9 +75,9 @@ class BenchSettings:
             raise UsageError(f"--torch-threads: must be >= 1, got {self.torch_threads}")
         if not self.hidden or min(self.hidden) < 1:
             raise UsageError(f"--hidden: expected layer sizes >= 1 such as 64,64, got {self.hidden}")
-        unknown = [a for a in self.algos if a not in BENCH_ALGOS]
+        unknown = [a for a in self.algos if a not in BENCHABLE_ALGOS]
         if unknown:
-            raise UsageError(f"--algo: unknown {', '.join(unknown)}; allowed: {', '.join(BENCH_ALGOS)}")
+            raise UsageError(f"--algo: unknown {', '.join(unknown)}; allowed: {', '.join(BENCHABLE_ALGOS)}")
         if self.update_batch < 2:
             raise UsageError(f"--update-batch: must be >= 2, got {self.update_batch}")
         if self.grid_workers < 2:
