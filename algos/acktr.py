@@ -244,15 +244,26 @@ class LockstepACKTR(LockstepAlgorithm):
 
     def update_policy(self, batch: Batch) -> dict[str, torch.Tensor]:
         members: list[ACKTR] = self.members  # type: ignore[assignment]  # the twin of ACKTR only
-        rows = []
+        rows: list[dict | None] = []
         for k, member in enumerate(members):
             member.progress = self.progress  # annealing reads it, as in a lone update
             own = Batch(**{name: getattr(batch, name)[k].clone() for name in Batch.__dataclass_fields__})
-            rows.append(member.update_policy(own))
+            try:
+                rows.append(member.update_policy(own))
+            except Exception as exc:  # noqa: BLE001 - this member's step alone: it ends, the others go on
+                self.failed[k] = exc
+                rows.append(None)
+        done = [row for row in rows if row is not None]
         self.policy.load_from([member.policy for member in members])
+        missing = float("nan")  # the diagnostics of a failed member, which nobody reads
         return {
-            key: torch.stack([torch.as_tensor(row[key], dtype=torch.float64, device=self.device) for row in rows])
-            for key in rows[0]
+            key: torch.stack(
+                [
+                    torch.as_tensor(missing if row is None else row[key], dtype=torch.float64, device=self.device)
+                    for row in rows
+                ]
+            )
+            for key in (done[0] if done else ())
         }
 
 

@@ -91,6 +91,9 @@ class LockstepAlgorithm:
         self.critic_optimizer = self._member_adam(
             self.value_params, self.config.critic_lr, lambda m: (m.critic_optimizer, list(m.value_fn.parameters()))
         )
+        # members whose own part of the last update raised (a twin whose policy step runs member
+        # by member fills it): by place in the stack; the trainer ends them alone
+        self.failed: dict[int, Exception] = {}
 
     @property
     def size(self) -> int:
@@ -128,6 +131,7 @@ class LockstepAlgorithm:
         """:meth:`OnPolicyAlgorithm.update` for every member of the stacked `batch`; one
         diagnostics dict per member, with the keys in the same order."""
         self.progress = progress
+        self.failed = {}
         with torch.no_grad():
             mean_old, log_std_old = self.policy(batch.obs)
         with self.phase("policy"):

@@ -103,7 +103,7 @@ class LockstepTrainer:
                     self.twin, stack, stacked = None, None, []
             update_started = time.perf_counter()
             try:
-                diagnostics = self._update(stack, group, collected)
+                diagnostics, failed = self._update(stack, group, collected)
             except Exception as exc:  # noqa: BLE001 - the update is shared: every member in it ends
                 for k in group:
                     self._end(k, exc, live)
@@ -111,7 +111,10 @@ class LockstepTrainer:
                 continue
             share = (time.perf_counter() - update_started) / len(group)
             state_stored = stack is None
-            for k, member_diagnostics in zip(group, diagnostics):
+            for i, (k, member_diagnostics) in enumerate(zip(group, diagnostics)):
+                if i in failed:  # its own part of the update raised: it ends as it would alone
+                    self._end(k, failed[i], live)
+                    continue
                 trainer = self.trainers[k]
                 try:
                     trainer.sync_actor()
@@ -134,15 +137,25 @@ class LockstepTrainer:
 
     def _update(
         self, stack: LockstepAlgorithm | None, group: list[int], collected: dict[int, CollectedIteration]
-    ) -> list[dict[str, float]]:
-        """One update of every member in `group`: batched when stacked, else each on its own."""
+    ) -> tuple[list[dict[str, float]], dict[int, Exception]]:
+        """One update of every member in `group`: batched when stacked, else each on its own.
+        Returns each member's diagnostics and, by place in `group`, the members whose own update
+        raised (each on its own, or a twin's member-by-member part); the others' are valid."""
         first = self.trainers[group[0]]
         batches = [to_batch(collected[k].arrays, first.device, torch.float32) for k in group]
         if stack is None:
-            return [self._algorithm(k).update(b, progress=first.progress) for k, b in zip(group, batches)]
+            diagnostics: list[dict[str, float]] = []
+            failed: dict[int, Exception] = {}
+            for i, (k, batch) in enumerate(zip(group, batches)):
+                try:
+                    diagnostics.append(self._algorithm(k).update(batch, progress=first.progress))
+                except Exception as exc:  # noqa: BLE001 - this member's update alone
+                    diagnostics.append({})
+                    failed[i] = exc
+            return diagnostics, failed
         diagnostics = stack.update(stack_batches(batches), progress=first.progress)
         stack.store_networks()
-        return diagnostics
+        return diagnostics, dict(stack.failed)
 
     def _algorithm(self, k: int) -> OnPolicyAlgorithm:
         algorithm = self.trainers[k].algorithm

@@ -51,6 +51,19 @@ def pack_runs(runs: list[ResolvedRun], seeds_per_worker: int) -> list[list[Resol
     return [[runs[position] for position in pack] for pack in packs]
 
 
+def packs_for_slots(runs: list[ResolvedRun], seeds_per_worker: int, slots: int) -> tuple[list[list[ResolvedRun]], int]:
+    """:func:`pack_runs` with the most seeds per worker, up to `seeds_per_worker`, that still
+    makes at least `slots` packs (workers, or CPUs of a Ray cluster), and that number. A pack
+    trains its seeds some 10-25 % faster per core than one seed per worker, while a worker left
+    idle loses all of its core, so a grid with fewer cells than workers is packed smaller (down
+    to one seed per worker) rather than leave workers idle."""
+    for size in range(seeds_per_worker, 1, -1):
+        packs = pack_runs(runs, size)
+        if len(packs) >= slots:
+            return packs, size
+    return pack_runs(runs, 1), 1
+
+
 def unpacked_notes(runs: list[ResolvedRun], seeds_per_worker: int) -> list[str]:
     """One note per algorithm whose runs train one seed per worker although packing is on."""
     if seeds_per_worker <= 1:

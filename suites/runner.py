@@ -22,7 +22,7 @@ from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_resul
 
 from .executors import run_local
 from .grid import Suite
-from .packing import DEFAULT_SEEDS_PER_WORKER, pack_runs, unpacked_notes
+from .packing import DEFAULT_SEEDS_PER_WORKER, packs_for_slots, unpacked_notes
 from .progress import Progress, format_duration
 from .ray_executor import ray_available, ray_session, run_ray
 from .run_spec import ResolvedRun, rounding_note
@@ -203,6 +203,19 @@ def runs_to_do(
     return todo
 
 
+def worker_slots(executor: str, workers: int | None, address: str | None) -> int:
+    """How many packs can train at once: --workers, else the CPUs of the Ray cluster this process
+    is connected to, else the cores here (a local pool, or the local Ray instance it starts)."""
+    if workers:
+        return workers
+    if executor == "ray" and address:
+        import ray  # noqa: PLC0415 - ray is an optional extra
+
+        if ray.is_initialized():
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return default_workers()
+
+
 def resolved_seeds_per_worker(suite: Suite, override: int | None) -> int:
     """--seeds-per-worker, else the suite's seeds_per_worker, else the measured default."""
     if override is not None:
@@ -220,6 +233,7 @@ def dry_run(
     order: str = "seeds",
     only_envs: tuple[str, ...] = (),
     seeds_per_worker: int | None = None,
+    workers: int | None = None,
 ) -> int:
     check_selection(suite, order, only_envs)
     runs_dir = out / RUNS_DIR
@@ -241,12 +255,14 @@ def dry_run(
     shape = f"{len(suite.arms)} arms x {len(suite.envs)} envs x {len(suite.seeds)} seeds"
     if len(suite.runs) != len(suite.arms) * len(suite.envs) * len(suite.seeds):
         shape += ", times the grid axes"
-    packing = resolved_seeds_per_worker(suite, seeds_per_worker)
     todo_runs = [run for run in suite.runs if run.run_id in todo]
+    packs, packing = packs_for_slots(
+        todo_runs, resolved_seeds_per_worker(suite, seeds_per_worker), workers or default_workers()
+    )
     packed = ""
     if packing > 1 and todo_runs:
         packed = (
-            f"; in {len(pack_runs(todo_runs, packing))} worker tasks (up to {packing} "
+            f"; in {len(packs)} worker tasks (up to {packing} "
             "seeds of one cell in lockstep, each run's files and numbers as alone)"
         )
     unpacked = "".join(f"; {note}" for note in unpacked_notes(todo_runs, packing))
@@ -288,8 +304,9 @@ def run_suite(
         runs_dir.mkdir(exist_ok=True)
         remove_finished_checkpoints(runs_dir, suite)
         todo = runs_to_do(suite, runs_dir, redo_failed, order, only_envs)
-        packing = resolved_seeds_per_worker(suite, seeds_per_worker)
-        packs = pack_runs(todo, packing)
+        packs, packing = packs_for_slots(
+            todo, resolved_seeds_per_worker(suite, seeds_per_worker), worker_slots(executor, workers, address)
+        )
         if executor == "local":
             workers = min(workers or default_workers(), max(len(packs), 1))
         where = (

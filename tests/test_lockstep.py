@@ -29,7 +29,7 @@ from trbench.algos.trust_region import FisherVectorProduct, flat_gradient
 from trbench.cli import main
 from trbench.suites.execute import execute_run
 from trbench.suites.execute_pack import execute_pack
-from trbench.suites.packing import pack_runs
+from trbench.suites.packing import pack_runs, packs_for_slots
 from trbench.suites.run_spec import RunSpec, resolve
 
 SMALL = {
@@ -203,11 +203,20 @@ def test_every_registered_algorithm_has_a_lockstep_update_unless_listed_and_a_ca
 @pytest.mark.parametrize(
     "algo,overrides", [(algo, overrides) for algo, cases in EXTRA.items() for overrides in cases], ids=repr
 )
-def test_a_seed_trained_in_a_pack_is_bit_identical_to_the_seed_trained_alone(tmp_path, algo, overrides):
+def test_a_seed_trained_in_a_pack_is_bit_identical_to_the_seed_trained_alone(tmp_path, monkeypatch, algo, overrides):
     seeds = [3, 11, 7]
     runs = [resolve(RunSpec(algo, "InvertedPendulum-v5", 768, seed, {**SMALL, **overrides})) for seed in seeds]
+    twin = lockstep_class(resolve_algorithm(algo))
+    assert twin is not None
+    stacked_updates = []
+    twin_update = twin.update
+    # the pack really trains in lockstep: the twin's update runs, not the per-member fallback
+    monkeypatch.setattr(
+        twin, "update", lambda self, *a, **k: stacked_updates.append(self.size) or twin_update(self, *a, **k)
+    )
     ends = execute_pack(runs, [tmp_path / f"pack-{seed}" for seed in seeds])
     assert [end["status"] for end in ends] == ["complete"] * 3
+    assert stacked_updates == [3] * 3  # 768 steps: three iterations of three members
     for run, seed in zip(runs, seeds):
         alone = execute_run(run, tmp_path / f"alone-{seed}")
         assert alone["status"] == "complete"
@@ -294,14 +303,49 @@ def test_a_member_that_diverges_or_raises_ends_alone_and_the_others_complete_as_
         PoisonedPendulum.poisoned = {}
 
 
+@pytest.mark.parametrize("algo", ["acktr", "vpg"])
+def test_a_member_whose_own_policy_step_raises_ends_alone_as_it_would_alone(tmp_path, monkeypatch, algo):
+    # ACKTR's twin steps each member's policy on its own; a pack without a twin (VPG's, here
+    # forced by hiding it) updates each member on its own: either way one member's exception ends
+    # that member alone, with the error, the rows and the steps it has alone
+    cls = resolve_algorithm(algo)
+    if algo == "vpg":
+        monkeypatch.setattr(cls, "lockstep", None)
+    seeds = [1, 2, 3]
+    doomed = derive_seeds(2)["torch"]
+    own_step = cls.update_policy
+    calls: dict[int, int] = {}
+
+    def update_policy(self, batch):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if self.generator.initial_seed() == doomed and calls[id(self)] == 2:
+            raise RuntimeError("the second step of seed 2 broke")
+        return own_step(self, batch)
+
+    monkeypatch.setattr(cls, "update_policy", update_policy)
+    runs = [resolve(RunSpec(algo, "InvertedPendulum-v5", 1024, s, SMALL)) for s in seeds]
+    ends = execute_pack(runs, [tmp_path / f"pack-{s}" for s in seeds])
+    assert [end["status"] for end in ends] == ["complete", "failed", "complete"]
+    assert ends[1]["error"] == "RuntimeError: the second step of seed 2 broke"
+    for run, seed in zip(runs, seeds):
+        alone = execute_run(run, tmp_path / f"alone-{seed}")
+        assert alone["status"] == ends[seeds.index(seed)]["status"]
+        if alone["status"] == "complete":
+            assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
+        else:
+            assert progress_rows(tmp_path / f"alone-{seed}") == progress_rows(tmp_path / f"pack-{seed}")
+            assert result_record(tmp_path / f"alone-{seed}") == result_record(tmp_path / f"pack-{seed}")
+
+
 class _Interrupt(KeyboardInterrupt):
     pass
 
 
-def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint_to_the_same_bits(tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "acktr"])  # acktr: its K-FAC state lives on each member
+def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint_to_the_same_bits(tmp_path, algo):
     seeds = [5, 6]
     settings = {**SMALL, "checkpoint_interval_steps": 512}
-    runs = [resolve(RunSpec("ppo", "InvertedPendulum-v5", 1280, s, settings)) for s in seeds]
+    runs = [resolve(RunSpec(algo, "InvertedPendulum-v5", 1280, s, settings)) for s in seeds]
     folders = [tmp_path / f"pack-{s}" for s in seeds]
 
     def interrupt_after_the_checkpoint(k, row):
@@ -366,7 +410,7 @@ def test_a_subclass_without_its_own_lockstep_update_runs_alone_and_the_dry_run_s
         f'steps = 512\nseeds = 2\nenvs = ["InvertedPendulum-v5"]\nalgos = ["{__name__}:MyTRPO", "trpo"]\n'
     )
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "grid.toml", "--dry-run"]) == 0
+    assert main(["run", "grid.toml", "--dry-run", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "in 3 worker tasks" in out
     assert f"{__name__}:MyTRPO runs one seed per worker ({__name__}.MyTRPO declares no lockstep update)" in out
@@ -403,6 +447,21 @@ def test_packing_groups_runs_of_one_cell_in_order_of_their_first_run():
     ]
     assert [len(p) for p in pack_runs(runs, 1)] == [1] * len(runs)
     assert [len(p) for p in pack_runs(runs, 8)] == [5, 5, 5]
+
+
+def test_packs_are_made_smaller_rather_than_leave_workers_idle():
+    runs = [resolve(RunSpec(algo, "InvertedPendulum-v5", 512, s, SMALL)) for algo in ("trpo", "ppo") for s in range(3)]
+    assert [[len(p) for p in packs_for_slots(runs, 4, slots)[0]] for slots in (1, 2, 3, 4, 5, 6, 8)] == [
+        [3, 3],
+        [3, 3],
+        [2, 1, 2, 1],  # 2 seeds per worker: each cell 2 + 1
+        [2, 1, 2, 1],
+        [1] * 6,
+        [1] * 6,
+        [1] * 6,
+    ]
+    assert [packs_for_slots(runs, 4, slots)[1] for slots in (1, 2, 3, 5)] == [4, 4, 2, 1]
+    assert packs_for_slots(runs, 1, 1)[1] == 1
 
 
 def test_the_runner_packs_seeds_into_one_worker_and_writes_what_one_seed_per_worker_writes(tmp_path, monkeypatch):

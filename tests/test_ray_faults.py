@@ -311,7 +311,8 @@ def test_seeds_packed_into_one_task_resume_after_a_killed_worker_to_the_bits_of_
     run_ids = [run.run_id for run in load_suite(suite).runs]
     out = tmp_path / "out"
     folders = [out / "runs" / run_id for run_id in run_ids]
-    runner = start_runner(cluster, suite, out, "--seeds-per-worker", "3")
+    # one task at a time: the cluster's two CPUs would otherwise have the three seeds packed 2 + 1
+    runner = start_runner(cluster, suite, out, "--seeds-per-worker", "3", "--workers", "1")
 
     def one_worker_holding_all_with_their_checkpoints_in():
         holders = workers_training(run_ids)

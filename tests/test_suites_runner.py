@@ -134,7 +134,7 @@ def test_dry_run_lists_runs_and_total_steps_and_writes_nothing(tmp_path, monkeyp
     """,
     )
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "grid.toml", "--dry-run"]) == 0
+    assert main(["run", "grid.toml", "--dry-run", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     suite = load_suite(tmp_path / "grid.toml")
     lines = out.splitlines()

@@ -106,6 +106,7 @@ def run_command(args) -> int:
             order=args.order,
             only_envs=tuple(args.only_envs),
             seeds_per_worker=args.seeds_per_worker,
+            workers=args.workers,
         )
     return run_suite(
         suite,
