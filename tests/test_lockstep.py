@@ -272,6 +272,19 @@ class PoisonedPendulum(gym.Wrapper):
 gym.register("trbench-test/PoisonedPendulum-v0", entry_point=PoisonedPendulum, max_episode_steps=1000)
 
 
+def assert_each_as_alone(runs, seeds, ends, tmp_path) -> None:
+    """Each seed of the pack (folders pack-SEED) ended as the same seed trained alone ends: the
+    same status; the same folder when complete, else the same rows and result."""
+    for run, seed, end in zip(runs, seeds, ends):
+        alone = execute_run(run, tmp_path / f"alone-{seed}")
+        assert alone["status"] == end["status"]
+        if alone["status"] == "complete":
+            assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
+        else:
+            assert progress_rows(tmp_path / f"alone-{seed}") == progress_rows(tmp_path / f"pack-{seed}")
+            assert result_record(tmp_path / f"alone-{seed}") == result_record(tmp_path / f"pack-{seed}")
+
+
 @pytest.mark.parametrize("mode,status", [("nan", "diverged"), ("raise", "failed")])
 def test_a_member_that_diverges_or_raises_ends_alone_and_the_others_complete_as_alone(tmp_path, mode, status):
     seeds = [1, 2, 3]
@@ -291,14 +304,7 @@ def test_a_member_that_diverges_or_raises_ends_alone_and_the_others_complete_as_
         assert [end["status"] for end in ends] == ["complete", status, "complete"]
         assert [r["status"] for r in seen_while_others_train] == [status] and heard[0] == 1
         assert ends[1]["steps"] < 1024
-        for run, seed in zip(runs, seeds):
-            alone = execute_run(run, tmp_path / f"alone-{seed}")
-            assert alone["status"] == ends[seeds.index(seed)]["status"]
-            if alone["status"] == "complete":
-                assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
-            else:
-                assert progress_rows(tmp_path / f"alone-{seed}") == progress_rows(tmp_path / f"pack-{seed}")
-                assert result_record(tmp_path / f"alone-{seed}") == result_record(tmp_path / f"pack-{seed}")
+        assert_each_as_alone(runs, seeds, ends, tmp_path)
     finally:
         PoisonedPendulum.poisoned = {}
 
@@ -327,14 +333,7 @@ def test_a_member_whose_own_policy_step_raises_ends_alone_as_it_would_alone(tmp_
     ends = execute_pack(runs, [tmp_path / f"pack-{s}" for s in seeds])
     assert [end["status"] for end in ends] == ["complete", "failed", "complete"]
     assert ends[1]["error"] == "RuntimeError: the second step of seed 2 broke"
-    for run, seed in zip(runs, seeds):
-        alone = execute_run(run, tmp_path / f"alone-{seed}")
-        assert alone["status"] == ends[seeds.index(seed)]["status"]
-        if alone["status"] == "complete":
-            assert_same_run(tmp_path / f"alone-{seed}", tmp_path / f"pack-{seed}")
-        else:
-            assert progress_rows(tmp_path / f"alone-{seed}") == progress_rows(tmp_path / f"pack-{seed}")
-            assert result_record(tmp_path / f"alone-{seed}") == result_record(tmp_path / f"pack-{seed}")
+    assert_each_as_alone(runs, seeds, ends, tmp_path)
 
 
 class _Interrupt(KeyboardInterrupt):
