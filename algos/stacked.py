@@ -207,10 +207,18 @@ class StackedMLP(nn.Module):
                 if step is None:
                     for k, member in enumerate(members):
                         linear = _linear(member[index])
-                        pairs = ((linear.weight, self.weights[layer][k]), (linear.bias, self.biases[layer][k]))
-                        for own, stacked in pairs:
-                            (own if into_members else stacked).copy_(stacked if into_members else own)
+                        for own, stacked in (
+                            (linear.weight, self.weights[layer][k]),
+                            (linear.bias, self.biases[layer][k]),
+                        ):
+                            _copy_between(own, stacked, into_members)
                     layer += 1
+
+
+def _copy_between(own: torch.Tensor, stacked: torch.Tensor, into_members: bool) -> None:
+    """Copy a member's tensor from its slice of the stack, or the slice from the member's tensor."""
+    destination, source = (own, stacked) if into_members else (stacked, own)
+    destination.copy_(source)
 
 
 class StackedGaussianPolicy(nn.Module):
@@ -244,16 +252,17 @@ class StackedGaussianPolicy(nn.Module):
 
     def store_into(self, members: list[GaussianPolicy]) -> None:
         self.mean_net.store_into([m.mean_net for m in members])
-        with torch.no_grad():
-            for k, member in enumerate(members):
-                member.log_std.copy_(self.log_std[k])
+        self._copy_log_std(members, into_members=True)
 
     def load_from(self, members: list[GaussianPolicy]) -> None:
         """The members' own parameters into the stack (exact copies)."""
         self.mean_net.load_from([m.mean_net for m in members])
+        self._copy_log_std(members, into_members=False)
+
+    def _copy_log_std(self, members: list[GaussianPolicy], into_members: bool) -> None:
         with torch.no_grad():
             for k, member in enumerate(members):
-                self.log_std[k].copy_(member.log_std)
+                _copy_between(member.log_std, self.log_std[k], into_members)
 
 
 class StackedValueNetwork(nn.Module):
