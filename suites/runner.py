@@ -17,7 +17,7 @@ from typing import TextIO
 
 from trbench.base.errors import UsageError, check_output_folder
 from trbench.base.files import atomic_write_json, atomic_write_text, remove_temporary_files
-from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUITE_FILE, SUPERSEDED_DIR
+from trbench.base.results_folder import LOCK_FILE, MANIFEST_FILE, RUNS_DIR, SUITE_FILE, SUPERSEDED_DIR, take_lock
 from trbench.base.run_folder import CHECKPOINT_FILE, is_imported_run, read_result, run_state
 
 from .executors import run_local
@@ -108,18 +108,8 @@ def exclusive(out: Path):
     """One runner per results folder (created here); the lock goes away with the process, even
     on SIGKILL."""
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl  # noqa: PLC0415 - POSIX only
-    except ImportError:  # no advisory locks on this platform: trust the user
-        yield
-        return
     with open(out / LOCK_FILE, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"--out: {out} is in use by another trbench run; wait for it or choose another folder"
-            ) from None
+        take_lock(handle, out)
         yield
 
 

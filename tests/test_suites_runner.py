@@ -11,17 +11,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from trbench.base.errors import UsageError
 from trbench.base.files import atomic_write_json
+from trbench.base.results_folder import runner_holds
 from trbench.cli import main
 from trbench.suites.executors import record_failure
 from trbench.suites.grid import load_suite
 from trbench.suites.progress import Progress
-from trbench.suites.runner import remove_finished_checkpoints, run_suite, sort_run_folders
+from trbench.suites.runner import exclusive, remove_finished_checkpoints, run_suite, sort_run_folders
 
 TINY_HPARAMS = """
 [hparams.all]
@@ -64,7 +67,9 @@ def check_intact(run_folder: Path, expected_steps: int) -> dict:
 
 
 def fabricate_results(tmp_path: Path, states: list[str | None]) -> tuple[Path, list]:
-    """A results folder for a 2-arm x 2-seed grid whose run i ended in states[i] (None: no result)."""
+    """A results folder for a 2-arm x 2-seed grid whose run i ended in states[i] (None: no result;
+    "started": no result, a streamed progress table with 2 whole rows and a torn one, and a
+    checkpoint)."""
     suite = load_suite(
         write_suite(
             tmp_path,
@@ -82,36 +87,81 @@ def fabricate_results(tmp_path: Path, states: list[str | None]) -> tuple[Path, l
     for run, state in zip(suite.runs, states):
         folder = out / "runs" / run.run_id
         folder.mkdir(parents=True)
-        if state is not None:
+        if state == "started":
+            (folder / "progress.csv.partial").write_text("iteration,step,kl\n1,256,0.1\n2,512,0.1\n3,7")
+            (folder / "checkpoint.pt").write_bytes(b"not read by status")
+        elif state is not None:
             atomic_write_json(
                 folder / "result.json", {"status": state, "error": None if state == "complete" else "boom"}
             )
     return out, list(suite.runs)
 
 
-def test_status_counts_complete_failed_missing_by_algorithm_and_env(tmp_path, capsys):
-    out, runs = fabricate_results(tmp_path, ["complete", "diverged", "complete", None])
+@pytest.mark.parametrize(
+    "states", [["complete", "diverged", "complete", None], ["started", "complete", None, "failed"]]
+)
+def test_status_counts_complete_failed_started_missing_by_algorithm_and_env(tmp_path, capsys, states):
+    out, runs = fabricate_results(tmp_path, states)
     assert main(["status", str(out)]) == 1
     text = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:] if line.split()}
-    states = {run.spec.arm: [] for run in runs}
-    for run, state in zip(runs, ["complete", "diverged", "complete", None]):
-        states[run.spec.arm].append(state)
-    for arm, seen in states.items():
+    lines = text.splitlines()
+    assert lines[1].split() == ["algo", "env", "complete", "failed", "started", "missing"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.split()}
+    seen_by_arm: dict[str, list] = {run.spec.arm: [] for run in runs}
+    for run, state in zip(runs, states):
+        seen_by_arm[run.spec.arm].append(state)
+    for arm, seen in seen_by_arm.items():
         expected = [
             str(seen.count("complete")),
             str(sum(s in ("failed", "diverged") for s in seen)),
+            str(seen.count("started")),
             str(seen.count(None)),
         ]
         assert rows[arm] == ["InvertedPendulum-v5", *expected]
-    assert rows["total"] == ["2", "1", "1"]
-    assert "diverged: " + runs[1].run_id + ": boom" in text
+    ended = sum(s not in (None, "started") for s in states)
+    assert rows["total"] == [
+        str(states.count("complete")),
+        str(ended - states.count("complete")),
+        str(states.count("started")),
+        str(states.count(None)),
+    ]
+    # ended runs count their whole budget (512 each), a started one its last whole logged row
+    trained = 512 * ended + 512 * states.count("started")
+    started_note = "; 1 started, 1 of them with a checkpoint to resume from" if "started" in states else ""
+    assert f"trained: {trained:,} of the grid's 2,048 steps ({trained / 2048:.1%}){started_note}" in lines
+    assert "no runner is working on this folder" in lines
+    failed = [(run, state) for run, state in zip(runs, states) if state in ("failed", "diverged")]
+    for run, state in failed:
+        assert f"{state}: {run.run_id}: boom" in text
 
 
 def test_status_exit_code_is_0_when_everything_is_complete(tmp_path, capsys):
     out, _ = fabricate_results(tmp_path, ["complete"] * 4)
     assert main(["status", str(out)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "4", "0", "0"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3].split() == ["total", "4", "0", "0", "0"]
+    assert lines[-2:] == ["trained: 2,048 of the grid's 2,048 steps (100.0%)", "no runner is working on this folder"]
+
+
+def test_status_says_when_a_runner_holds_the_folder_and_the_runner_waits_out_a_status_probe(tmp_path, capsys):
+    out, _ = fabricate_results(tmp_path, ["complete", None, None, None])
+    with exclusive(out):  # what a runner holds while it writes into the folder
+        assert main(["status", str(out)]) == 1
+        assert "a runner is working on this folder now" in capsys.readouterr().out.splitlines()
+        with pytest.raises(UsageError, match="in use by another trbench run"):
+            with exclusive(out):
+                pass
+    assert main(["status", str(out)]) == 1
+    assert "no runner is working on this folder" in capsys.readouterr().out.splitlines()
+    # a probe that holds the lock (as status does, for microseconds) only delays a runner
+    import fcntl
+
+    with open(out / ".runner.lock") as probe:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.2, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
+        with exclusive(out):
+            assert runner_holds(out)
+    assert runner_holds(out) is False
 
 
 def test_status_of_a_folder_without_manifest_is_a_usage_error(tmp_path, capsys):
@@ -401,7 +451,9 @@ def test_resume_after_sigkill_finishes_every_run_exactly_once_and_intact(tmp_pat
 
     status = subprocess.run([sys.executable, "-m", "trbench.cli", "status", str(out)], capture_output=True, text=True)
     assert status.returncode == 0
-    assert status.stdout.splitlines()[-1].split() == ["total", str(len(suite.runs)), "0", "0"]
+    total = next(line for line in status.stdout.splitlines() if line.startswith("total"))
+    assert total.split() == ["total", str(len(suite.runs)), "0", "0", "0"]
+    assert status.stdout.splitlines()[-1] == "no runner is working on this folder"
 
 
 @pytest.mark.slow

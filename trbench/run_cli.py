@@ -82,9 +82,11 @@ def add_parser(subparsers) -> None:
 
     s = subparsers.add_parser(
         "status",
-        help="complete, failed and missing runs of a suite's results folder",
-        description="Count a suite's runs by algorithm and env: complete, failed (or diverged), missing "
-        "(not run yet, or interrupted). Exit code 0 when every run is complete, else 1.",
+        help="complete, failed, started and missing runs of a suite's results folder",
+        description="Count a suite's runs by algorithm and env: complete, failed (or diverged), started "
+        "(in training or interrupted), missing (nothing of it yet); then the steps trained of the grid's "
+        "budget and whether a runner is working on the folder now. Exit code 0 when every run is "
+        "complete, else 1.",
     )
     s.add_argument("dir", type=Path, help="a suite's results folder, e.g. results/quickstart")
     s.set_defaults(func=status_command)
