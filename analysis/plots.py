@@ -41,7 +41,22 @@ KNOWN_ALGORITHM_COLORS = {
     "npg": "#009E73",
     "vpg": "#CC79A7",
 }
-EXTRA_COLORS = ("#E69F00", "#56B4E9", "#F0E442", "#000000", "#999999", "#8C564B", "#17BECF")
+# Then Paul Tol's olive, wine, indigo and purple, so that a report of the whole trust-region
+# family (eight labels beyond the four) needs no generated colour; generated ones (husl) start
+# at a pink close to VPG's.
+EXTRA_COLORS = (
+    "#E69F00",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+    "#999999",
+    "#8C564B",
+    "#17BECF",
+    "#999933",
+    "#882255",
+    "#332288",
+    "#AA4499",
+)
 # Line style and marker of the built-in algorithms; TRPO and NPG often learn identically on easy
 # tasks, and a dashed line with its own markers stays visible on a solid one. Other labels take
 # the extra styles in sorted order.
@@ -167,16 +182,21 @@ def _legend_handle(style: AlgorithmStyle) -> plt.Line2D:
 
 
 def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle]) -> None:
+    """The legend hangs from the bottom edge of the laid-out panels, outside them (the tight
+    bounding box of the saved figure takes it in), so that however many rows it needs it never
+    covers an axis label or the steps' ×10ⁿ."""
+    fig.tight_layout()
+    if not algos:
+        return
     handles = [_legend_handle(styles[algo]) for algo in algos]
     fig.legend(
         handles,
         list(algos),
-        loc="lower center",
+        loc="upper center",
         ncol=min(len(algos), 5),
         frameon=False,
-        bbox_to_anchor=(0.5, -0.02),
+        bbox_to_anchor=(0.5, 0.0),
     )
-    fig.tight_layout(rect=(0, 0.08 if len(algos) else 0, 1, 1))
 
 
 def draw_band(ax: plt.Axes, band: Band, color: str, label: str) -> None:

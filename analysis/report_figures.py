@@ -21,7 +21,7 @@ from trbench.analysis.radius_sensitivity import NORMALISED
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
 from trbench.analysis.tables import Analysis, Unavailable, cell_scores
-from trbench.analysis.trust_region import ALL_ENVS, kl_boxes
+from trbench.analysis.trust_region import ALL_ENVS, kl_boxes, swept_arm
 from trbench.analysis.trust_region_plots import plot_radius_sensitivity, plot_trust_region_kl
 
 AGGREGATE_LABELS = {
@@ -182,10 +182,14 @@ def draw_trust_region_figures(analysis: Analysis, figure_dir: Path) -> None:
     if kl is not None and kl.updates.empty:
         analysis.figure_notes.append("Trust-region KL: no analysed run logs kl or kl_max in progress.csv.")
     elif kl is not None:
-        # an arm takes its algorithm's colour, so that the points of a radius grid read as one method
-        algorithm_of = dict(zip(kl.updates["group"], kl.updates["algorithm"]))
-        by_algorithm = plots.algorithm_styles(sorted(set(algorithm_of.values())))
-        styles = {group: by_algorithm[algorithm] for group, algorithm in algorithm_of.items()}
+        # the points of a grid axis (arms named 'arm[setting=value]') take one style per arm,
+        # so that a radius sweep reads as one line of boxes per method; without grid axes each
+        # arm keeps the style it has in every other figure of the report
+        arm_of = {group: swept_arm(group) for group in kl.updates["group"].unique()}
+        report_styles = plots.algorithm_styles(analysis.algos)
+        if not all(arm in report_styles for arm in arm_of.values()):
+            report_styles = plots.algorithm_styles(sorted(set(arm_of.values())))
+        styles = {group: report_styles[arm] for group, arm in arm_of.items()}
         plot_trust_region_kl(kl_boxes(kl.updates), styles, figure_dir)
         analysis.figures.append(
             (

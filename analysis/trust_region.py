@@ -30,6 +30,7 @@ When each part appears:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -215,6 +216,17 @@ def _radius_key(row) -> tuple:
 
 def _key_number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
+
+
+# what a suite's grid axes append to an arm's label: trpo[max_kl=0.02] (suites/README.md, "Grid axes")
+GRID_POINT_SUFFIX = re.compile(r"\[[^\[\]]*\]$")
+
+
+def swept_arm(group: str) -> str:
+    """The arm a group belongs to across a grid: its label without the ' (setting=value)' of an
+    arm split by radius and the '[setting=value]' of a grid point (trpl-kl[mean_bound=0.06] ->
+    trpl-kl). The points of one radius sweep share it."""
+    return GRID_POINT_SUFFIX.sub("", group.split(" (", 1)[0])
 
 
 def _group_labels(updates: pd.DataFrame) -> list[str]:

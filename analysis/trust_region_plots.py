@@ -27,7 +27,7 @@ from trbench.analysis.plots import (
     paper_style,
     save_figure,
 )
-from trbench.analysis.trust_region import LOGGED_MEASURE, BoxStats, KlBoxes
+from trbench.analysis.trust_region import LOGGED_MEASURE, BoxStats, KlBoxes, swept_arm
 
 BOX_WIDTH = 0.32
 BOX_ALPHA = 0.6  # so that the black median shows on every colour, black included
@@ -40,11 +40,11 @@ LOG_FLOOR_FACTOR = 0.5
 # like a box's median
 RADIUS_COLOR = "#333333"
 RADIUS_LINES = {True: "--", False: ":"}
-# a radius sweep (8 algorithms x 5 radii: 40 groups) in one row of boxes would be ~22 inches wide:
-# above FACET_ABOVE groups in a panel, when they belong to more than one algorithm, each algorithm
-# gets a panel of its own; the panels fill rows of at most FACET_COLUMNS, the figure at most
-# MAX_FIGURE_WIDTH_IN wide, and grows in rows. Up to FACET_ABOVE groups (every committed report),
-# or one algorithm's, the figure keeps its single row per env.
+# a radius sweep (8 arms x 5 radii: 40 groups) in one row of boxes would be ~22 inches wide: above
+# FACET_ABOVE groups in a panel, when they belong to more than one swept arm, each arm gets a
+# panel of its own; the panels fill rows of at most FACET_COLUMNS, the figure at most
+# MAX_FIGURE_WIDTH_IN wide, and grows in rows. Up to FACET_ABOVE groups (the family grid's twelve
+# arms), or one arm's, the figure keeps its single row per env.
 FACET_ABOVE = 12
 FACET_COLUMNS = 4
 MAX_FIGURE_WIDTH_IN = 12.0
@@ -114,30 +114,25 @@ def _draw_group(ax, position: int, boxes: KlBoxes, color: str, floor: float) -> 
         )
 
 
-def _algorithm(group: str, boxes: KlBoxes) -> str:
-    """The group's algorithm; without one, its label up to the ' (setting=value)' of a split arm."""
-    return boxes.algorithm or group.split(" (", 1)[0]
-
-
 def faceted(panels: Mapping[str, Mapping[str, KlBoxes]]) -> bool:
-    """Whether the KL figure draws one panel per algorithm: a panel of more than FACET_ABOVE
-    groups that belong to more than one algorithm."""
+    """Whether the KL figure draws one panel per swept arm (:func:`swept_arm`: TRPL's three
+    layers are three arms): a panel of more than FACET_ABOVE groups of more than one arm."""
     most = max((len(per_group) for per_group in panels.values()), default=0)
-    algorithms = {_algorithm(g, b) for per_group in panels.values() for g, b in per_group.items()}
-    return most > FACET_ABOVE and len(algorithms) > 1
+    arms = {swept_arm(group) for per_group in panels.values() for group in per_group}
+    return most > FACET_ABOVE and len(arms) > 1
 
 
 def _facets(panels: Mapping[str, Mapping[str, KlBoxes]]) -> list[tuple[str, str, list[str]]]:
-    """(env, algorithm, its groups in radius order, radius-less ones last) per facet, env by env."""
+    """(env, swept arm, its groups in radius order, radius-less ones last) per facet, env by env."""
     facets = []
     for env, per_group in panels.items():
-        by_algorithm: dict[str, list[str]] = {}
-        for group, boxes in per_group.items():
-            by_algorithm.setdefault(_algorithm(group, boxes), []).append(group)
-        for algorithm, groups in sorted(by_algorithm.items()):
+        by_arm: dict[str, list[str]] = {}
+        for group in per_group:
+            by_arm.setdefault(swept_arm(group), []).append(group)
+        for arm, groups in sorted(by_arm.items()):
             radius = {group: per_group[group].radius for group in groups}
             groups.sort(key=lambda g: (not np.isfinite(radius[g]), radius[g] if np.isfinite(radius[g]) else 0.0, g))
-            facets.append((env, algorithm, groups))
+            facets.append((env, arm, groups))
     return facets
 
 
@@ -164,7 +159,7 @@ def _kl_legend(fig, panels: Mapping[str, Mapping[str, KlBoxes]]) -> None:
 def _plot_faceted(
     panels: Mapping[str, Mapping[str, KlBoxes]], styles: Mapping[str, AlgorithmStyle], out_dir: Path, name: str
 ) -> list[Path]:
-    """The per-algorithm layout: each env's algorithms fill rows of at most FACET_COLUMNS panels
+    """The per-arm layout: each env's swept arms fill rows of at most FACET_COLUMNS panels
     sharing one log y axis, each panel's groups in radius order, ticked by their radius value."""
     floor, facets = _floor(panels), _facets(panels)
     most = max(len(groups) for _, _, groups in facets)
@@ -180,7 +175,7 @@ def _plot_faceted(
         for unused in cells[first_cell + count : first_cell + rows * columns]:
             unused.set_visible(False)
         first_cell += rows * columns
-    for ax, (env, algorithm, groups) in zip(axes, facets):
+    for ax, (env, arm, groups) in zip(axes, facets):
         per_group = panels[env]
         if ax is not axes[0]:
             ax.sharey(axes[0])
@@ -191,7 +186,7 @@ def _plot_faceted(
         long = max(len(label) for label in labels) > FACET_LABEL_CHARS
         ax.set_xticks(range(len(groups)), labels, rotation=30 if long else 0, ha="right" if long else "center")
         ax.set_xlim(-0.6, len(groups) - 0.4)
-        ax.set_title(algorithm if len(panels) == 1 else f"{algorithm}, {'all envs' if env == 'all' else env}")
+        ax.set_title(arm if len(panels) == 1 else f"{arm}, {'all envs' if env == 'all' else env}")
         settings = sorted({per_group[g].setting for g in groups if per_group[g].setting})
         ax.set_xlabel(", ".join(settings))
         spec = ax.get_subplotspec()
@@ -213,8 +208,8 @@ def plot_trust_region_kl(
     KL of its updates (quartiles, whiskers at the 5th and 95th percentiles) on a log axis, and
     its KL radius as a horizontal line (dashed: a bound on KL(old||new); dotted: on the reverse KL).
 
-    A radius sweep (see :func:`faceted`: more than FACET_ABOVE groups of several algorithms in a
-    panel) gets one small panel per algorithm and env instead, at most MAX_FIGURE_WIDTH_IN wide."""
+    A radius sweep (see :func:`faceted`: more than FACET_ABOVE groups of several arms in a panel)
+    gets one small panel per swept arm and env instead, at most MAX_FIGURE_WIDTH_IN wide."""
     if faceted(panels):
         with paper_style():
             return _plot_faceted(panels, styles, out_dir, name)

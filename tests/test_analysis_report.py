@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,39 @@ def test_algorithm_colors_are_fixed_per_name():
     assert plots.algorithm_colors(["trpo", "ppo"])["trpo"] == plots.algorithm_colors(["trpo"])["trpo"]
     colors = plots.algorithm_colors(["trpo", "z", "a", "npg", "vpg", "ppo"])
     assert len(set(colors.values())) == 6
+
+
+def test_the_whole_trust_region_family_takes_chosen_colours_only():
+    """The family suite's twelve arms all get a colour of the fixed palettes (none generated, whose
+    first one is a pink next to VPG's), each its own."""
+    family = tomllib.loads((Path(__file__).parents[1] / "suites" / "trust_region_family.toml").read_text())["algos"]
+    colors = plots.algorithm_colors(family)
+    chosen = set(plots.KNOWN_ALGORITHM_COLORS.values()) | set(plots.EXTRA_COLORS)
+    assert len(family) == 12 and len(set(colors.values())) == 12 and set(colors.values()) <= chosen
+
+
+def test_the_legend_of_many_learning_curves_hangs_below_the_axis_labels(tmp_path, monkeypatch):
+    """With 12 algorithms the legend takes three rows; it must not cover the x label or the
+    steps' x10^n of any panel."""
+    algos = [f"algo{i:02d}" for i in range(12)]
+    x = np.linspace(0, 1e6, 20)
+    band = plots.Band(x, x / 1e3, x / 1e3 - 50, x / 1e3 + 50)
+    bands = {env: {algo: band for algo in algos} for env in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")}
+    seen = {}
+    save = plots.save_figure
+
+    def measuring_save(fig, out_dir, name):
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        seen["legend_top"] = legend.get_window_extent(renderer).y1
+        seen["axes_bottom"] = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
+        seen["rows"] = -(-len(legend.get_texts()) // legend._ncols)
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "save_figure", measuring_save)
+    plots.plot_learning_curves(bands, plots.algorithm_styles(algos), tmp_path)
+    assert seen["rows"] == 3
+    assert seen["legend_top"] <= seen["axes_bottom"]
 
 
 # --- CLI errors (fast: they stop before any work) ---------------------------------------------

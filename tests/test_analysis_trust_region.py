@@ -25,6 +25,7 @@ from trbench.analysis.trust_region import (
     kl_boxes,
     kl_summary_table,
     parse_trust_region,
+    swept_arm,
     trust_region_kl,
     update_table,
 )
@@ -66,6 +67,7 @@ def trust_region_parts(root, options=FAST) -> tuple[SimpleNamespace, str]:
     normalization = load_normalization()
     parts = SimpleNamespace(
         options=options,
+        algos=sorted(scored["algo"].unique()),
         normalization=normalization,
         trust_region_kl=trust_region_kl(scored, loaded.progress, loaded.configs),
         radius_sensitivity=radius_sensitivity(scored, loaded.configs, normalization, options),
@@ -225,6 +227,26 @@ def test_a_radius_sweep_gets_one_small_panel_per_algorithm(monkeypatch, tmp_path
     assert all(path.stat().st_size > 0 for path in drawn.paths)
 
 
+def test_arms_of_one_algorithm_swept_by_a_grid_axis_get_a_panel_each(monkeypatch, tmp_path):
+    """TRPL's layers are three arms of one algorithm: a sweep of each is three panels ticked by the
+    radius, not one panel of 15 long labels."""
+    rows, progress, configs = [], {}, {}
+    radii = [0.0075, 0.015, 0.03, 0.06, 0.12]
+    for arm in ("trpl-kl", "trpl-w2", "trpl-frob"):
+        for radius in radii:
+            run_id = f"{arm}-{radius}"
+            rows.append({"run_id": run_id, "algo": f"{arm}[mean_bound={radius}]", "algorithm": "trpl"})
+            progress[run_id] = pd.DataFrame({"kl": [0.5 * radius, radius], "kl_max": [radius, 3 * radius]})
+            configs[run_id] = {"trust_region": block("mean_bound", radius, 0.03, "other", kl_radius=None)}
+    runs = pd.DataFrame([{**row, "env_id": "Hopper-v5", "seed": 0} for row in rows])
+    updates = update_table(runs, progress, configs)
+    assert {swept_arm(group) for group in updates["group"]} == {"trpl-kl", "trpl-w2", "trpl-frob"}
+    assert trust_region_plots.faceted(kl_boxes(updates))
+    drawn = drawn_kl_figure(monkeypatch, tmp_path, updates)
+    assert drawn.titles == ["trpl-frob", "trpl-kl", "trpl-w2"]
+    assert drawn.ticks == [[f"{radius:g}" for radius in radii]] * 3
+
+
 def test_the_legend_names_only_the_kl_directions_drawn(monkeypatch, tmp_path):
     forward = radius_grid(["trpo", "npg"], [0.005, 0.01])  # TRPO's direction only
     boxes = ["mean KL over states", "max KL over states"]
@@ -342,6 +364,38 @@ def test_x_values_are_the_radius_over_the_default(tmp_path, monkeypatch):
     assert list(lines["trpo"].x) == [0.5, 1.0, 4.0]
     assert list(lines["trpo"].center) == list(table["mean"])
     assert [name for name, _ in analysis.figures] == ["trust_region_kl", "radius_sensitivity"]
+
+
+def kl_figure_styles(monkeypatch, tmp_path, specs) -> tuple[dict, dict]:
+    """The style of each box group of the KL figure, and the report's style of each arm."""
+    analysis, _ = trust_region_parts(make_results(tmp_path / "s", specs))
+    drawn = {}
+    monkeypatch.setattr(report_figures, "plot_trust_region_kl", lambda _, styles, *__: drawn.update(styles))
+    monkeypatch.setattr(report_figures, "plot_radius_sensitivity", lambda *_: None)
+    report_figures.draw_trust_region_figures(analysis, tmp_path / "figures")
+    return drawn, plots.algorithm_styles(analysis.algos)
+
+
+def test_the_kl_figure_draws_each_arm_as_every_other_figure_does(monkeypatch, tmp_path):
+    """Two arms of one algorithm (TRPL's layers) are two methods: their own colours, those of the
+    learning curves, not one colour for their algorithm."""
+    region = json.dumps(block("mean_bound", 0.03, 0.03, "kl_new_old"))
+    specs = [
+        RunSpec(arm, "Hopper-v5", seed, algorithm="trpl", trust_region=region)
+        for arm in ("trpl-kl", "trpl-w2", "trpl-frob")
+        for seed in (0, 1)
+    ] + [RunSpec("trpo", "Hopper-v5", seed, trust_region=json.dumps(block())) for seed in (0, 1)]
+    drawn, report_styles = kl_figure_styles(monkeypatch, tmp_path, specs)
+    assert drawn == report_styles and len({style.color for style in drawn.values()}) == 4
+
+
+def test_the_points_of_a_radius_grid_share_their_arms_style_in_the_kl_figure(monkeypatch, tmp_path):
+    drawn, _ = kl_figure_styles(monkeypatch, tmp_path, sweep_specs())
+    by_arm: dict[str, set] = {}
+    for group, style in drawn.items():
+        by_arm.setdefault(group.split("[")[0], set()).add(style)
+    assert sorted(by_arm) == ["npg", "ppo", "trpo"] and all(len(styles) == 1 for styles in by_arm.values())
+    assert len({next(iter(styles)).color for styles in by_arm.values()}) == 3
 
 
 def test_no_sweep_with_one_or_two_values(tmp_path):
