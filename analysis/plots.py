@@ -71,6 +71,8 @@ LINESTYLE_DRAW_ORDER = ("-", "-.", "--", ":")
 # their markers on the same spots.
 MARKER_SPACING = 0.12
 MARKER_SIZE = 4.0
+# a one-panel figure keeps its legend inside the axes up to this many algorithms, below them above
+LEGEND_INSIDE_MAX = 5
 # Half-width of the horizontal jitter of the points of a score strip, in category widths, and the
 # seed it is drawn from (with the algorithm's name), so that a rebuilt figure is byte-identical.
 STRIP_JITTER = 0.15
@@ -181,7 +183,19 @@ def _legend_handle(style: AlgorithmStyle) -> plt.Line2D:
     return plt.Line2D([], [], color=style.color, ls=style.linestyle, marker=style.marker, ms=MARKER_SIZE, lw=1.5)
 
 
-def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle]) -> None:
+def _legend(fig: plt.Figure, ax: plt.Axes, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle]) -> None:
+    """The legend of a one-panel figure: inside the axes for a few algorithms, below the panel
+    for more, where a dozen entries cannot hide the curves."""
+    if len(algos) <= LEGEND_INSIDE_MAX:
+        ax.legend(frameon=False)
+        fig.tight_layout()
+    else:
+        _legend_below(fig, algos, styles, max_columns=3)
+
+
+def _legend_below(
+    fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, AlgorithmStyle], max_columns: int = 5
+) -> None:
     """The legend hangs from the bottom edge of the laid-out panels, outside them (the tight
     bounding box of the saved figure takes it in), so that however many rows it needs it never
     covers an axis label or the steps' ×10ⁿ."""
@@ -193,7 +207,7 @@ def _legend_below(fig: plt.Figure, algos: Sequence[str], styles: Mapping[str, Al
         handles,
         list(algos),
         loc="upper center",
-        ncol=min(len(algos), 5),
+        ncol=min(len(algos), max_columns),
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
@@ -362,8 +376,7 @@ def plot_performance_profiles(
         ax.set_xlabel(r"Normalised score $\tau$")
         ax.set_ylabel(r"Fraction of runs with score $> \tau$")
         ax.set_ylim(-INTERVAL_AXIS_MARGIN, 1 + INTERVAL_AXIS_MARGIN)  # markers at 0 and 1 clear the frame
-        ax.legend(frameon=False)
-        fig.tight_layout()
+        _legend(fig, ax, sorted(profiles), styles)
         return save_figure(fig, out_dir, name)
 
 
@@ -399,6 +412,5 @@ def plot_sample_efficiency(
         ax.set_xlabel("Environment steps")
         ax.set_ylabel("IQM normalised score")
         format_steps(ax)
-        ax.legend(frameon=False)
-        fig.tight_layout()
+        _legend(fig, ax, sorted(curves), styles)
         return save_figure(fig, out_dir, name)

@@ -244,27 +244,41 @@ def test_the_whole_trust_region_family_takes_chosen_colours_only():
     assert len(family) == 12 and len(set(colors.values())) == 12 and set(colors.values()) <= chosen
 
 
-def test_the_legend_of_many_learning_curves_hangs_below_the_axis_labels(tmp_path, monkeypatch):
-    """With 12 algorithms the legend takes three rows; it must not cover the x label or the
-    steps' x10^n of any panel."""
-    algos = [f"algo{i:02d}" for i in range(12)]
+def _many_bands(algos: list[str]) -> dict[str, plots.Band]:
     x = np.linspace(0, 1e6, 20)
-    band = plots.Band(x, x / 1e3, x / 1e3 - 50, x / 1e3 + 50)
-    bands = {env: {algo: band for algo in algos} for env in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")}
+    return {algo: plots.Band(x, x / 1e3, x / 1e3 - 50, x / 1e3 + 50) for algo in algos}
+
+
+ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
+
+
+@pytest.mark.parametrize(
+    "draw, rows",
+    [
+        (lambda algos, d: plots.plot_learning_curves({env: _many_bands(algos) for env in ENVS}, *d), 3),
+        (lambda algos, d: plots.plot_performance_profiles(_many_bands(algos), *d), 4),
+        (lambda algos, d: plots.plot_sample_efficiency(_many_bands(algos), *d), 4),
+    ],
+    ids=["learning_curves", "performance_profiles", "sample_efficiency"],
+)
+def test_the_legend_of_many_curves_hangs_below_the_axis_labels(tmp_path, monkeypatch, draw, rows):
+    """With 12 algorithms the legend takes rows of its own below the panels; it must not cover a
+    curve, the x label or the steps' x10^n of any panel."""
+    algos = [f"algo{i:02d}" for i in range(12)]
     seen = {}
     save = plots.save_figure
 
     def measuring_save(fig, out_dir, name):
         renderer = fig.canvas.get_renderer()
-        (legend,) = fig.legends
+        (legend,) = fig.legends + [legend for ax in fig.axes if (legend := ax.get_legend())]
         seen["legend_top"] = legend.get_window_extent(renderer).y1
         seen["axes_bottom"] = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
         seen["rows"] = -(-len(legend.get_texts()) // legend._ncols)
         return save(fig, out_dir, name)
 
     monkeypatch.setattr(plots, "save_figure", measuring_save)
-    plots.plot_learning_curves(bands, plots.algorithm_styles(algos), tmp_path)
-    assert seen["rows"] == 3
+    draw(algos, (plots.algorithm_styles(algos), tmp_path))
+    assert seen["rows"] == rows
     assert seen["legend_top"] <= seen["axes_bottom"]
 
 
