@@ -71,6 +71,8 @@ LINESTYLE_DRAW_ORDER = ("-", "-.", "--", ":")
 # their markers on the same spots.
 MARKER_SPACING = 0.12
 MARKER_SIZE = 4.0
+# the least room between two level tick labels, in pixels of the drawing canvas, before they slant
+TICK_LABEL_GAP_PX = 4.0
 # a one-panel figure keeps its legend inside the axes up to this many algorithms, below them above
 LEGEND_INSIDE_MAX = 5
 # Half-width of the horizontal jitter of the points of a score strip, in category widths, and the
@@ -287,7 +289,22 @@ def plot_score_distributions(
             ax.set_ylabel(y_label)
             ax.set_xlabel("")
         fig.tight_layout()
+        for ax in axes:
+            _slant_crowded_labels(fig, ax)
+        fig.tight_layout()
         return save_figure(fig, out_dir, name)
+
+
+def _slant_crowded_labels(fig: plt.Figure, ax: plt.Axes) -> None:
+    """Slant the x tick labels where, level, neighbours would touch (a dozen algorithm names
+    on one panel)."""
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
+    if any(left.x1 + TICK_LABEL_GAP_PX > right.x0 for left, right in zip(boxes, boxes[1:])):
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
 
 
 def _strip_jitter(algo: str, size: int) -> np.ndarray:

@@ -8,6 +8,7 @@ tables and the rendered document without drawing.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -242,6 +243,40 @@ def test_the_whole_trust_region_family_takes_chosen_colours_only():
     colors = plots.algorithm_colors(family)
     chosen = set(plots.KNOWN_ALGORITHM_COLORS.values()) | set(plots.EXTRA_COLORS)
     assert len(family) == 12 and len(set(colors.values())) == 12 and set(colors.values()) <= chosen
+
+
+@pytest.mark.parametrize("count", [3, 12])
+def test_score_strip_labels_never_touch(tmp_path, monkeypatch, count):
+    """Three names stay level; a dozen (the family grid) slant rather than run into each other."""
+    algos = ["trpl-frob", "truly_ppo", "ppo_kl", "acktr", "mdpo", "npg", "ppo", "spo", "trpl-kl", "trpl-w2"]
+    algos = (algos + ["trpo", "vpg"])[:count] if count > 3 else ["trpo", "ppo", "npg"]
+    summary = plots.ScoreSummary(np.array([1.0, 2.0, 3.0]), 2.0, 1.0, 3.0)
+    scores = {env: {algo: summary for algo in algos} for env in ("Hopper-v5", "HalfCheetah-v5")}
+    seen = {}
+    save = plots.save_figure
+
+    def measuring_save(fig, out_dir, name):
+        renderer = fig.canvas.get_renderer()
+        seen["rotations"] = {label.get_rotation() for ax in fig.axes for label in ax.get_xticklabels()}
+        seen["overlaps"] = []
+        for ax in fig.axes:
+            labels = ax.get_xticklabels()
+            for a, b in zip(labels, labels[1:]):
+                box_a, box_b = a.get_window_extent(renderer), b.get_window_extent(renderer)
+                if a.get_rotation() == 0:
+                    touch = box_a.overlaps(box_b)
+                else:  # parallel slanted lines of text: their distance across must exceed a line's height
+                    spacing = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+                    line_height = a.get_fontsize() * fig.dpi / 72
+                    touch = spacing * math.sin(math.radians(a.get_rotation())) < line_height
+                if touch:
+                    seen["overlaps"].append((a.get_text(), b.get_text()))
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "save_figure", measuring_save)
+    plots.plot_score_distributions(scores, plots.algorithm_styles(algos), tmp_path, "Return")
+    assert seen["overlaps"] == []
+    assert seen["rotations"] == ({0.0} if count == 3 else {35.0})
 
 
 def _many_bands(algos: list[str]) -> dict[str, plots.Band]:
