@@ -290,16 +290,15 @@ def plot_score_distributions(
             ax.set_xlabel("")
         fig.tight_layout()
         for ax in axes:
-            _slant_crowded_labels(fig, ax)
+            _slant_crowded_labels(ax)
         fig.tight_layout()
         return save_figure(fig, out_dir, name)
 
 
-def _slant_crowded_labels(fig: plt.Figure, ax: plt.Axes) -> None:
+def _slant_crowded_labels(ax: plt.Axes) -> None:
     """Slant the x tick labels where, level, neighbours would touch (a dozen algorithm names
     on one panel)."""
-    renderer = fig.canvas.get_renderer()
-    boxes = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
+    boxes = [label.get_window_extent() for label in ax.get_xticklabels() if label.get_text()]
     if any(left.x1 + TICK_LABEL_GAP_PX > right.x0 for left, right in zip(boxes, boxes[1:])):
         ax.tick_params(axis="x", labelrotation=35)
         for label in ax.get_xticklabels():
