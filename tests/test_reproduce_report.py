@@ -14,9 +14,10 @@ import pytest
 
 from trbench.analysis import reference
 from trbench.analysis.load import load_results
-from trbench.analysis.published import load_published
+from trbench.analysis.published import load_published, load_reference_sets, resolve_reference, selected_rows
 from trbench.analysis.report import ReportOptions, build_report
 from trbench.cli import main
+from trbench.suites.grid import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERATION = 50_000
@@ -313,3 +314,31 @@ def test_reproduce_refuses_an_env_outside_the_preset_before_writing(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'Hopper-v5'" in err and "allowed: Hopper-v4" in err
     assert not out.exists()
+
+
+def test_the_family_suite_is_compared_with_every_published_number_its_methods_have():
+    family = load_suite(Path(__file__).resolve().parents[1] / "suites" / "trust_region_family.toml")
+    compared = load_reference_sets()[family.name].comparisons
+    arms = {arm.name for arm in family.arms}
+    assert {c.arm for c in compared} <= arms
+    published = load_published()
+    # each comparison finds rows within the grid's 1M-step budget, none beyond it
+    for comparison in compared:
+        rows = selected_rows(published, comparison)
+        assert len(rows) and (rows["steps"].fillna(0) <= 1_000_000).all(), comparison.arm
+    # an arm left out has no published row at 1M steps that could be compared
+    for arm in arms - {c.arm for c in compared}:
+        algo = arm.split("-")[0]
+        at_budget = published[(published["algo"] == algo) & (published["steps"] <= 1_000_000)]
+        assert at_budget.empty, arm
+
+
+def test_a_family_folder_compares_truly_ppo_with_wang2019(tmp_path):
+    root = make_folder(tmp_path / "family", "trust_region_family")
+    for seed, best in enumerate([3500.0, 3600.0, 3700.0, 3650.0, 3550.0]):
+        write_run(root / "runs", "truly_ppo", "Hopper-v5", seed, 2000.0, top10=best)
+    table = reference.reproduction_table(
+        root, resolve_reference("auto", "trust_region_family"), np.random.default_rng(0), n_resamples=300
+    ).table
+    truly = row(table, arm="truly_ppo", env_id="Hopper-v5", source="wang2019")
+    assert truly["published"] == 3653 and truly["verdict"] == "consistent"
