@@ -17,6 +17,7 @@ from trbench.analysis.bands import (
     reproduction_bands,
     sample_efficiency_bands,
 )
+from trbench.analysis.improvement_matrix import PAIR_ROWS_MAX_ALGORITHMS, plot_improvement_matrix
 from trbench.analysis.radius_sensitivity import NORMALISED
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
@@ -106,13 +107,24 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             for row in improvement_rows.itertuples(index=False)
             if row.algo_a < row.algo_b
         ]
-        plots.plot_probability_of_improvement(pairs, styles, figure_dir)
-        add(
-            "probability_of_improvement",
+        meaning = (
             "Probability that a run of X scores higher than a run of Y on the same env (ties "
-            f"count 1/2), averaged over envs, with {options.confidence_level:.0%} "
-            "stratified-bootstrap CIs; 0.5 means no difference.",
+            "count 1/2), averaged over envs"
         )
+        if len({name for a, b, _ in pairs for name in (a, b)}) > PAIR_ROWS_MAX_ALGORITHMS:
+            plot_improvement_matrix(pairs, figure_dir)
+            add(
+                "probability_of_improvement",
+                f"{meaning}: row X against column Y, rows ranked by their mean probability of "
+                f"improvement; bold where the {options.confidence_level:.0%} stratified-bootstrap CI "
+                "excludes 0.5 (intervals in aggregate.csv).",
+            )
+        else:
+            plots.plot_probability_of_improvement(pairs, styles, figure_dir)
+            add(
+                "probability_of_improvement",
+                f"{meaning}, with {options.confidence_level:.0%} stratified-bootstrap CIs; 0.5 means no difference.",
+            )
     efficiency = sample_efficiency_bands(curves, analysis.normalization, envs, analysis.algos, options)
     if isinstance(efficiency, Unavailable):
         notes.append(f"Sample efficiency: {efficiency.reason}.")

@@ -1,0 +1,99 @@
+"""Probability of improvement between many algorithms as one matrix.
+
+With k algorithms the report has k(k-1)/2 pairs: 66 for the twelve arms of the trust-region
+family, far too many rows for the one-interval-per-pair figure (plots.py). Above
+:data:`PAIR_ROWS_MAX_ALGORITHMS` the report draws this matrix instead: cell (X, Y) holds
+P(X > Y), so each cell and its mirror sum to one, rows are ordered by their mean probability of
+improvement over the others (a ranking read top to bottom), and a bold estimate marks a pair
+whose confidence interval excludes 0.5. Like plots.py, nothing here computes statistics beyond
+arranging the estimates it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from trbench.analysis.plots import paper_style, save_figure
+from trbench.analysis.stats import IntervalEstimate
+
+# Up to this many algorithms (10 pairs) the report keeps one row per pair, with its interval
+# drawn; beyond it, the matrix.
+PAIR_ROWS_MAX_ALGORITHMS = 5
+# Cell size in inches: twelve algorithms make a 5.6 in square, inside a two-column page.
+CELL_IN = 0.38
+MATRIX_MARGIN_IN = 1.4
+CELL_FONT_PT = 6
+
+
+@dataclass(frozen=True)
+class ImprovementMatrix:
+    algos: tuple[str, ...]  # in rank order: the highest mean P(X > others) first
+    estimate: np.ndarray  # estimate[i, j] = P(algos[i] > algos[j]); NaN on the diagonal
+    significant: np.ndarray  # whether that pair's CI excludes 0.5 (either side)
+
+
+def improvement_matrix(pairs: Sequence[tuple[str, str, IntervalEstimate]]) -> ImprovementMatrix:
+    """Arrange P(X > Y) for the given pairs (one direction each is enough: P(Y > X) = 1 - P(X > Y),
+    ties counting one half) into a matrix ordered by mean probability of improvement."""
+    names = sorted({name for a, b, _ in pairs for name in (a, b)})
+    index = {name: i for i, name in enumerate(names)}
+    estimate = np.full((len(names), len(names)), np.nan)
+    significant = np.zeros((len(names), len(names)), dtype=bool)
+    for a, b, interval in pairs:
+        i, j = index[a], index[b]
+        excludes_half = bool(interval.low > 0.5 or interval.high < 0.5)
+        estimate[i, j], estimate[j, i] = interval.estimate, 1.0 - interval.estimate
+        significant[i, j] = significant[j, i] = excludes_half
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.where(np.eye(len(names), dtype=bool), np.nan, estimate), axis=1)
+    order = sorted(range(len(names)), key=lambda i: (-mean[i], names[i]))
+    return ImprovementMatrix(
+        algos=tuple(names[i] for i in order),
+        estimate=estimate[np.ix_(order, order)],
+        significant=significant[np.ix_(order, order)],
+    )
+
+
+def plot_improvement_matrix(
+    pairs: Sequence[tuple[str, str, IntervalEstimate]],
+    out_dir: Path,
+    name: str = "probability_of_improvement",
+) -> list[Path]:
+    """Heat map of P(row > column) on a diverging scale centred on 0.5, each cell labelled with
+    its estimate, in bold where the pair's CI excludes 0.5."""
+    matrix = improvement_matrix(pairs)
+    size = len(matrix.algos)
+    with paper_style():
+        side = CELL_IN * size + MATRIX_MARGIN_IN
+        fig, ax = plt.subplots(figsize=(side + 0.5, side))
+        image = ax.imshow(np.ma.masked_invalid(matrix.estimate), cmap="RdBu", vmin=0.0, vmax=1.0)
+        for i in range(size):
+            for j in range(size):
+                value = matrix.estimate[i, j]
+                if not np.isfinite(value):
+                    continue
+                text = f"{value:.2f}"
+                ax.text(
+                    j,
+                    i,
+                    {"0.00": "0", "1.00": "1"}.get(text, text.lstrip("0")),
+                    ha="center",
+                    va="center",
+                    fontsize=CELL_FONT_PT,
+                    fontweight="bold" if matrix.significant[i, j] else "normal",
+                    color="white" if abs(value - 0.5) > 0.3 else "black",
+                )
+        ax.set_xticks(range(size), matrix.algos, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(size), matrix.algos)
+        ax.set_xlabel("Y")
+        ax.set_ylabel("X")
+        ax.tick_params(length=0)
+        colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, ticks=[0.0, 0.25, 0.5, 0.75, 1.0])
+        colorbar.set_label("P(X > Y)")
+        fig.tight_layout()
+        return save_figure(fig, out_dir, name)
