@@ -24,10 +24,15 @@ from trbench.analysis.stats import IntervalEstimate
 # Up to this many algorithms (10 pairs) the report keeps one row per pair, with its interval
 # drawn; beyond it, the matrix.
 PAIR_ROWS_MAX_ALGORITHMS = 5
-# Cell size in inches: twelve algorithms make a 5.6 in square, inside a two-column page.
+# Cell size in inches: twelve algorithms make a 5.96 in square, inside a two-column page. More
+# algorithms shrink the cells so the matrix stays within MATRIX_MAX_SIDE_IN (a radius sweep's
+# report has dozens of arms); cells smaller than CELL_LABEL_MIN_IN carry no number, only colour.
 CELL_IN = 0.38
 MATRIX_MARGIN_IN = 1.4
+MATRIX_MAX_SIDE_IN = 7.0
+CELL_LABEL_MIN_IN = 0.25
 CELL_FONT_PT = 6
+TICK_FONT_PT = 8
 
 
 @dataclass(frozen=True)
@@ -65,17 +70,20 @@ def plot_improvement_matrix(
     name: str = "probability_of_improvement",
 ) -> list[Path]:
     """Heat map of P(row > column) on a diverging scale centred on 0.5, each cell labelled with
-    its estimate, in bold where the pair's CI excludes 0.5."""
+    its estimate, in bold where the pair's CI excludes 0.5 (unlabelled when cells are too small
+    to hold a number)."""
     matrix = improvement_matrix(pairs)
     size = len(matrix.algos)
+    cell = min(CELL_IN, (MATRIX_MAX_SIDE_IN - MATRIX_MARGIN_IN) / max(size, 1))
+    tick_font = min(TICK_FONT_PT, 0.8 * cell * 72)
     with paper_style():
-        side = CELL_IN * size + MATRIX_MARGIN_IN
+        side = cell * size + MATRIX_MARGIN_IN
         fig, ax = plt.subplots(figsize=(side + 0.5, side))
         image = ax.imshow(np.ma.masked_invalid(matrix.estimate), cmap="RdBu", vmin=0.0, vmax=1.0)
         for i in range(size):
             for j in range(size):
                 value = matrix.estimate[i, j]
-                if not np.isfinite(value):
+                if not np.isfinite(value) or cell < CELL_LABEL_MIN_IN:
                     continue
                 text = f"{value:.2f}"
                 ax.text(
@@ -88,8 +96,8 @@ def plot_improvement_matrix(
                     fontweight="bold" if matrix.significant[i, j] else "normal",
                     color="white" if abs(value - 0.5) > 0.3 else "black",
                 )
-        ax.set_xticks(range(size), matrix.algos, rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticks(range(size), matrix.algos)
+        ax.set_xticks(range(size), matrix.algos, rotation=45, ha="right", rotation_mode="anchor", fontsize=tick_font)
+        ax.set_yticks(range(size), matrix.algos, fontsize=tick_font)
         ax.set_xlabel("Y")
         ax.set_ylabel("X")
         ax.tick_params(length=0)
