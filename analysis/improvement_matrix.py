@@ -96,7 +96,11 @@ def plot_improvement_matrix(
                     fontweight="bold" if matrix.significant[i, j] else "normal",
                     color="white" if abs(value - 0.5) > 0.3 else "black",
                 )
-        ax.set_xticks(range(size), matrix.algos, rotation=45, ha="right", rotation_mode="anchor", fontsize=tick_font)
+        # slanted names need about twice the spacing of upright ones before neighbours touch
+        rotation = 45 if cell >= CELL_LABEL_MIN_IN else 90
+        ax.set_xticks(
+            range(size), matrix.algos, rotation=rotation, ha="right", rotation_mode="anchor", fontsize=tick_font
+        )
         ax.set_yticks(range(size), matrix.algos, fontsize=tick_font)
         ax.set_xlabel("Y")
         ax.set_ylabel("X")
