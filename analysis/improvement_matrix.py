@@ -64,6 +64,16 @@ def improvement_matrix(pairs: Sequence[tuple[str, str, IntervalEstimate]]) -> Im
     )
 
 
+def cell_inches(count: int) -> float:
+    """The side of one cell of a matrix of ``count`` algorithms."""
+    return min(CELL_IN, (MATRIX_MAX_SIDE_IN - MATRIX_MARGIN_IN) / max(count, 1))
+
+
+def cells_labelled(count: int) -> bool:
+    """Whether a matrix of ``count`` algorithms writes each estimate in its cell."""
+    return cell_inches(count) >= CELL_LABEL_MIN_IN
+
+
 def plot_improvement_matrix(
     pairs: Sequence[tuple[str, str, IntervalEstimate]],
     out_dir: Path,
@@ -74,7 +84,7 @@ def plot_improvement_matrix(
     to hold a number)."""
     matrix = improvement_matrix(pairs)
     size = len(matrix.algos)
-    cell = min(CELL_IN, (MATRIX_MAX_SIDE_IN - MATRIX_MARGIN_IN) / max(size, 1))
+    cell = cell_inches(size)
     tick_font = min(TICK_FONT_PT, 0.8 * cell * 72)
     with paper_style():
         side = cell * size + MATRIX_MARGIN_IN
@@ -83,7 +93,7 @@ def plot_improvement_matrix(
         for i in range(size):
             for j in range(size):
                 value = matrix.estimate[i, j]
-                if not np.isfinite(value) or cell < CELL_LABEL_MIN_IN:
+                if not np.isfinite(value) or not cells_labelled(size):
                     continue
                 text = f"{value:.2f}"
                 ax.text(
@@ -97,7 +107,7 @@ def plot_improvement_matrix(
                     color="white" if abs(value - 0.5) > 0.3 else "black",
                 )
         # slanted names need about twice the spacing of upright ones before neighbours touch
-        rotation = 45 if cell >= CELL_LABEL_MIN_IN else 90
+        rotation = 45 if cells_labelled(size) else 90
         ax.set_xticks(
             range(size), matrix.algos, rotation=rotation, ha="right", rotation_mode="anchor", fontsize=tick_font
         )

@@ -17,7 +17,7 @@ from trbench.analysis.bands import (
     reproduction_bands,
     sample_efficiency_bands,
 )
-from trbench.analysis.improvement_matrix import PAIR_ROWS_MAX_ALGORITHMS, plot_improvement_matrix
+from trbench.analysis.improvement_matrix import PAIR_ROWS_MAX_ALGORITHMS, cells_labelled, plot_improvement_matrix
 from trbench.analysis.radius_sensitivity import NORMALISED
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
@@ -111,13 +111,19 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             "Probability that a run of X scores higher than a run of Y on the same env (ties "
             "count 1/2), averaged over envs"
         )
-        if len({name for a, b, _ in pairs for name in (a, b)}) > PAIR_ROWS_MAX_ALGORITHMS:
+        compared = len({name for a, b, _ in pairs for name in (a, b)})
+        if compared > PAIR_ROWS_MAX_ALGORITHMS:
             plot_improvement_matrix(pairs, figure_dir)
+            numbers = (
+                f"each cell's estimate is written in it, in bold where its {options.confidence_level:.0%} "
+                "stratified-bootstrap CI excludes 0.5"
+                if cells_labelled(compared)
+                else f"colour only, too many cells for numbers; the estimates with {options.confidence_level:.0%} "
+                "stratified-bootstrap CIs are in aggregate.csv"
+            )
             add(
                 "probability_of_improvement",
-                f"{meaning}: row X against column Y, rows ranked by their mean probability of "
-                f"improvement; bold where the {options.confidence_level:.0%} stratified-bootstrap CI "
-                "excludes 0.5 (intervals in aggregate.csv).",
+                f"{meaning}: row X against column Y, rows ranked by their mean probability of improvement; {numbers}.",
             )
         else:
             plots.plot_probability_of_improvement(pairs, styles, figure_dir)

@@ -66,6 +66,7 @@ def test_many_algorithms_fit_a_page_with_cells_labelled_while_numbers_fit(tmp_pa
     assert width <= 7.5 and height <= 7.0  # a two-column page, where 66 rows would take 24 in
     matrix = improvement_matrix.improvement_matrix(pairs)
     assert seen["ticks"] == list(matrix.algos)
+    assert improvement_matrix.cells_labelled(count) == (count == 12)  # what the report's caption says
     if count == 12:
         assert len(seen["texts"]) == 12 * 11
         assert sum(weight == "bold" for _, weight in seen["texts"]) == int(matrix.significant.sum())
