@@ -24,7 +24,8 @@ from trbench.analysis.stats import IntervalEstimate
 # Up to this many algorithms (10 pairs) the report keeps one row per pair, with its interval
 # drawn; beyond it, the matrix.
 PAIR_ROWS_MAX_ALGORITHMS = 5
-# Cell size in inches: twelve algorithms make a 5.96 in square, inside a two-column page. More
+# Cell size in inches: twelve algorithms make a 4.56 in square of cells (about 6.5 x 6 in with
+# names and colour bar), inside a two-column page. More
 # algorithms shrink the cells so the matrix stays within MATRIX_MAX_SIDE_IN (a radius sweep's
 # report has dozens of arms); cells smaller than CELL_LABEL_MIN_IN carry no number, only colour.
 CELL_IN = 0.38
@@ -54,9 +55,11 @@ def improvement_matrix(pairs: Sequence[tuple[str, str, IntervalEstimate]]) -> Im
         excludes_half = bool(interval.low > 0.5 or interval.high < 0.5)
         estimate[i, j], estimate[j, i] = interval.estimate, 1.0 - interval.estimate
         significant[i, j] = significant[j, i] = excludes_half
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(np.where(np.eye(len(names), dtype=bool), np.nan, estimate), axis=1)
-    order = sorted(range(len(names)), key=lambda i: (-mean[i], names[i]))
+    known = np.isfinite(estimate)
+    counts = known.sum(axis=1)
+    mean = np.where(counts > 0, np.where(known, estimate, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+    # an algorithm without any estimate ranks last, not first as a NaN key would put it
+    order = sorted(range(len(names)), key=lambda i: (bool(np.isnan(mean[i])), -np.nan_to_num(mean[i]), names[i]))
     return ImprovementMatrix(
         algos=tuple(names[i] for i in order),
         estimate=estimate[np.ix_(order, order)],
@@ -108,8 +111,15 @@ def plot_improvement_matrix(
                 )
         # slanted names need about twice the spacing of upright ones before neighbours touch
         rotation = 45 if cells_labelled(size) else 90
+        # upright names centre on their column only when anchored at their middle
         ax.set_xticks(
-            range(size), matrix.algos, rotation=rotation, ha="right", rotation_mode="anchor", fontsize=tick_font
+            range(size),
+            matrix.algos,
+            rotation=rotation,
+            ha="right",
+            va="center" if rotation == 90 else "top",
+            rotation_mode="anchor",
+            fontsize=tick_font,
         )
         ax.set_yticks(range(size), matrix.algos, fontsize=tick_font)
         ax.set_xlabel("Y")

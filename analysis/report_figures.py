@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trbench.analysis import plots, reference, stats
@@ -114,16 +115,20 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
         compared = len({name for a, b, _ in pairs for name in (a, b)})
         if compared > PAIR_ROWS_MAX_ALGORITHMS:
             plot_improvement_matrix(pairs, figure_dir)
-            numbers = (
-                f"each cell's estimate is written in it, in bold where its {options.confidence_level:.0%} "
-                "stratified-bootstrap CI excludes 0.5"
-                if cells_labelled(compared)
-                else f"colour only, too many cells for numbers; the estimates with {options.confidence_level:.0%} "
-                "stratified-bootstrap CIs are in aggregate.csv"
-            )
+            with_cis = any(np.isfinite(i.low) and np.isfinite(i.high) for _, _, i in pairs)
+            level = f"{options.confidence_level:.0%} stratified-bootstrap"
+            if cells_labelled(compared):
+                numbers = "each cell's estimate is written in it" + (
+                    f", in bold where its {level} CI excludes 0.5" if with_cis else " (one run per cell: no CIs)"
+                )
+            else:
+                numbers = "colour only, too many cells for numbers; the estimates" + (
+                    f" with {level} CIs are in aggregate.csv" if with_cis else " are in aggregate.csv"
+                )
             add(
                 "probability_of_improvement",
-                f"{meaning}: row X against column Y, rows ranked by their mean probability of improvement; {numbers}.",
+                f"{meaning}: row X against column Y, rows ranked by their mean probability of improvement, "
+                f"0.5 meaning no difference; {numbers}.",
             )
         else:
             plots.plot_probability_of_improvement(pairs, styles, figure_dir)

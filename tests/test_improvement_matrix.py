@@ -38,6 +38,13 @@ def test_matrix_is_the_same_whichever_direction_a_pair_is_given_in():
     assert (one.significant == other.significant).all()
 
 
+def test_an_algorithm_without_estimates_ranks_last():
+    nan = IntervalEstimate(float("nan"), float("nan"), float("nan"))
+    matrix = improvement_matrix.improvement_matrix([*PAIRS, ("a", "z", nan), ("b", "z", nan), ("c", "z", nan)])
+    assert matrix.algos == ("a", "c", "b", "z")
+    assert not matrix.significant[:, -1].any()
+
+
 @pytest.mark.parametrize("count", [12, 55])
 def test_many_algorithms_fit_a_page_with_cells_labelled_while_numbers_fit(tmp_path, monkeypatch, count):
     """The family's twelve arms get a number in every cell; a radius sweep's 55 arms get colours

@@ -88,7 +88,8 @@ def fabricate_results(tmp_path: Path, states: list[str | None]) -> tuple[Path, l
         folder = out / "runs" / run.run_id
         folder.mkdir(parents=True)
         if state == "started":
-            (folder / "progress.csv.partial").write_text("iteration,step,kl\n1,256,0.1\n2,512,0.1\n3,7")
+            # half the 512-step budget logged in whole rows, then a row torn by the interruption
+            (folder / "progress.csv.partial").write_text("iteration,step,kl\n1,128,0.1\n2,256,0.1\n3,7")
             (folder / "checkpoint.pt").write_bytes(b"not read by status")
         elif state is not None:
             atomic_write_json(
@@ -126,7 +127,7 @@ def test_status_counts_complete_failed_started_missing_by_algorithm_and_env(tmp_
         str(states.count(None)),
     ]
     # ended runs count their whole budget (512 each), a started one its last whole logged row
-    trained = 512 * ended + 512 * states.count("started")
+    trained = 512 * ended + 256 * states.count("started")
     started_note = "; 1 started, 1 of them with a checkpoint to resume from" if "started" in states else ""
     assert f"trained: {trained:,} of the grid's 2,048 steps ({trained / 2048:.1%}){started_note}" in lines
     assert "no runner is working on this folder" in lines
