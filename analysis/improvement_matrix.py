@@ -25,9 +25,9 @@ from trbench.analysis.stats import IntervalEstimate
 # drawn; beyond it, the matrix.
 PAIR_ROWS_MAX_ALGORITHMS = 5
 # Cell size in inches: twelve algorithms make a 4.56 in square of cells (about 6.5 x 6 in with
-# names and colour bar), inside a two-column page. More
-# algorithms shrink the cells so the matrix stays within MATRIX_MAX_SIDE_IN (a radius sweep's
-# report has dozens of arms); cells smaller than CELL_LABEL_MIN_IN carry no number, only colour.
+# names and colour bar), inside a two-column page. More algorithms shrink the cells so the matrix
+# stays within MATRIX_MAX_SIDE_IN (a radius sweep's report has dozens of arms); cells smaller
+# than CELL_LABEL_MIN_IN carry no number, only colour.
 CELL_IN = 0.38
 MATRIX_MARGIN_IN = 1.4
 MATRIX_MAX_SIDE_IN = 7.0
@@ -43,10 +43,18 @@ class ImprovementMatrix:
     significant: np.ndarray  # whether that pair's CI excludes 0.5 (either side)
 
 
-def improvement_matrix(pairs: Sequence[tuple[str, str, IntervalEstimate]]) -> ImprovementMatrix:
+Pairs = Sequence[tuple[str, str, IntervalEstimate]]
+
+
+def compared_algorithms(pairs: Pairs) -> list[str]:
+    """Every algorithm named in ``pairs``, sorted."""
+    return sorted({name for a, b, _ in pairs for name in (a, b)})
+
+
+def improvement_matrix(pairs: Pairs) -> ImprovementMatrix:
     """Arrange P(X > Y) for the given pairs (one direction each is enough: P(Y > X) = 1 - P(X > Y),
     ties counting one half) into a matrix ordered by mean probability of improvement."""
-    names = sorted({name for a, b, _ in pairs for name in (a, b)})
+    names = compared_algorithms(pairs)
     index = {name: i for i, name in enumerate(names)}
     estimate = np.full((len(names), len(names)), np.nan)
     significant = np.zeros((len(names), len(names)), dtype=bool)
@@ -57,9 +65,9 @@ def improvement_matrix(pairs: Sequence[tuple[str, str, IntervalEstimate]]) -> Im
         significant[i, j] = significant[j, i] = excludes_half
     known = np.isfinite(estimate)
     counts = known.sum(axis=1)
-    mean = np.where(counts > 0, np.where(known, estimate, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
-    # an algorithm without any estimate ranks last, not first as a NaN key would put it
-    order = sorted(range(len(names)), key=lambda i: (bool(np.isnan(mean[i])), -np.nan_to_num(mean[i]), names[i]))
+    mean = np.where(known, estimate, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    # an algorithm without any estimate ranks last
+    order = sorted(range(len(names)), key=lambda i: (counts[i] == 0, -mean[i], names[i]))
     return ImprovementMatrix(
         algos=tuple(names[i] for i in order),
         estimate=estimate[np.ix_(order, order)],
@@ -77,8 +85,26 @@ def cells_labelled(count: int) -> bool:
     return cell_inches(count) >= CELL_LABEL_MIN_IN
 
 
+def caption(pairs: Pairs, confidence_level: float) -> str:
+    """How to read the matrix of ``pairs``: what a cell holds, and where the CIs are."""
+    with_cis = any(np.isfinite(i.low) and np.isfinite(i.high) for _, _, i in pairs)
+    level = f"{confidence_level:.0%} stratified-bootstrap"
+    if cells_labelled(len(compared_algorithms(pairs))):
+        numbers = "each cell's estimate is written in it" + (
+            f", in bold where its {level} CI excludes 0.5" if with_cis else " (one run per cell: no CIs)"
+        )
+    else:
+        numbers = "colour only, too many cells for numbers; the estimates" + (
+            f" with {level} CIs are in aggregate.csv" if with_cis else " are in aggregate.csv"
+        )
+    return (
+        "row X against column Y, rows ranked by their mean probability of improvement, "
+        f"0.5 meaning no difference; {numbers}"
+    )
+
+
 def plot_improvement_matrix(
-    pairs: Sequence[tuple[str, str, IntervalEstimate]],
+    pairs: Pairs,
     out_dir: Path,
     name: str = "probability_of_improvement",
 ) -> list[Path]:
@@ -87,16 +113,16 @@ def plot_improvement_matrix(
     to hold a number)."""
     matrix = improvement_matrix(pairs)
     size = len(matrix.algos)
-    cell = cell_inches(size)
+    cell, labelled = cell_inches(size), cells_labelled(size)
     tick_font = min(TICK_FONT_PT, 0.8 * cell * 72)
     with paper_style():
         side = cell * size + MATRIX_MARGIN_IN
         fig, ax = plt.subplots(figsize=(side + 0.5, side))
         image = ax.imshow(np.ma.masked_invalid(matrix.estimate), cmap="RdBu", vmin=0.0, vmax=1.0)
-        for i in range(size):
+        for i in range(size if labelled else 0):
             for j in range(size):
                 value = matrix.estimate[i, j]
-                if not np.isfinite(value) or not cells_labelled(size):
+                if not np.isfinite(value):
                     continue
                 text = f"{value:.2f}"
                 ax.text(
@@ -110,7 +136,7 @@ def plot_improvement_matrix(
                     color="white" if abs(value - 0.5) > 0.3 else "black",
                 )
         # slanted names need about twice the spacing of upright ones before neighbours touch
-        rotation = 45 if cells_labelled(size) else 90
+        rotation = 45 if labelled else 90
         # upright names centre on their column only when anchored at their middle
         ax.set_xticks(
             range(size),

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from trbench.analysis import plots, reference, stats
+from trbench.analysis import improvement_matrix, plots, reference, stats
 from trbench.analysis.bands import (
     learning_curve_bands,
     performance_profile_bands,
     reproduction_bands,
     sample_efficiency_bands,
 )
-from trbench.analysis.improvement_matrix import PAIR_ROWS_MAX_ALGORITHMS, cells_labelled, plot_improvement_matrix
 from trbench.analysis.radius_sensitivity import NORMALISED
 from trbench.analysis.report_options import METRIC_LABELS
 from trbench.analysis.reproduction_plot import PublishedPoint, plot_reproduction
@@ -112,23 +110,11 @@ def draw_figures(analysis: Analysis, curves: pd.DataFrame, figure_dir: Path) -> 
             "Probability that a run of X scores higher than a run of Y on the same env (ties "
             "count 1/2), averaged over envs"
         )
-        compared = len({name for a, b, _ in pairs for name in (a, b)})
-        if compared > PAIR_ROWS_MAX_ALGORITHMS:
-            plot_improvement_matrix(pairs, figure_dir)
-            with_cis = any(np.isfinite(i.low) and np.isfinite(i.high) for _, _, i in pairs)
-            level = f"{options.confidence_level:.0%} stratified-bootstrap"
-            if cells_labelled(compared):
-                numbers = "each cell's estimate is written in it" + (
-                    f", in bold where its {level} CI excludes 0.5" if with_cis else " (one run per cell: no CIs)"
-                )
-            else:
-                numbers = "colour only, too many cells for numbers; the estimates" + (
-                    f" with {level} CIs are in aggregate.csv" if with_cis else " are in aggregate.csv"
-                )
+        if len(improvement_matrix.compared_algorithms(pairs)) > improvement_matrix.PAIR_ROWS_MAX_ALGORITHMS:
+            improvement_matrix.plot_improvement_matrix(pairs, figure_dir)
             add(
                 "probability_of_improvement",
-                f"{meaning}: row X against column Y, rows ranked by their mean probability of improvement, "
-                f"0.5 meaning no difference; {numbers}.",
+                f"{meaning}: {improvement_matrix.caption(pairs, options.confidence_level)}.",
             )
         else:
             plots.plot_probability_of_improvement(pairs, styles, figure_dir)

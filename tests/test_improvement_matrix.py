@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from analysis_fixtures import grid_specs, make_results
 
-from trbench.analysis import improvement_matrix, plots, report, report_figures
+from trbench.analysis import improvement_matrix, plots, report
 from trbench.analysis.improvement_matrix import PAIR_ROWS_MAX_ALGORITHMS, plot_improvement_matrix
 from trbench.analysis.stats import IntervalEstimate
 
@@ -85,7 +85,7 @@ def test_many_algorithms_fit_a_page_with_cells_labelled_while_numbers_fit(tmp_pa
 @pytest.mark.parametrize("count", [PAIR_ROWS_MAX_ALGORITHMS, PAIR_ROWS_MAX_ALGORITHMS + 1])
 def test_a_report_draws_rows_for_few_algorithms_and_the_matrix_for_more(tmp_path, monkeypatch, count):
     calls = []
-    matrix, rows = report_figures.plot_improvement_matrix, plots.plot_probability_of_improvement
+    matrix, rows = improvement_matrix.plot_improvement_matrix, plots.plot_probability_of_improvement
 
     def recording_matrix(pairs, out_dir):
         calls.append(("matrix", len(pairs)))
@@ -95,7 +95,7 @@ def test_a_report_draws_rows_for_few_algorithms_and_the_matrix_for_more(tmp_path
         calls.append(("rows", len(pairs)))
         return rows(pairs, styles, out_dir)
 
-    monkeypatch.setattr(report_figures, "plot_improvement_matrix", recording_matrix)
+    monkeypatch.setattr(improvement_matrix, "plot_improvement_matrix", recording_matrix)
     monkeypatch.setattr(plots, "plot_probability_of_improvement", recording_rows)
     algos = [f"algo{i}" for i in range(count)]
     root = make_results(tmp_path / "suite", grid_specs(algos=algos, seeds=(0, 1, 2)))
