@@ -30,6 +30,9 @@ from trbench.suites.grid import load_suite
 from trbench.suites.ray_executor import SYSTEM_FAILURE_RETRIES, is_system_failure
 
 FAILING = "plugins_for_tests.failing"
+# TRPO that halts from half its budget on until its gate file exists: a kill lands mid-run however
+# fast the machine trains
+GATED = "plugins_for_tests.gated:GatedTRPO"
 ON_LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker process through /proc")
 CLUSTER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
@@ -163,8 +166,10 @@ def write_suite(
     checkpoint_interval_steps: int,
     seeds: int = 1,
     save_model: bool = False,
+    gate: Path | None = None,
 ) -> Path:
     path = folder / f"{name}.toml"
+    gate_line = f"gate_file = {json.dumps(str(gate))}" if gate is not None else ""
     path.write_text(
         textwrap.dedent(f"""
         name = "{name}"
@@ -178,6 +183,7 @@ def write_suite(
         critic_minibatch_size = 64
         save_model = {json.dumps(save_model)}
         checkpoint_interval_steps = {checkpoint_interval_steps}
+        {gate_line}
     """)
     )
     return path
@@ -256,10 +262,12 @@ def test_a_lost_worker_or_node_is_a_system_failure_and_the_runs_own_error_is_not
 @pytest.mark.ray
 @ON_LINUX
 def test_a_worker_killed_mid_run_is_resubmitted_and_resumes_from_its_last_checkpoint(cluster, tmp_path):
-    # after the first checkpoint, 47 iterations (about 2 s here) are left to outlast finding the
-    # worker and killing it, with room to spare on a machine several times faster
-    iterations = 48
-    suite = write_suite(tmp_path, "killed-worker", ["trpo"], steps=iterations * 256, checkpoint_interval_steps=256)
+    # the run halts at its gate from iteration 5 of 8 on, so it is still training when it is killed
+    iterations = 8
+    gate = tmp_path / "gate"
+    suite = write_suite(
+        tmp_path, "killed-worker", [GATED], steps=iterations * 256, checkpoint_interval_steps=256, gate=gate
+    )
     (run,) = load_suite(suite).runs
     out = tmp_path / "out"
     folder = out / "runs" / run.run_id
@@ -273,6 +281,7 @@ def test_a_worker_killed_mid_run_is_resubmitted_and_resumes_from_its_last_checkp
             alive=runner,
         )
         os.kill(worker, signal.SIGKILL)
+        gate.touch()  # the resubmitted run trains through
         output, errors = runner.communicate(timeout=RUN_TIMEOUT_S)
     finally:
         stop_if_running(runner)
@@ -298,15 +307,18 @@ def test_seeds_packed_into_one_task_resume_after_a_killed_worker_to_the_bits_of_
     # a pack of three seeds in one Ray task (one worker process holds all three runs); after the
     # first checkpoints reached the runner, the worker is killed; the pack is submitted again and
     # each seed resumes from its own checkpoint; the end is what one seed per local worker gives
-    iterations = 40
+    # the pack halts at its gate from iteration 5 of 8 on, so it is still training when it is killed
+    iterations = 8
+    gate = tmp_path / "gate"
     suite = write_suite(
         tmp_path,
         "killed-pack",
-        ["trpo"],
+        [GATED],
         steps=iterations * 256,
         checkpoint_interval_steps=256,
         seeds=3,
         save_model=True,
+        gate=gate,
     )
     run_ids = [run.run_id for run in load_suite(suite).runs]
     out = tmp_path / "out"
@@ -329,6 +341,7 @@ def test_seeds_packed_into_one_task_resume_after_a_killed_worker_to_the_bits_of_
         )
         assert len(set(holders.values())) == 1, holders
         os.kill(next(iter(holders.values())), signal.SIGKILL)
+        gate.touch()
         output, errors = runner.communicate(timeout=RUN_TIMEOUT_S)
     finally:
         stop_if_running(runner)
